@@ -1,0 +1,537 @@
+//! The bus handle: one cheap-to-clone entry point to publish, subscribe, invoke and serve.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::cancel::{CANCEL_EVENT, CancelRegistry};
+use crate::context;
+use crate::dispatch::{EventSink, RequestSink, Route, run_event_worker};
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::memory::MemoryTransport;
+use crate::middleware::{BoxFuture, Endpoint, Middleware};
+use crate::options::{HandleOptions, SubscribeOptions};
+use crate::reply_router::ReplyRouter;
+use crate::request::{Call, CallKind, Request};
+use crate::stats::{BusStats, Counters};
+use crate::stream::StreamLimits;
+use crate::subject::{Subjects, check_name, check_tenant};
+use crate::transport::{Message, Subscription, Transport};
+use crate::writer::{FrameKind, StreamWriter};
+
+/// Settings fixed when the bus is built.
+#[derive(Clone, Debug)]
+pub struct BusSettings {
+    /// This process's agent id, written into `from`.
+    pub agent_id: String,
+    /// Default tenant for calls and registrations ("" = none).
+    pub tenant: String,
+    /// Timeout of calls that set none.
+    pub default_timeout: Duration,
+    /// Reorder limits of streams.
+    pub limits: StreamLimits,
+    /// Unread frames a call may hold before it fails with `BACKPRESSURE_DROP`.
+    pub frame_buffer: usize,
+    /// Unhandled events a subscription may hold before it drops (and counts) more.
+    pub event_buffer: usize,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        BusSettings {
+            agent_id: "openagentio".to_owned(),
+            tenant: String::new(),
+            default_timeout: Duration::from_secs(30),
+            limits: StreamLimits::default(),
+            frame_buffer: 4096,
+            event_buffer: 65_536,
+        }
+    }
+}
+
+/// Builds a [`Bus`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use openagentio_core::{Bus, MemoryTransport};
+/// let bus = Bus::builder()
+///     .transport(MemoryTransport::new())
+///     .agent_id("docs")
+///     .default_timeout(Duration::from_secs(5))
+///     .build();
+/// assert_eq!(bus.agent_id(), "docs");
+/// # }
+/// ```
+pub struct BusBuilder {
+    transport: Option<Arc<dyn Transport>>,
+    settings: BusSettings,
+    prefix: String,
+    middleware: Vec<Arc<dyn Middleware>>,
+}
+
+impl BusBuilder {
+    /// Uses `transport` (default: a new [`MemoryTransport`]).
+    pub fn transport(mut self, transport: impl Transport) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+    /// Uses an already shared transport.
+    pub fn shared_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+    /// Sets the agent id written into `from`.
+    pub fn agent_id(mut self, id: impl Into<String>) -> Self {
+        self.settings.agent_id = id.into();
+        self
+    }
+    /// Sets the subject prefix (default `acp.v1`).
+    pub fn subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// Sets the default tenant.
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.settings.tenant = tenant.into();
+        self
+    }
+    /// Sets the timeout of calls that set none (default 30 s).
+    pub fn default_timeout(mut self, d: Duration) -> Self {
+        self.settings.default_timeout = d;
+        self
+    }
+    /// Sets the stream reorder limits (default 256 pending, gap 1024).
+    pub fn stream_limits(mut self, limits: StreamLimits) -> Self {
+        self.settings.limits = limits;
+        self
+    }
+    /// Sets how many unread frames a call may hold (default 4096).
+    pub fn frame_buffer(mut self, n: usize) -> Self {
+        self.settings.frame_buffer = n.max(1);
+        self
+    }
+    /// Sets how many unhandled events a subscription may hold (default 65 536).
+    pub fn event_buffer(mut self, n: usize) -> Self {
+        self.settings.event_buffer = n.max(1);
+        self
+    }
+    /// Adds a middleware layer around every handler (first added = outermost).
+    pub fn middleware(mut self, layer: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(layer));
+        self
+    }
+    /// Builds the bus.
+    pub fn build(self) -> Bus {
+        let transport = self
+            .transport
+            .unwrap_or_else(|| Arc::new(MemoryTransport::new()));
+        let inbox = transport.new_inbox_prefix();
+        Bus {
+            inner: Arc::new(BusInner {
+                subjects: Subjects::new(self.prefix),
+                settings: self.settings,
+                middleware: self.middleware.into(),
+                replies: ReplyRouter::new(inbox),
+                cancels: CancelRegistry::new(),
+                registrations: Mutex::new(Vec::new()),
+                counters: Counters::default(),
+                closed: AtomicBool::new(false),
+                transport,
+            }),
+        }
+    }
+}
+
+/// The runtime bus: publish/subscribe, invoke/handle_invoke and
+/// stream_invoke/handle_stream over one transport. Cloning is cheap; clones
+/// share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), openagentio_core::BusError> {
+/// use openagentio_core::Bus;
+/// use serde_json::json;
+/// let bus = Bus::memory();
+/// bus.handle_invoke("echo", |req| async move { Ok(req.payload().clone()) }).await?;
+/// let reply = bus.invoke("echo", json!({"msg": "hi"})).await?;
+/// assert_eq!(reply.payload, Some(json!({"msg": "hi"})));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    pub(crate) inner: Arc<BusInner>,
+}
+
+pub(crate) struct BusInner {
+    pub transport: Arc<dyn Transport>,
+    pub settings: BusSettings,
+    pub subjects: Subjects,
+    pub middleware: Arc<[Arc<dyn Middleware>]>,
+    pub replies: ReplyRouter,
+    pub cancels: CancelRegistry,
+    pub registrations: Mutex<Vec<Registration>>,
+    pub counters: Counters,
+    pub closed: AtomicBool,
+}
+
+impl BusInner {
+    /// Tells whoever serves request `request_id` to stop (fire and forget).
+    pub fn send_cancel(&self, request_id: &str) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut env = Envelope::new(CANCEL_EVENT);
+        env.from = self.settings.agent_id.clone();
+        env.correlation_id = request_id.to_owned();
+        let transport = self.transport.clone();
+        let subject = self.subjects.cancel();
+        rt.spawn(async move {
+            let _ = transport.publish(Message::envelope(subject, env)).await;
+        });
+    }
+}
+
+/// A handler or subscription registered on the bus. It stays until
+/// [`Registration::unsubscribe`] or [`Bus::close`]; dropping the handle does not
+/// remove it.
+#[derive(Clone)]
+pub struct Registration {
+    inner: Arc<RegistrationInner>,
+}
+
+struct RegistrationInner {
+    subject: String,
+    subscription: tokio::sync::Mutex<Option<Box<dyn Subscription>>>,
+    worker: Option<tokio::task::AbortHandle>,
+}
+
+impl Registration {
+    /// The subject it listens on.
+    pub fn subject(&self) -> &str {
+        &self.inner.subject
+    }
+
+    /// Stops deliveries to the handler. Idempotent.
+    pub async fn unsubscribe(&self) -> Result<(), BusError> {
+        let sub = self.inner.subscription.lock().await.take();
+        if let Some(worker) = &self.inner.worker {
+            worker.abort();
+        }
+        match sub {
+            Some(s) => s.unsubscribe().await.map_err(BusError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Bus {
+    /// A builder.
+    pub fn builder() -> BusBuilder {
+        BusBuilder {
+            transport: None,
+            settings: BusSettings::default(),
+            prefix: crate::subject::DEFAULT_PREFIX.to_owned(),
+            middleware: Vec::new(),
+        }
+    }
+
+    /// A bus on a new in-memory transport with default settings.
+    pub fn memory() -> Bus {
+        Bus::builder().build()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<BusInner>) -> Bus {
+        Bus { inner }
+    }
+
+    /// The agent id.
+    pub fn agent_id(&self) -> &str {
+        &self.inner.settings.agent_id
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &BusSettings {
+        &self.inner.settings
+    }
+
+    /// The subject layout.
+    pub fn subjects(&self) -> &Subjects {
+        &self.inner.subjects
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.inner.transport
+    }
+
+    /// Counters of messages the bus could not process.
+    pub fn stats(&self) -> BusStats {
+        self.inner.counters.snapshot()
+    }
+
+    fn ensure_open(&self) -> Result<(), BusError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(BusError::transport("bus is closed"));
+        }
+        Ok(())
+    }
+
+    fn tenant_or_default<'a>(&'a self, tenant: Option<&'a str>) -> Result<&'a str, BusError> {
+        let t = tenant.unwrap_or(&self.inner.settings.tenant);
+        check_tenant(t).map_err(|e| BusError::invalid(e.to_string()))?;
+        Ok(t)
+    }
+
+    /// Publishes an event on `{prefix}[.{tenant}].events.{event_type}`. Empty
+    /// context fields (session, conversation, tenant, user, trace) are filled
+    /// from the request being served, if any.
+    pub async fn publish(&self, mut env: Envelope) -> Result<(), BusError> {
+        self.ensure_open()?;
+        check_name("event type", &env.event_type, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        if env.from.is_empty() {
+            env.from = self.inner.settings.agent_id.clone();
+        }
+        crate::call::inherit_context(&mut env, context::current().as_deref());
+        let tenant = if env.tenant_id.is_empty() {
+            self.tenant_or_default(None)?.to_owned()
+        } else {
+            check_tenant(&env.tenant_id).map_err(|e| BusError::invalid(e.to_string()))?;
+            env.tenant_id.clone()
+        };
+        let subject = self.inner.subjects.event(&env.event_type, &tenant);
+        self.inner
+            .transport
+            .publish(Message::envelope(subject, env))
+            .await
+            .map_err(BusError::from)
+    }
+
+    /// Publishes a new event of `event_type` with `payload`.
+    pub async fn emit(&self, event_type: &str, payload: Value) -> Result<(), BusError> {
+        self.publish(Envelope::new(event_type).with_payload(payload)).await
+    }
+
+    /// Subscribes `handler` to events of `event_type` (`*` and `>` allowed).
+    pub async fn subscribe<F, Fut>(&self, event_type: &str, handler: F) -> Result<Registration, BusError>
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        self.subscribe_with(event_type, SubscribeOptions::default(), handler).await
+    }
+
+    /// [`Bus::subscribe`] with options (queue group, tenant, concurrency).
+    pub async fn subscribe_with<F, Fut>(
+        &self,
+        event_type: &str,
+        opts: SubscribeOptions,
+        handler: F,
+    ) -> Result<Registration, BusError>
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        self.ensure_open()?;
+        check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
+        let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
+        let subject = self.inner.subjects.event(event_type, tenant);
+        let handler = Arc::new(handler);
+        let endpoint: Endpoint = Arc::new(move |call: Call| {
+            let handler = handler.clone();
+            Box::pin(async move { handler(call.request.into_envelope()).await }) as BoxFuture<'static, _>
+        });
+        let route = self.route(CallKind::Event, event_type, endpoint, None);
+        let (tx, rx) = mpsc::channel(self.inner.settings.event_buffer);
+        let sink = Arc::new(EventSink {
+            tx,
+            bus: Arc::downgrade(&self.inner),
+            name: route.name.clone(),
+        });
+        let worker = tokio::spawn(run_event_worker(route, rx, opts.concurrency.unwrap_or(1)));
+        let sub = match self
+            .inner
+            .transport
+            .subscribe(&subject, opts.queue.as_deref(), sink)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                worker.abort();
+                return Err(e.into());
+            }
+        };
+        Ok(self.track(subject, sub, Some(worker.abort_handle())))
+    }
+
+    /// Serves `target` with a request/reply handler: its `Ok` value becomes the
+    /// payload of one `agent.response.final` frame, its `Err` an
+    /// `agent.response.error` frame.
+    pub async fn handle_invoke<F, Fut>(&self, target: &str, handler: F) -> Result<Registration, BusError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, BusError>> + Send + 'static,
+    {
+        self.handle_invoke_with(target, HandleOptions::default(), handler).await
+    }
+
+    /// [`Bus::handle_invoke`] with options.
+    pub async fn handle_invoke_with<F, Fut>(
+        &self,
+        target: &str,
+        opts: HandleOptions,
+        handler: F,
+    ) -> Result<Registration, BusError>
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, BusError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let endpoint: Endpoint = Arc::new(move |call: Call| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let writer = call.writer.clone();
+                let value = handler(call.request).await?;
+                match writer {
+                    Some(w) => w.send(FrameKind::Final, Some(value)).await,
+                    None => Ok(()),
+                }
+            }) as BoxFuture<'static, _>
+        });
+        self.register_handler(CallKind::Invoke, target, opts, endpoint).await
+    }
+
+    /// Serves `target` with a streaming handler that writes frames with the
+    /// [`StreamWriter`]. Returning without a terminal frame sends `final` for
+    /// it (or `error`, when the handler fails).
+    pub async fn handle_stream<F, Fut>(&self, target: &str, handler: F) -> Result<Registration, BusError>
+    where
+        F: Fn(Request, StreamWriter) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        self.handle_stream_with(target, HandleOptions::default(), handler).await
+    }
+
+    /// [`Bus::handle_stream`] with options.
+    pub async fn handle_stream_with<F, Fut>(
+        &self,
+        target: &str,
+        opts: HandleOptions,
+        handler: F,
+    ) -> Result<Registration, BusError>
+    where
+        F: Fn(Request, StreamWriter) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let endpoint: Endpoint = Arc::new(move |call: Call| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let writer = call
+                    .writer
+                    .clone()
+                    .ok_or_else(|| BusError::invalid("stream handler called without a writer"))?;
+                handler(call.request, writer).await
+            }) as BoxFuture<'static, _>
+        });
+        self.register_handler(CallKind::Stream, target, opts, endpoint).await
+    }
+
+    async fn register_handler(
+        &self,
+        kind: CallKind,
+        target: &str,
+        opts: HandleOptions,
+        endpoint: Endpoint,
+    ) -> Result<Registration, BusError> {
+        self.ensure_open()?;
+        check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
+        let subject = self.inner.subjects.invoke(target, tenant);
+        self.inner
+            .cancels
+            .listen(&self.inner.transport, &self.inner.subjects.cancel())
+            .await?;
+        let limiter = opts.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let route = self.route(kind, target, endpoint, limiter);
+        let queue = opts.queue.unwrap_or_else(|| target.to_owned());
+        let sub = self
+            .inner
+            .transport
+            .subscribe(&subject, Some(&queue), Arc::new(RequestSink(route)))
+            .await?;
+        Ok(self.track(subject, sub, None))
+    }
+
+    fn route(
+        &self,
+        kind: CallKind,
+        name: &str,
+        endpoint: Endpoint,
+        limiter: Option<Arc<Semaphore>>,
+    ) -> Arc<Route> {
+        Arc::new(Route {
+            bus: Arc::downgrade(&self.inner),
+            chain: self.inner.middleware.clone(),
+            endpoint,
+            kind,
+            name: Arc::from(name),
+            limiter,
+        })
+    }
+
+    fn track(
+        &self,
+        subject: String,
+        sub: Box<dyn Subscription>,
+        worker: Option<tokio::task::AbortHandle>,
+    ) -> Registration {
+        let reg = Registration {
+            inner: Arc::new(RegistrationInner {
+                subject,
+                subscription: tokio::sync::Mutex::new(Some(sub)),
+                worker,
+            }),
+        };
+        self.inner.registrations.lock().push(reg.clone());
+        reg
+    }
+
+    /// Removes every registration, stops listening for replies and closes the transport.
+    pub async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
+        for r in regs {
+            let _ = r.unsubscribe().await;
+        }
+        self.inner.replies.close().await;
+        self.inner.cancels.close().await;
+        self.inner.transport.close().await;
+    }
+
+    /// A weak handle that does not keep the bus alive.
+    pub fn downgrade(&self) -> WeakBus {
+        WeakBus(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A handle that does not keep the bus alive.
+#[derive(Clone)]
+pub struct WeakBus(Weak<BusInner>);
+
+impl WeakBus {
+    /// The bus, if it still exists.
+    pub fn upgrade(&self) -> Option<Bus> {
+        self.0.upgrade().map(Bus::from_inner)
+    }
+}

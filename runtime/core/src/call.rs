@@ -1,0 +1,180 @@
+//! The calling side: `invoke` and `stream_invoke`.
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::bus::Bus;
+use crate::context::{CallContext, TIMEOUT_MS_KEY, current};
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::event_type::MESSAGE_RECEIVED;
+use crate::options::CallOptions;
+use crate::stream::Stream;
+use crate::subject::{check_name, check_tenant};
+use crate::trace_context::TraceContext;
+use crate::transport::Message;
+
+/// Fills empty context fields of `env` from the request being served, and gives
+/// it a trace: a child span of the served request's trace, of the envelope's
+/// own `traceparent`, or a new root.
+pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
+    if let Some(ctx) = ctx {
+        fill(&mut env.session_id, &ctx.session_id);
+        fill(&mut env.conversation_id, &ctx.conversation_id);
+        fill(&mut env.tenant_id, &ctx.tenant_id);
+        fill(&mut env.user_id, &ctx.user_id);
+        fill(&mut env.channel, &ctx.channel);
+    }
+    let parent = TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(|c| c.trace.clone()));
+    let trace = match parent {
+        Some(p) => p.child(),
+        None => TraceContext::new_root(),
+    };
+    env.traceparent = trace.traceparent();
+    env.trace_id = trace.trace_id;
+    env.span_id = trace.span_id;
+}
+
+fn fill(dst: &mut String, src: &str) {
+    if dst.is_empty() && !src.is_empty() {
+        dst.push_str(src);
+    }
+}
+
+fn set(dst: &mut String, src: &Option<String>) {
+    if let Some(s) = src {
+        dst.clone_from(s);
+    }
+}
+
+impl Bus {
+    /// Calls `target` and waits for its terminal frame. An `agent.response.error`
+    /// frame becomes `Err` with the handler's code; frames before the terminal
+    /// one (when the target streams) are skipped.
+    pub async fn invoke(&self, target: &str, payload: Value) -> Result<Envelope, BusError> {
+        self.invoke_with(target, payload, CallOptions::default()).await
+    }
+
+    /// [`Bus::invoke`] with options.
+    pub async fn invoke_with(
+        &self,
+        target: &str,
+        payload: Value,
+        opts: CallOptions,
+    ) -> Result<Envelope, BusError> {
+        let mut stream = self.stream_invoke_with(target, payload, opts).await?;
+        while let Some(frame) = stream.next().await {
+            let frame = frame?;
+            if frame.is_terminal() {
+                return match frame.error() {
+                    Some(e) => Err(e),
+                    None => Ok(frame),
+                };
+            }
+        }
+        Err(BusError::transport(format!("{target}: ended without a terminal frame")))
+    }
+
+    /// Calls `target` and returns its frames as they arrive.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), openagentio_core::BusError> {
+    /// use openagentio_core::Bus;
+    /// use serde_json::json;
+    /// let bus = Bus::memory();
+    /// bus.handle_stream("count", |_req, w| async move {
+    ///     for i in 0..3 { w.delta_text(i.to_string()).await?; }
+    ///     w.finish(json!("done")).await
+    /// }).await?;
+    /// let mut s = bus.stream_invoke("count", json!(null)).await?;
+    /// let mut seqs = vec![];
+    /// while let Some(frame) = s.next().await { seqs.push(frame?.seq); }
+    /// assert_eq!(seqs, [0, 1, 2, 3]);
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_invoke(&self, target: &str, payload: Value) -> Result<Stream, BusError> {
+        self.stream_invoke_with(target, payload, CallOptions::default()).await
+    }
+
+    /// [`Bus::stream_invoke`] with options.
+    pub async fn stream_invoke_with(
+        &self,
+        target: &str,
+        payload: Value,
+        opts: CallOptions,
+    ) -> Result<Stream, BusError> {
+        let request = Envelope::new(MESSAGE_RECEIVED).with_payload(payload);
+        self.stream_request(target, request, opts).await
+    }
+
+    /// Sends a request envelope of the caller's making (its own id, event type,
+    /// payload, metadata) to `target`. Empty fields are filled as for
+    /// [`Bus::stream_invoke_with`].
+    pub async fn stream_request(
+        &self,
+        target: &str,
+        mut env: Envelope,
+        opts: CallOptions,
+    ) -> Result<Stream, BusError> {
+        let inner = &self.inner;
+        if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(BusError::transport("bus is closed"));
+        }
+        check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        let ctx = current();
+        if env.from.is_empty() {
+            env.from.clone_from(&inner.settings.agent_id);
+        }
+        if env.to.is_empty() {
+            env.to = target.to_owned();
+        }
+        set(&mut env.tenant_id, &opts.tenant);
+        set(&mut env.session_id, &opts.session);
+        set(&mut env.conversation_id, &opts.conversation);
+        set(&mut env.user_id, &opts.user);
+        set(&mut env.channel, &opts.channel);
+        if let Some(tp) = &opts.traceparent {
+            env.traceparent.clone_from(tp);
+        }
+        inherit_context(&mut env, ctx.as_deref());
+        if env.tenant_id.is_empty() {
+            env.tenant_id.clone_from(&inner.settings.tenant);
+        }
+        check_tenant(&env.tenant_id).map_err(|e| BusError::invalid(e.to_string()))?;
+        for (k, v) in opts.metadata {
+            env.metadata.insert(k, v);
+        }
+
+        let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
+        let mut deadline = Instant::now() + timeout;
+        if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline) {
+            deadline = deadline.min(parent);
+        }
+        let remaining_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
+        env.metadata.insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
+
+        let slot = inner.replies.open(&inner.transport, inner.settings.frame_buffer).await?;
+        env.reply_to.clone_from(&slot.subject);
+        let request_id = env.event_id.clone();
+        let subject = inner.subjects.invoke(target, &env.tenant_id);
+        let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());
+        match tokio::time::timeout_at(deadline, inner.transport.publish(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(BusError::timeout(format!(
+                    "{target}: the request could not be sent before the deadline"
+                )));
+            }
+        }
+        Ok(Stream::new(
+            inner.clone(),
+            slot,
+            request_id,
+            target.to_owned(),
+            Some(deadline),
+            opts.idle_timeout,
+            inner.settings.limits,
+        ))
+    }
+}

@@ -1,0 +1,51 @@
+//! JSON encoding of envelopes, and the lenient read of broken ones.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::envelope::Envelope;
+use crate::transport::Body;
+
+/// Why bytes are not an envelope.
+#[derive(Debug, thiserror::Error)]
+#[error("not an acp envelope: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+/// Encodes an envelope as compact JSON.
+pub fn encode(env: &Envelope) -> Result<Bytes, serde_json::Error> {
+    serde_json::to_vec(env).map(Bytes::from)
+}
+
+/// Decodes an envelope from JSON bytes.
+///
+/// ```
+/// let err = openagentio_core::codec::decode(b"not json").unwrap_err();
+/// assert!(err.to_string().starts_with("not an acp envelope"));
+/// ```
+pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+/// Takes the envelope out of a body, decoding bytes.
+pub fn decode_body(body: Body) -> Result<Envelope, DecodeError> {
+    match body {
+        Body::Envelope(env) => Ok(*env),
+        Body::Bytes(b) => decode(&b),
+    }
+}
+
+/// From bytes that failed to decode as an envelope, what can still be read to
+/// answer the sender: `(reply_to, event_id)` when the bytes are a JSON object
+/// that names them.
+pub fn salvage_reply_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
+        return (None, None);
+    };
+    let get = |k: &str| {
+        map.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    (get("reply_to"), get("event_id"))
+}

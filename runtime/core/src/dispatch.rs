@@ -1,0 +1,213 @@
+//! Serving deliveries: requests to invoke/stream handlers, events to subscribers.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Weak};
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusInner};
+use crate::codec::{decode_body, salvage_reply_fields};
+use crate::context::CallContext;
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::middleware::{Endpoint, Middleware, Next, panic_message};
+use crate::request::{Call, CallKind, Request};
+use crate::stats::Counters;
+use crate::transport::{Body, Message, Sink};
+use crate::writer::{StreamWriter, reply_shell};
+
+/// Everything needed to serve the deliveries of one registration.
+pub(crate) struct Route {
+    pub bus: Weak<BusInner>,
+    pub chain: Arc<[Arc<dyn Middleware>]>,
+    pub endpoint: Endpoint,
+    pub kind: CallKind,
+    pub name: Arc<str>,
+    pub limiter: Option<Arc<Semaphore>>,
+}
+
+/// Delivers requests: each one is served on its own task.
+pub(crate) struct RequestSink(pub Arc<Route>);
+
+impl Sink for RequestSink {
+    fn deliver(&self, msg: Message) {
+        let Some(bus) = self.0.bus.upgrade() else {
+            return;
+        };
+        let permit = match &self.0.limiter {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    Counters::bump(&bus.counters.refused_requests);
+                    let name = self.0.name.clone();
+                    tokio::spawn(async move {
+                        let err = BusError::backpressure(format!("{name}: handler is at its concurrency limit"));
+                        reply_error_to_undecoded(&bus, msg, err).await;
+                    });
+                    return;
+                }
+            },
+        };
+        let route = self.0.clone();
+        tokio::spawn(async move {
+            serve_request(bus, route, msg).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Answers a request that will not be served with an error frame, decoding only
+/// as much of it as needed to find where to answer.
+async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusError) {
+    let (reply_to, request_id, request) = match msg.body {
+        Body::Envelope(env) => (Some(env.reply_to.clone()), Some(env.event_id.clone()), Some(*env)),
+        Body::Bytes(b) => match crate::codec::decode(&b) {
+            Ok(env) => (Some(env.reply_to.clone()), Some(env.event_id.clone()), Some(env)),
+            Err(_) => {
+                let (r, id) = salvage_reply_fields(&b);
+                (r, id, None)
+            }
+        },
+    };
+    let Some(reply_to) = reply_to.filter(|r| !r.is_empty()).or(msg.reply) else {
+        return;
+    };
+    let mut frame = match &request {
+        Some(req) => reply_shell(&bus.settings.agent_id, req),
+        None => {
+            let mut e = Envelope::new(crate::event_type::RESPONSE_ERROR);
+            e.from = bus.settings.agent_id.clone();
+            e.correlation_id = request_id.unwrap_or_default();
+            e
+        }
+    };
+    frame.event_type = crate::event_type::RESPONSE_ERROR.to_owned();
+    frame.frame_type = "response.error".to_owned();
+    frame.is_final = true;
+    frame.payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));
+    if let Err(e) = bus.transport.publish(Message::envelope(reply_to, frame)).await {
+        tracing::warn!(error = %e, "could not send an error reply");
+    }
+}
+
+async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
+    let subject = msg.subject.clone();
+    let env = match msg.body {
+        Body::Envelope(env) => *env,
+        Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                Counters::bump(&bus.counters.bad_messages);
+                tracing::warn!(%subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
+                let msg = Message {
+                    subject,
+                    reply: msg.reply,
+                    body: Body::Bytes(bytes),
+                    status: None,
+                };
+                reply_error_to_undecoded(&bus, msg, BusError::codec(e.to_string())).await;
+                return;
+            }
+        },
+    };
+    let token = CancellationToken::new();
+    let _guard = bus.cancels.register(&env.event_id, token.clone());
+    let writer = StreamWriter::new(bus.clone(), &env, token.clone());
+    let ctx = Arc::new(CallContext::from_request(&env));
+    let call = Call {
+        request: Request::new(env, token, Bus::from_inner(bus.clone())),
+        writer: Some(writer.clone()),
+        kind: route.kind,
+        name: route.name.clone(),
+    };
+    let run = Next::new(&route.chain, &route.endpoint).run(call);
+    let outcome = ctx.scope(AssertUnwindSafe(run).catch_unwind()).await;
+    let result = outcome.unwrap_or_else(|panic| {
+        Counters::bump(&bus.counters.handler_panics);
+        Err(BusError::unavailable(format!(
+            "handler panicked: {}",
+            panic_message(panic.as_ref())
+        )))
+    });
+    if writer.is_closed() {
+        if let Err(e) = result {
+            tracing::debug!(target = %route.name, error = %e, "handler failed after its terminal frame");
+        }
+        return;
+    }
+    let sent = match &result {
+        Ok(()) => writer.send(crate::writer::FrameKind::Final, None).await,
+        Err(e) => writer.error(e).await,
+    };
+    if let Err(e) = sent {
+        tracing::warn!(target = %route.name, error = %e, "could not send the terminal frame");
+    }
+}
+
+/// Delivers events to a worker task that runs the handler, `concurrency` at a time.
+pub(crate) struct EventSink {
+    pub tx: mpsc::Sender<Message>,
+    pub bus: Weak<BusInner>,
+    pub name: Arc<str>,
+}
+
+impl Sink for EventSink {
+    fn deliver(&self, msg: Message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
+            if let Some(bus) = self.bus.upgrade() {
+                Counters::bump(&bus.counters.overflowed_calls);
+            }
+            tracing::warn!(subscription = %self.name, "event dropped: the subscriber is not keeping up");
+        }
+    }
+}
+
+/// Runs events of one subscription until it is removed.
+pub(crate) async fn run_event_worker(route: Arc<Route>, rx: mpsc::Receiver<Message>, concurrency: usize) {
+    tokio_stream_from(rx)
+        .for_each_concurrent(concurrency, |msg| {
+            let route = route.clone();
+            async move {
+                let Some(bus) = route.bus.upgrade() else {
+                    return;
+                };
+                serve_event(bus, &route, msg).await;
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Message>) -> impl futures::Stream<Item = Message> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
+    let subject = msg.subject.clone();
+    let env = match decode_body(msg.body) {
+        Ok(env) => env,
+        Err(e) => {
+            Counters::bump(&bus.counters.bad_messages);
+            tracing::warn!(%subject, error = %e, "event is not an acp envelope");
+            return;
+        }
+    };
+    let ctx = Arc::new(CallContext::from_request(&env));
+    let call = Call {
+        request: Request::new(env, CancellationToken::new(), Bus::from_inner(bus.clone())),
+        writer: None,
+        kind: CallKind::Event,
+        name: route.name.clone(),
+    };
+    let run = Next::new(&route.chain, &route.endpoint).run(call);
+    match ctx.scope(AssertUnwindSafe(run).catch_unwind()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(subscription = %route.name, error = %e, "event handler failed"),
+        Err(panic) => {
+            Counters::bump(&bus.counters.handler_panics);
+            tracing::error!(subscription = %route.name, panic = %panic_message(panic.as_ref()), "event handler panicked");
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The acp/1.0 envelope: the one message model every transport and bridge carries.
+
+use std::fmt;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::BusError;
+use crate::event_type::{SCHEMA_VERSION, SPEC_VERSION, frame_type_for, is_terminal, is_terminal_frame};
+use crate::ids::new_event_id;
+use crate::payload::ErrorPayload;
+
+/// One acp/1.0 message.
+///
+/// Optional string fields use the empty string for "absent", as the reference
+/// SDKs do, and are left out of the JSON when empty; `seq` 0 and `is_final`
+/// false are left out too. Fields this version does not know are kept in
+/// [`Envelope::extra`] and written back when the envelope is forwarded.
+///
+/// ```
+/// use openagentio_core::Envelope;
+/// let env = Envelope::new("agent.message.received").with_payload(serde_json::json!({"text": "hi"}));
+/// let bytes = serde_json::to_vec(&env).unwrap();
+/// let back: Envelope = serde_json::from_slice(&bytes).unwrap();
+/// assert_eq!(back, env);
+/// assert_eq!(back.frame_type, "request");
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    /// Protocol version, `"acp/1.0"`.
+    pub spec_version: String,
+    /// Envelope structure version, `1`.
+    pub schema_version: u64,
+    /// Globally unique id (UUIDv7 for envelopes made here).
+    pub event_id: String,
+    /// Logical event name, e.g. `agent.response.delta`.
+    pub event_type: String,
+    /// Frame discriminator, e.g. `response.delta`; empty when absent.
+    pub frame_type: String,
+    /// When the event happened (RFC 3339; the offset is kept as received).
+    pub occurred_at: DateTime<FixedOffset>,
+    /// W3C trace id (32 hex digits).
+    pub trace_id: String,
+    /// W3C span id (16 hex digits).
+    pub span_id: String,
+    /// W3C `traceparent`.
+    pub traceparent: String,
+    /// Session the event belongs to.
+    pub session_id: String,
+    /// Conversation the event belongs to.
+    pub conversation_id: String,
+    /// The `event_id` of the request this frame answers.
+    pub correlation_id: String,
+    /// Subject the answer frames go to.
+    pub reply_to: String,
+    /// Sender agent (wire key `from`).
+    pub from: String,
+    /// Recipient agent.
+    pub to: String,
+    /// Originating channel (e.g. `matrix`, `http`).
+    pub channel: String,
+    /// Tenant scope.
+    pub tenant_id: String,
+    /// End user.
+    pub user_id: String,
+    /// Frame number within a response, from 0; absent means 0.
+    pub seq: u64,
+    /// True on the last frame of a response.
+    pub is_final: bool,
+    /// Business payload (any JSON); `None` when absent or null.
+    pub payload: Option<Value>,
+    /// Free-form extension fields; keys starting with `acp.` are runtime-internal.
+    pub metadata: Map<String, Value>,
+    /// Top-level fields this version does not know, kept for forwarding.
+    pub extra: Map<String, Value>,
+}
+
+impl Envelope {
+    /// A new envelope of `event_type` with a fresh UUIDv7 id, the current UTC time
+    /// and the matching `frame_type` for known event types.
+    pub fn new(event_type: impl Into<String>) -> Self {
+        let event_type = event_type.into();
+        let frame_type = frame_type_for(&event_type).unwrap_or_default().to_owned();
+        Envelope {
+            spec_version: SPEC_VERSION.to_owned(),
+            schema_version: SCHEMA_VERSION,
+            event_id: new_event_id(),
+            event_type,
+            frame_type,
+            occurred_at: Utc::now().fixed_offset(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            traceparent: String::new(),
+            session_id: String::new(),
+            conversation_id: String::new(),
+            correlation_id: String::new(),
+            reply_to: String::new(),
+            from: String::new(),
+            to: String::new(),
+            channel: String::new(),
+            tenant_id: String::new(),
+            user_id: String::new(),
+            seq: 0,
+            is_final: false,
+            payload: None,
+            metadata: Map::new(),
+            extra: Map::new(),
+        }
+    }
+
+    /// Sets the payload (`null` clears it).
+    pub fn with_payload(mut self, payload: Value) -> Self {
+        self.payload = (!payload.is_null()).then_some(payload);
+        self
+    }
+
+    /// Sets one metadata key.
+    pub fn with_metadata(mut self, key: impl Into<String>, value: Value) -> Self {
+        self.metadata.insert(key.into(), value);
+        self
+    }
+
+    /// Sets the session id.
+    pub fn with_session(mut self, session_id: impl Into<String>) -> Self {
+        self.session_id = session_id.into();
+        self
+    }
+
+    /// Sets the tenant id.
+    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = tenant_id.into();
+        self
+    }
+
+    /// The frame type, falling back to the one implied by `event_type`.
+    pub fn effective_frame_type(&self) -> &str {
+        if self.frame_type.is_empty() {
+            frame_type_for(&self.event_type).unwrap_or("")
+        } else {
+            &self.frame_type
+        }
+    }
+
+    /// Whether this frame ends a response: `is_final`, or a terminal event or frame type.
+    pub fn is_terminal(&self) -> bool {
+        self.is_final || is_terminal(&self.event_type) || is_terminal_frame(&self.frame_type)
+    }
+
+    /// Whether this is an `agent.response.error` frame.
+    pub fn is_error(&self) -> bool {
+        self.event_type == crate::event_type::RESPONSE_ERROR || self.frame_type == "response.error"
+    }
+
+    /// The error payload of an error frame.
+    pub fn error_payload(&self) -> Option<ErrorPayload> {
+        if !self.is_error() {
+            return None;
+        }
+        let payload = self.payload.clone().unwrap_or(Value::Null);
+        Some(
+            serde_json::from_value(payload).unwrap_or_else(|_| ErrorPayload {
+                code: "AGENT_UNAVAILABLE".into(),
+                message: "error frame without a valid error payload".into(),
+                retryable: false,
+                cause: None,
+            }),
+        )
+    }
+
+    /// The error this frame reports, if it is an error frame.
+    pub fn error(&self) -> Option<BusError> {
+        self.error_payload().map(|p| BusError::from_payload(&p))
+    }
+
+    /// The payload decoded as `T` (`null` when absent); a mismatch is `INVALID_REQUEST`.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, BusError> {
+        match &self.payload {
+            Some(v) => T::deserialize(v).map_err(BusError::from),
+            None => T::deserialize(&Value::Null).map_err(BusError::from),
+        }
+    }
+
+    /// The payload, or `null`.
+    pub fn payload_or_null(&self) -> &Value {
+        static NULL: Value = Value::Null;
+        self.payload.as_ref().unwrap_or(&NULL)
+    }
+
+    /// `occurred_at` in its wire form (RFC 3339, `Z` for UTC, only the sub-second digits needed).
+    pub fn occurred_at_string(&self) -> String {
+        self.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("spec_version", &self.spec_version)?;
+        m.serialize_entry("schema_version", &self.schema_version)?;
+        m.serialize_entry("event_id", &self.event_id)?;
+        m.serialize_entry("event_type", &self.event_type)?;
+        if !self.frame_type.is_empty() {
+            m.serialize_entry("frame_type", &self.frame_type)?;
+        }
+        m.serialize_entry("occurred_at", &self.occurred_at_string())?;
+        for (key, value) in [
+            ("trace_id", &self.trace_id),
+            ("span_id", &self.span_id),
+            ("traceparent", &self.traceparent),
+            ("session_id", &self.session_id),
+            ("conversation_id", &self.conversation_id),
+            ("correlation_id", &self.correlation_id),
+            ("reply_to", &self.reply_to),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("channel", &self.channel),
+            ("tenant_id", &self.tenant_id),
+            ("user_id", &self.user_id),
+        ] {
+            if !value.is_empty() {
+                m.serialize_entry(key, value)?;
+            }
+        }
+        if self.seq != 0 {
+            m.serialize_entry("seq", &self.seq)?;
+        }
+        if self.is_final {
+            m.serialize_entry("is_final", &true)?;
+        }
+        if let Some(p) = &self.payload {
+            m.serialize_entry("payload", p)?;
+        }
+        if !self.metadata.is_empty() {
+            m.serialize_entry("metadata", &self.metadata)?;
+        }
+        for (k, v) in &self.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(EnvelopeVisitor)
+    }
+}
+
+struct EnvelopeVisitor;
+
+/// Reads an optional string field: `null` counts as absent.
+fn opt_string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
+    Ok(map.next_value::<Option<String>>()?.unwrap_or_default())
+}
+
+impl<'de> Visitor<'de> for EnvelopeVisitor {
+    type Value = Envelope;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an acp/1.0 envelope (a JSON object)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+        let mut spec_version: Option<String> = None;
+        let mut schema_version: Option<u64> = None;
+        let mut event_id: Option<String> = None;
+        let mut event_type: Option<String> = None;
+        let mut occurred_at: Option<DateTime<FixedOffset>> = None;
+        let mut env = Envelope {
+            spec_version: String::new(),
+            schema_version: SCHEMA_VERSION,
+            event_id: String::new(),
+            event_type: String::new(),
+            frame_type: String::new(),
+            occurred_at: DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            traceparent: String::new(),
+            session_id: String::new(),
+            conversation_id: String::new(),
+            correlation_id: String::new(),
+            reply_to: String::new(),
+            from: String::new(),
+            to: String::new(),
+            channel: String::new(),
+            tenant_id: String::new(),
+            user_id: String::new(),
+            seq: 0,
+            is_final: false,
+            payload: None,
+            metadata: Map::new(),
+            extra: Map::new(),
+        };
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "spec_version" => spec_version = Some(map.next_value()?),
+                "schema_version" => schema_version = Some(map.next_value()?),
+                "event_id" => event_id = Some(map.next_value()?),
+                "event_type" => event_type = Some(map.next_value()?),
+                "occurred_at" => {
+                    let raw: std::borrow::Cow<'de, str> = map.next_value()?;
+                    let t = DateTime::parse_from_rfc3339(&raw).map_err(|e| {
+                        de::Error::custom(format!("occurred_at {raw:?} is not RFC 3339: {e}"))
+                    })?;
+                    occurred_at = Some(t);
+                }
+                "frame_type" => env.frame_type = opt_string(&mut map)?,
+                "trace_id" => env.trace_id = opt_string(&mut map)?,
+                "span_id" => env.span_id = opt_string(&mut map)?,
+                "traceparent" => env.traceparent = opt_string(&mut map)?,
+                "session_id" => env.session_id = opt_string(&mut map)?,
+                "conversation_id" => env.conversation_id = opt_string(&mut map)?,
+                "correlation_id" => env.correlation_id = opt_string(&mut map)?,
+                "reply_to" => env.reply_to = opt_string(&mut map)?,
+                "from" => env.from = opt_string(&mut map)?,
+                "to" => env.to = opt_string(&mut map)?,
+                "channel" => env.channel = opt_string(&mut map)?,
+                "tenant_id" => env.tenant_id = opt_string(&mut map)?,
+                "user_id" => env.user_id = opt_string(&mut map)?,
+                "seq" => env.seq = map.next_value::<Option<u64>>()?.unwrap_or(0),
+                "is_final" => env.is_final = map.next_value::<Option<bool>>()?.unwrap_or(false),
+                "payload" => {
+                    let v: Value = map.next_value()?;
+                    env.payload = (!v.is_null()).then_some(v);
+                }
+                "metadata" => {
+                    env.metadata = map.next_value::<Option<Map<String, Value>>>()?.unwrap_or_default()
+                }
+                other => {
+                    let v: Value = map.next_value()?;
+                    env.extra.insert(other.to_owned(), v);
+                }
+            }
+        }
+        let spec_version = spec_version.ok_or_else(|| de::Error::missing_field("spec_version"))?;
+        if !spec_version.starts_with("acp/1.") {
+            return Err(de::Error::custom(format!(
+                "unsupported spec_version {spec_version:?} (this runtime speaks acp/1.x)"
+            )));
+        }
+        env.spec_version = spec_version;
+        env.schema_version = schema_version.ok_or_else(|| de::Error::missing_field("schema_version"))?;
+        env.event_id = event_id.ok_or_else(|| de::Error::missing_field("event_id"))?;
+        env.event_type = event_type.ok_or_else(|| de::Error::missing_field("event_type"))?;
+        if env.event_id.is_empty() {
+            return Err(de::Error::custom("event_id is empty"));
+        }
+        if env.event_type.is_empty() {
+            return Err(de::Error::custom("event_type is empty"));
+        }
+        env.occurred_at = occurred_at.ok_or_else(|| de::Error::missing_field("occurred_at"))?;
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_and_default_fields_are_left_out() {
+        let env = Envelope::new("x.y");
+        let v = serde_json::to_value(&env).unwrap();
+        let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            keys.len(),
+            5,
+            "only the required fields should be written: {keys:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let raw = json!({
+            "spec_version": "acp/1.0", "schema_version": 1,
+            "event_id": "019de7eb-baab-7e67-bb77-a7a03a666140",
+            "event_type": "agent.message.received",
+            "occurred_at": "2026-05-02T10:00:00+02:00",
+            "x_custom": {"a": [1, 2]}, "seq": 4, "metadata": {"k": "v"}
+        });
+        let env: Envelope = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!(env.extra["x_custom"], json!({"a": [1, 2]}));
+        assert_eq!(env.seq, 4);
+        assert_eq!(serde_json::to_value(&env).unwrap(), raw);
+    }
+
+    #[test]
+    fn missing_required_fields_are_errors() {
+        for raw in [
+            json!({}),
+            json!({"spec_version": "acp/1.0", "schema_version": 1, "event_id": "a", "occurred_at": "2026-05-02T10:00:00Z"}),
+            json!({"spec_version": "acp/2.0", "schema_version": 1, "event_id": "a", "event_type": "t", "occurred_at": "2026-05-02T10:00:00Z"}),
+            json!({"spec_version": "acp/1.0", "schema_version": 1, "event_id": "a", "event_type": "t", "occurred_at": "yesterday"}),
+            json!([1, 2]),
+            json!("text"),
+        ] {
+            assert!(serde_json::from_value::<Envelope>(raw.clone()).is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn null_optional_fields_mean_absent() {
+        let raw = json!({
+            "spec_version": "acp/1.0", "schema_version": 1, "event_id": "a", "event_type": "t",
+            "occurred_at": "2026-05-02T10:00:00Z", "session_id": null, "seq": null, "payload": null,
+            "metadata": null
+        });
+        let env: Envelope = serde_json::from_value(raw).unwrap();
+        assert!(env.session_id.is_empty());
+        assert_eq!(env.seq, 0);
+        assert!(env.payload.is_none());
+    }
+}

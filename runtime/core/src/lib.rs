@@ -1,0 +1,53 @@
+//! # openagentio-core
+//!
+//! The runtime bus of OpenAgentIO and the acp/1.0 envelope it carries. Bridges
+//! depend on this crate alone; it holds no network client.
+//!
+//! - **Message model**: [`Envelope`], its [event types](event_type), typed
+//!   [payloads](payload), [`ErrorCode`] and [`BusError`], the [`codec`].
+//! - **Bus API**: [`Bus`] (publish/subscribe, invoke/handle_invoke,
+//!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options](options),
+//!   [context propagation](context), [middleware].
+//! - **Transports**: the [`Transport`] contract and the in-memory [`MemoryTransport`].
+//! - **Subjects**: the [subject layout](subject) shared with the reference SDKs.
+
+pub mod codec;
+pub mod context;
+pub mod event_type;
+pub mod middleware;
+pub mod options;
+pub mod payload;
+pub mod subject;
+pub mod transport;
+
+mod bus;
+mod call;
+mod cancel;
+mod dispatch;
+mod envelope;
+mod error;
+mod ids;
+mod memory;
+mod reply_router;
+mod request;
+mod stats;
+mod stream;
+mod trace_context;
+mod writer;
+
+pub use bus::{Bus, BusBuilder, BusSettings, Registration, WeakBus};
+pub use cancel::CANCEL_EVENT;
+pub use envelope::Envelope;
+pub use error::{BusError, ErrorCode};
+pub use event_type::{frame_type_for, is_terminal};
+pub use ids::{new_event_id, new_span_id, new_trace_id};
+pub use memory::MemoryTransport;
+pub use options::{CallOptions, HandleOptions, SubscribeOptions};
+pub use payload::{DeltaPayload, ErrorPayload, FinalPayload, StartedPayload};
+pub use request::{Call, CallKind, Request};
+pub use stats::BusStats;
+pub use stream::{Stream, StreamLimits};
+pub use subject::Subjects;
+pub use trace_context::TraceContext;
+pub use transport::{Transport, TransportError};
+pub use writer::{FrameKind, StreamWriter};

@@ -1,0 +1,243 @@
+//! The in-memory transport: the embedded default, one process, no encoding.
+//!
+//! It follows NATS semantics exactly where the bus can tell the difference:
+//! `*`/`>` wildcards, one delivery per queue group, and a status-503 message to
+//! the reply subject of a request that reached nobody.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::subject::{has_wildcard, matches};
+use crate::transport::{
+    Body, Message, STATUS_NO_RESPONDERS, Sink, Subscription, Transport, TransportError,
+    TransportStats,
+};
+
+/// A process-local transport.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use openagentio_core::{Bus, MemoryTransport};
+/// let bus = Bus::builder().transport(MemoryTransport::new()).build();
+/// # let _ = bus; }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryTransport {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    table: RwLock<Table>,
+    next_id: AtomicU64,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Table {
+    exact: HashMap<String, Vec<Entry>>,
+    wildcard: Vec<(String, Entry)>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    id: u64,
+    queue: Option<Arc<str>>,
+    sink: Arc<dyn Sink>,
+}
+
+impl MemoryTransport {
+    /// A new, empty in-memory transport.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn recipients(&self, subject: &str) -> Vec<Arc<dyn Sink>> {
+        let table = self.inner.table.read();
+        let mut plain: Vec<Arc<dyn Sink>> = Vec::new();
+        let mut groups: Vec<(Arc<str>, Vec<Arc<dyn Sink>>)> = Vec::new();
+        let mut add = |e: &Entry| match &e.queue {
+            None => plain.push(e.sink.clone()),
+            Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {
+                Some((_, members)) => members.push(e.sink.clone()),
+                None => groups.push((q.clone(), vec![e.sink.clone()])),
+            },
+        };
+        if let Some(list) = table.exact.get(subject) {
+            list.iter().for_each(&mut add);
+        }
+        for (pattern, e) in &table.wildcard {
+            if matches(pattern, subject) {
+                add(e);
+            }
+        }
+        for (_, members) in groups {
+            let pick = if members.len() == 1 {
+                0
+            } else {
+                fastrand::usize(..members.len())
+            };
+            plain.push(members[pick].clone());
+        }
+        plain
+    }
+}
+
+#[async_trait]
+impl Transport for MemoryTransport {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, msg: Message) -> Result<(), TransportError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let mut recipients = self.recipients(&msg.subject);
+        if recipients.is_empty() {
+            if let Some(reply) = msg.reply {
+                let notice = Message {
+                    subject: reply,
+                    reply: None,
+                    body: Body::Bytes(Bytes::new()),
+                    status: Some(STATUS_NO_RESPONDERS),
+                };
+                for sink in self.recipients(&notice.subject) {
+                    sink.deliver(notice.clone());
+                }
+            }
+            return Ok(());
+        }
+        let last = recipients.pop().expect("non-empty");
+        for sink in recipients {
+            sink.deliver(msg.clone());
+        }
+        last.deliver(msg);
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn Sink>,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        crate::subject::check_name("subject", subject, true)
+            .map_err(|e| TransportError::Subject(e.to_string()))?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let entry = Entry {
+            id,
+            queue: queue.filter(|q| !q.is_empty()).map(Arc::from),
+            sink,
+        };
+        let mut table = self.inner.table.write();
+        if has_wildcard(subject) {
+            table.wildcard.push((subject.to_owned(), entry));
+        } else {
+            table.exact.entry(subject.to_owned()).or_default().push(entry);
+        }
+        Ok(Box::new(MemorySubscription {
+            transport: self.clone(),
+            subject: subject.to_owned(),
+            id,
+        }))
+    }
+
+    fn new_inbox_prefix(&self) -> String {
+        format!("_INBOX.{}", uuid::Uuid::new_v4().simple())
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn stats(&self) -> TransportStats {
+        TransportStats::default()
+    }
+
+    async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let mut table = self.inner.table.write();
+        table.exact.clear();
+        table.wildcard.clear();
+    }
+}
+
+struct MemorySubscription {
+    transport: MemoryTransport,
+    subject: String,
+    id: u64,
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn unsubscribe(&self) -> Result<(), TransportError> {
+        let mut table = self.transport.inner.table.write();
+        if let Some(list) = table.exact.get_mut(&self.subject) {
+            list.retain(|e| e.id != self.id);
+            if list.is_empty() {
+                table.exact.remove(&self.subject);
+            }
+        }
+        table.wildcard.retain(|(_, e)| e.id != self.id);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Message>>);
+    impl Sink for Collect {
+        fn deliver(&self, msg: Message) {
+            self.0.lock().push(msg);
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_groups_get_one_copy_each_and_plain_subscribers_all() {
+        let t = MemoryTransport::new();
+        let (a, b, c) = (
+            Arc::new(Collect::default()),
+            Arc::new(Collect::default()),
+            Arc::new(Collect::default()),
+        );
+        let _sa = t.subscribe("x.y", Some("g"), a.clone()).await.unwrap();
+        let _sb = t.subscribe("x.*", Some("g"), b.clone()).await.unwrap();
+        let _sc = t.subscribe("x.>", None, c.clone()).await.unwrap();
+        for _ in 0..100 {
+            t.publish(Message::bytes("x.y", "1")).await.unwrap();
+        }
+        assert_eq!(a.0.lock().len() + b.0.lock().len(), 100);
+        assert_eq!(c.0.lock().len(), 100);
+    }
+
+    #[tokio::test]
+    async fn request_to_nobody_gets_no_responders() {
+        let t = MemoryTransport::new();
+        let inbox = Arc::new(Collect::default());
+        let sub = t.subscribe("_INBOX.a.*", None, inbox.clone()).await.unwrap();
+        t.publish(Message::bytes("nobody", "x").with_reply("_INBOX.a.1"))
+            .await
+            .unwrap();
+        assert_eq!(inbox.0.lock()[0].status, Some(STATUS_NO_RESPONDERS));
+        sub.unsubscribe().await.unwrap();
+        t.publish(Message::bytes("_INBOX.a.1", "x")).await.unwrap();
+        assert_eq!(inbox.0.lock().len(), 1);
+    }
+}

@@ -1,0 +1,40 @@
+use serde_json::Value;
+
+use super::{Middleware, Next};
+use crate::error::BusError;
+use crate::request::Call;
+use crate::transport::Message;
+
+/// Metadata key naming the event type of a dead letter's original.
+pub const DLQ_ORIGINAL_EVENT_TYPE_KEY: &str = "acp.dlq.original_event_type";
+/// Metadata key holding the last error of a dead letter.
+pub const DLQ_LAST_ERROR_KEY: &str = "acp.dlq.last_error";
+
+/// Publishes the request of a failed call to `{prefix}.dlq.{event_type}`,
+/// stamped with `acp.dlq.*` metadata, then passes the failure on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeadLetter;
+
+#[async_trait::async_trait]
+impl Middleware for DeadLetter {
+    async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
+        let bus = call.request.bus().clone();
+        let mut original = call.envelope().clone();
+        let err = match next.run(call).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        original.metadata.insert(
+            DLQ_ORIGINAL_EVENT_TYPE_KEY.to_owned(),
+            Value::from(original.event_type.clone()),
+        );
+        original
+            .metadata
+            .insert(DLQ_LAST_ERROR_KEY.to_owned(), Value::from(err.to_string()));
+        let subject = bus.subjects().dlq(&original.event_type);
+        if let Err(e) = bus.transport().publish(Message::envelope(subject, original)).await {
+            tracing::error!(error = %e, "dead letter could not be published");
+        }
+        Err(err)
+    }
+}

@@ -1,0 +1,38 @@
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+use super::{Middleware, Next};
+use crate::error::BusError;
+use crate::request::Call;
+
+/// Turns a panicking handler into an `AGENT_UNAVAILABLE` error. (The bus also
+/// catches panics outside the chain; this layer lets outer layers, such as
+/// logging or dead-letter, see the failure.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Recover;
+
+/// The message of a panic payload.
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Recover {
+    async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
+        match AssertUnwindSafe(next.run(call)).catch_unwind().await {
+            Ok(r) => r,
+            Err(panic) => Err(BusError::unavailable(format!(
+                "handler panicked: {}",
+                panic_message(panic.as_ref())
+            ))),
+        }
+    }
+}

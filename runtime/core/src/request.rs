@@ -1,0 +1,119 @@
+//! What a handler receives: the request envelope, its cancellation and the bus.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::writer::StreamWriter;
+
+/// A request being served.
+#[derive(Clone)]
+pub struct Request {
+    envelope: Envelope,
+    cancel: CancellationToken,
+    bus: Bus,
+}
+
+impl Request {
+    pub(crate) fn new(envelope: Envelope, cancel: CancellationToken, bus: Bus) -> Self {
+        Request {
+            envelope,
+            cancel,
+            bus,
+        }
+    }
+
+    /// The request envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// The request envelope, mutable (middleware stamps metadata on it).
+    pub fn envelope_mut(&mut self) -> &mut Envelope {
+        &mut self.envelope
+    }
+
+    /// Takes the envelope.
+    pub fn into_envelope(self) -> Envelope {
+        self.envelope
+    }
+
+    /// The payload, or `null`.
+    pub fn payload(&self) -> &Value {
+        self.envelope.payload_or_null()
+    }
+
+    /// The payload decoded as `T`; a mismatch is `INVALID_REQUEST`.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T, BusError> {
+        self.envelope.payload_as()
+    }
+
+    /// Cancelled when the caller gives up.
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// Whether the caller has given up.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the caller gives up.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// The bus serving this request, for nested calls (which inherit its context).
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+}
+
+/// What kind of registration a call arrived through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallKind {
+    /// `handle_invoke`
+    Invoke,
+    /// `handle_stream`
+    Stream,
+    /// `subscribe`
+    Event,
+}
+
+/// A request on its way through the middleware chain to its handler.
+#[derive(Clone)]
+pub struct Call {
+    /// The request.
+    pub request: Request,
+    pub(crate) writer: Option<StreamWriter>,
+    pub(crate) kind: CallKind,
+    pub(crate) name: Arc<str>,
+}
+
+impl Call {
+    /// The stream writer, for invoke and stream calls (not for events).
+    pub fn writer(&self) -> Option<&StreamWriter> {
+        self.writer.as_ref()
+    }
+    /// How the call arrived.
+    pub fn kind(&self) -> CallKind {
+        self.kind
+    }
+    /// The target (invoke, stream) or event pattern (event) it was registered under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The request envelope.
+    pub fn envelope(&self) -> &Envelope {
+        self.request.envelope()
+    }
+    /// Frames already sent for this call.
+    pub fn frames_sent(&self) -> u64 {
+        self.writer.as_ref().map_or(0, StreamWriter::frames_sent)
+    }
+}

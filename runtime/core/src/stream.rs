@@ -1,0 +1,206 @@
+//! The client side of a stream: frames in `seq` order, once each, up to the terminal one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::bus::BusInner;
+use crate::codec::decode_body;
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::reply_router::ReplySlot;
+use crate::stats::Counters;
+use crate::transport::STATUS_NO_RESPONDERS;
+
+/// Limits that end a stream with `BACKPRESSURE_DROP`.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamLimits {
+    /// Out-of-order frames held while waiting for a missing `seq` (reference: 256).
+    pub max_pending: usize,
+    /// Largest distance between the next expected `seq` and a received one (reference: 1024).
+    pub max_gap: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            max_pending: 256,
+            max_gap: 1024,
+        }
+    }
+}
+
+/// The frames of one `stream_invoke`, reordered by `seq`, without duplicates,
+/// ending after the terminal frame. Local failures (timeout, no handler,
+/// backpressure, transport) come as `Err`; an `agent.response.error` frame from
+/// the handler comes as `Ok` (see [`Envelope::error`]). Dropping the stream
+/// before its end tells the handler to stop.
+pub struct Stream {
+    bus: Arc<BusInner>,
+    slot: ReplySlot,
+    request_id: String,
+    target: String,
+    expected: u64,
+    pending: BTreeMap<u64, Envelope>,
+    deadline: Option<Instant>,
+    idle: Option<Duration>,
+    limits: StreamLimits,
+    done: bool,
+}
+
+impl Stream {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        bus: Arc<BusInner>,
+        slot: ReplySlot,
+        request_id: String,
+        target: String,
+        deadline: Option<Instant>,
+        idle: Option<Duration>,
+        limits: StreamLimits,
+    ) -> Self {
+        Stream {
+            bus,
+            slot,
+            request_id,
+            target,
+            expected: 0,
+            pending: BTreeMap::new(),
+            deadline,
+            idle,
+            limits,
+            done: false,
+        }
+    }
+
+    /// The `event_id` of the request; frames carry it as `correlation_id`.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Whether the stream has ended.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next frame, or `None` after the end.
+    pub async fn next(&mut self) -> Option<Result<Envelope, BusError>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some(env) = self.pending.remove(&self.expected) {
+                self.expected += 1;
+                if env.is_terminal() {
+                    self.done = true;
+                }
+                return Some(Ok(env));
+            }
+            let wait = self.wait_limit();
+            let received = match wait {
+                Some(until) => match tokio::time::timeout_at(until, self.slot.rx.recv()).await {
+                    Ok(m) => m,
+                    Err(_) => return Some(Err(self.fail_timeout())),
+                },
+                None => self.slot.rx.recv().await,
+            };
+            let Some(msg) = received else {
+                if self.slot.overflow.load(Ordering::Acquire) {
+                    Counters::bump(&self.bus.counters.overflowed_calls);
+                    return Some(Err(self.fail(BusError::backpressure(format!(
+                        "{}: reply buffer overflowed; frames were dropped",
+                        self.target
+                    )))));
+                }
+                return Some(Err(self.fail(BusError::transport(format!(
+                    "{}: reply channel closed before the terminal frame",
+                    self.target
+                )))));
+            };
+            if msg.status == Some(STATUS_NO_RESPONDERS) {
+                self.done = true;
+                return Some(Err(BusError::no_handler(format!(
+                    "no handler for target {:?}",
+                    self.target
+                ))));
+            }
+            let env = match decode_body(msg.body) {
+                Ok(env) => env,
+                Err(e) => {
+                    Counters::bump(&self.bus.counters.bad_messages);
+                    tracing::warn!(target = %self.target, error = %e, "dropped a reply frame that is not an envelope");
+                    continue;
+                }
+            };
+            if env.seq < self.expected || self.pending.contains_key(&env.seq) {
+                continue; // duplicate or late
+            }
+            if env.seq - self.expected > self.limits.max_gap {
+                return Some(Err(self.fail(BusError::backpressure(format!(
+                    "{}: frame seq {} is more than {} ahead of the expected {}",
+                    self.target, env.seq, self.limits.max_gap, self.expected
+                )))));
+            }
+            self.pending.insert(env.seq, env);
+            if self.pending.len() > self.limits.max_pending {
+                return Some(Err(self.fail(BusError::backpressure(format!(
+                    "{}: more than {} frames pending while seq {} is missing",
+                    self.target, self.limits.max_pending, self.expected
+                )))));
+            }
+        }
+    }
+
+    /// Reads to the end and returns the terminal frame's payload; an error frame
+    /// becomes `Err`.
+    pub async fn final_payload(mut self) -> Result<Value, BusError> {
+        while let Some(frame) = self.next().await {
+            let frame = frame?;
+            if frame.is_terminal() {
+                if let Some(e) = frame.error() {
+                    return Err(e);
+                }
+                return Ok(frame.payload.unwrap_or(Value::Null));
+            }
+        }
+        Err(BusError::transport("stream ended without a terminal frame"))
+    }
+
+    /// The frames as a `futures::Stream`.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Envelope, BusError>> + Send {
+        futures::stream::unfold(self, |mut s| async move { s.next().await.map(|f| (f, s)) })
+    }
+
+    fn wait_limit(&self) -> Option<Instant> {
+        let idle = self.idle.map(|d| Instant::now() + d);
+        match (self.deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn fail_timeout(&mut self) -> BusError {
+        let overall = self.deadline.is_some_and(|d| Instant::now() >= d);
+        let what = if overall { "no terminal frame before the deadline" } else { "idle timeout between frames" };
+        self.fail(BusError::timeout(format!("{}: {what}", self.target)))
+    }
+
+    /// Ends the stream locally and tells the handler to stop.
+    fn fail(&mut self, err: BusError) -> BusError {
+        self.done = true;
+        self.bus.send_cancel(&self.request_id);
+        err
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.bus.send_cancel(&self.request_id);
+        }
+    }
+}

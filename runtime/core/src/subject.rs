@@ -1,0 +1,243 @@
+//! Subject layout and NATS-style subject matching.
+//!
+//! ```text
+//! {prefix}.events.{event_type}            broadcast events
+//! {prefix}.invoke.{target}                request entry
+//! {prefix}.{tenant}.events.{event_type}   tenant-scoped events
+//! {prefix}.{tenant}.invoke.{target}       tenant-scoped requests
+//! {prefix}.dlq.{event_type}               dead letters
+//! {prefix}.control.cancel                 cancellation notices (this runtime's extension)
+//! ```
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "acp.v1";
+
+/// Words that cannot be a tenant because they would collide with the untenanted layout.
+const RESERVED_TENANTS: [&str; 4] = ["events", "invoke", "dlq", "control"];
+
+/// Builds the subjects of one prefix.
+///
+/// ```
+/// use openagentio_core::Subjects;
+/// let s = Subjects::new("acp.v1");
+/// assert_eq!(s.invoke("echo", ""), "acp.v1.invoke.echo");
+/// assert_eq!(s.invoke("echo", "t1"), "acp.v1.t1.invoke.echo");
+/// assert_eq!(s.event("matrix.message.received", ""), "acp.v1.events.matrix.message.received");
+/// assert_eq!(s.dlq("x.y"), "acp.v1.dlq.x.y");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Subjects::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Subjects {
+    /// Subjects under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Subjects {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Subject of events of `event_type` (which may hold `*`/`>` when subscribing).
+    pub fn event(&self, event_type: &str, tenant: &str) -> String {
+        self.scoped("events", event_type, tenant)
+    }
+
+    /// Subject of requests for `target`.
+    pub fn invoke(&self, target: &str, tenant: &str) -> String {
+        self.scoped("invoke", target, tenant)
+    }
+
+    /// Dead-letter subject of `event_type`.
+    pub fn dlq(&self, event_type: &str) -> String {
+        format!("{}.dlq.{event_type}", self.prefix)
+    }
+
+    /// Subject of cancellation notices.
+    pub fn cancel(&self) -> String {
+        format!("{}.control.cancel", self.prefix)
+    }
+
+    fn scoped(&self, kind: &str, name: &str, tenant: &str) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + tenant.len() + kind.len() + name.len() + 3);
+        s.push_str(&self.prefix);
+        s.push('.');
+        if !tenant.is_empty() {
+            s.push_str(tenant);
+            s.push('.');
+        }
+        s.push_str(kind);
+        s.push('.');
+        s.push_str(name);
+        s
+    }
+}
+
+/// Why a name cannot be used in a subject.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    /// The name is empty.
+    #[error("{what} is empty")]
+    Empty {
+        /// What was checked.
+        what: &'static str,
+    },
+    /// A token between dots is empty (`a..b`, a leading or trailing dot).
+    #[error("{what} {name:?} has an empty token")]
+    EmptyToken {
+        /// What was checked.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The name holds whitespace, a control character or a wildcard where none is allowed.
+    #[error("{what} {name:?} holds {found:?}, which cannot be part of a subject")]
+    BadChar {
+        /// What was checked.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The offending character.
+        found: char,
+    },
+    /// `>` appears before the last token.
+    #[error("{what} {name:?}: '>' may only be the last token")]
+    TailWildcard {
+        /// What was checked.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A tenant collides with the untenanted layout.
+    #[error("tenant {0:?} is a reserved word")]
+    ReservedTenant(String),
+}
+
+/// Checks a dotted name (target, event type) for use in a subject. With
+/// `wildcards`, `*` and a final `>` are allowed as whole tokens.
+///
+/// ```
+/// use openagentio_core::subject::check_name;
+/// assert!(check_name("target", "mcp-fs.read_file", false).is_ok());
+/// assert!(check_name("target", "has space", false).is_err());
+/// assert!(check_name("event type", "matrix.>", true).is_ok());
+/// ```
+pub fn check_name(what: &'static str, name: &str, wildcards: bool) -> Result<(), SubjectError> {
+    if name.is_empty() {
+        return Err(SubjectError::Empty { what });
+    }
+    let tokens: Vec<&str> = name.split('.').collect();
+    let last = tokens.len() - 1;
+    for (i, tok) in tokens.iter().enumerate() {
+        if tok.is_empty() {
+            return Err(SubjectError::EmptyToken {
+                what,
+                name: name.to_owned(),
+            });
+        }
+        if wildcards && *tok == "*" {
+            continue;
+        }
+        if wildcards && *tok == ">" {
+            if i != last {
+                return Err(SubjectError::TailWildcard {
+                    what,
+                    name: name.to_owned(),
+                });
+            }
+            continue;
+        }
+        if let Some(c) = tok
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>')
+        {
+            return Err(SubjectError::BadChar {
+                what,
+                name: name.to_owned(),
+                found: c,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a tenant id: one token, no wildcards, not a reserved word.
+pub fn check_tenant(tenant: &str) -> Result<(), SubjectError> {
+    if tenant.is_empty() {
+        return Ok(());
+    }
+    check_name("tenant", tenant, false)?;
+    if tenant.contains('.') {
+        return Err(SubjectError::BadChar {
+            what: "tenant",
+            name: tenant.to_owned(),
+            found: '.',
+        });
+    }
+    if RESERVED_TENANTS.contains(&tenant) {
+        return Err(SubjectError::ReservedTenant(tenant.to_owned()));
+    }
+    Ok(())
+}
+
+/// NATS subject matching: `*` matches one token, a final `>` one or more.
+///
+/// ```
+/// use openagentio_core::subject::matches;
+/// assert!(matches("a.*.c", "a.b.c"));
+/// assert!(matches("a.>", "a.b.c"));
+/// assert!(!matches("a.>", "a"));
+/// assert!(!matches("a.*", "a.b.c"));
+/// ```
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether a subject pattern holds a wildcard token.
+pub fn has_wildcard(pattern: &str) -> bool {
+    pattern.split('.').any(|t| t == "*" || t == ">")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_are_checked() {
+        assert!(check_tenant("acme").is_ok());
+        assert!(check_tenant("").is_ok());
+        assert!(check_tenant("a.b").is_err());
+        assert!(check_tenant("events").is_err());
+        assert!(check_tenant("*").is_err());
+    }
+
+    #[test]
+    fn names_reject_bad_tokens() {
+        assert!(check_name("t", "a..b", false).is_err());
+        assert!(check_name("t", ".a", false).is_err());
+        assert!(check_name("t", "a.>.b", true).is_err());
+        assert!(check_name("t", "a.*", false).is_err());
+        assert!(check_name("t", "a\tb", false).is_err());
+    }
+}

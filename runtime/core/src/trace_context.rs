@@ -1,0 +1,113 @@
+//! W3C trace context (`traceparent`) parsing and formatting.
+
+use crate::ids::{new_span_id, new_trace_id};
+
+/// A parsed W3C `traceparent`: version 00, trace id, parent span id, flags.
+///
+/// ```
+/// use openagentio_core::TraceContext;
+/// let t = TraceContext::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+/// let child = t.child();
+/// assert_eq!(child.trace_id, t.trace_id);
+/// assert_ne!(child.span_id, t.span_id);
+/// assert!(child.traceparent().starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 32 lower-case hex digits.
+    pub trace_id: String,
+    /// 16 lower-case hex digits.
+    pub span_id: String,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl TraceContext {
+    /// A new root trace, sampled.
+    pub fn new_root() -> Self {
+        TraceContext {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            flags: 1,
+        }
+    }
+
+    /// The same trace with a new span id.
+    pub fn child(&self) -> Self {
+        TraceContext {
+            trace_id: self.trace_id.clone(),
+            span_id: new_span_id(),
+            flags: self.flags,
+        }
+    }
+
+    /// Parses a `traceparent` header value; `None` when it is not valid W3C.
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let mut parts = s.split('-');
+        let version = parts.next()?;
+        let trace_id = parts.next()?;
+        let span_id = parts.next()?;
+        let flags = parts.next()?;
+        if version.len() != 2 || version == "ff" || !is_hex(version) {
+            return None;
+        }
+        if version == "00" && parts.next().is_some() {
+            return None;
+        }
+        if trace_id.len() != 32 || !is_hex(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        if span_id.len() != 16 || !is_hex(span_id) || span_id.bytes().all(|b| b == b'0') {
+            return None;
+        }
+        if flags.len() != 2 || !is_hex(flags) {
+            return None;
+        }
+        Some(TraceContext {
+            trace_id: trace_id.to_ascii_lowercase(),
+            span_id: span_id.to_ascii_lowercase(),
+            flags: u8::from_str_radix(flags, 16).ok()?,
+        })
+    }
+
+    /// Builds a context from separate `trace_id` and `span_id` fields when they are valid.
+    pub fn from_ids(trace_id: &str, span_id: &str) -> Option<Self> {
+        Self::parse(&format!("00-{trace_id}-{span_id}-01"))
+    }
+
+    /// The `traceparent` header value.
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_malformed_values() {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-extra",
+            "00-0af7651916cd43dd8448eb211c80319z-b7ad6b7169203331-01",
+        ] {
+            assert!(TraceContext::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn root_is_valid_and_round_trips() {
+        let t = TraceContext::new_root();
+        assert_eq!(TraceContext::parse(&t.traceparent()), Some(t));
+    }
+}

@@ -1,0 +1,159 @@
+//! The transport contract: how the bus moves messages between processes.
+//!
+//! A transport publishes messages on subjects and delivers the messages of a
+//! subscription to a [`Sink`]. It knows nothing of envelopes beyond carrying
+//! them: the in-memory transport hands envelopes over as they are, a network
+//! transport encodes them with [`crate::codec`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::envelope::Envelope;
+
+/// A message body: an envelope not yet encoded, or bytes off the wire.
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// An envelope (the in-memory transport never encodes).
+    Envelope(Box<Envelope>),
+    /// Raw bytes, normally a JSON envelope.
+    Bytes(Bytes),
+}
+
+/// One message on a subject.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// The subject it was published on.
+    pub subject: String,
+    /// The transport-level reply subject, if any (NATS uses it to report "no responders").
+    pub reply: Option<String>,
+    /// The body.
+    pub body: Body,
+    /// A transport status: 503 means nobody was subscribed to a request's subject.
+    pub status: Option<u16>,
+}
+
+impl Message {
+    /// A message carrying an envelope.
+    pub fn envelope(subject: impl Into<String>, env: Envelope) -> Self {
+        Message {
+            subject: subject.into(),
+            reply: None,
+            body: Body::Envelope(Box::new(env)),
+            status: None,
+        }
+    }
+
+    /// A message carrying raw bytes.
+    pub fn bytes(subject: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        Message {
+            subject: subject.into(),
+            reply: None,
+            body: Body::Bytes(bytes.into()),
+            status: None,
+        }
+    }
+
+    /// Sets the transport-level reply subject.
+    pub fn with_reply(mut self, reply: impl Into<String>) -> Self {
+        self.reply = Some(reply.into());
+        self
+    }
+}
+
+/// Status a transport attaches when a request reached no subscriber.
+pub const STATUS_NO_RESPONDERS: u16 = 503;
+
+/// Receives the messages of a subscription. `deliver` is called from the
+/// transport's own context: it must not block (hand work to a task instead).
+pub trait Sink: Send + Sync + 'static {
+    /// Takes one message.
+    fn deliver(&self, msg: Message);
+}
+
+/// A live subscription; removing it stops deliveries.
+#[async_trait]
+pub trait Subscription: Send + Sync {
+    /// Stops deliveries. Idempotent.
+    async fn unsubscribe(&self) -> Result<(), TransportError>;
+}
+
+/// Counters a transport keeps about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Messages dropped because a subscriber could not keep up.
+    pub dropped: u64,
+    /// Times the connection was re-established.
+    pub reconnects: u64,
+}
+
+/// A message transport (in-memory, NATS).
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Short name for logs: `memory`, `nats`.
+    fn kind(&self) -> &'static str;
+
+    /// Publishes one message.
+    async fn publish(&self, msg: Message) -> Result<(), TransportError>;
+
+    /// Subscribes `sink` to `subject` (wildcards allowed), optionally in a queue
+    /// group: each message goes to one member of each group and to every
+    /// subscriber outside groups.
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn Sink>,
+    ) -> Result<Box<dyn Subscription>, TransportError>;
+
+    /// A fresh, unique inbox prefix such as `_INBOX.x8Fq...`; reply subjects are
+    /// made by appending `.token`.
+    fn new_inbox_prefix(&self) -> String;
+
+    /// Waits until everything published so far has reached the server.
+    async fn flush(&self) -> Result<(), TransportError>;
+
+    /// Whether the transport is connected now.
+    fn is_connected(&self) -> bool;
+
+    /// Counters.
+    fn stats(&self) -> TransportStats;
+
+    /// Closes the transport; later publishes fail.
+    async fn close(&self);
+}
+
+/// A transport failure.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The transport is closed.
+    #[error("transport closed")]
+    Closed,
+    /// Not connected, and the operation cannot wait.
+    #[error("not connected: {0}")]
+    NotConnected(String),
+    /// The server refused credentials.
+    #[error("authorization failed: {0}")]
+    Auth(String),
+    /// A subject was not acceptable.
+    #[error("bad subject: {0}")]
+    Subject(String),
+    /// A message could not be encoded.
+    #[error("encode failed: {0}")]
+    Encode(String),
+    /// Any other failure of the underlying client.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<TransportError> for crate::BusError {
+    fn from(e: TransportError) -> Self {
+        match e {
+            TransportError::Auth(m) => crate::BusError::auth(m),
+            TransportError::Encode(m) => crate::BusError::codec(m),
+            TransportError::Subject(m) => crate::BusError::invalid(m),
+            other => crate::BusError::transport(other.to_string()),
+        }
+    }
+}

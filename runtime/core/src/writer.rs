@@ -1,0 +1,205 @@
+//! The server side of a stream: emits `started → delta* → final | error` frames.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use parking_lot::Mutex;
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::BusInner;
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
+use crate::ids::new_event_id;
+use crate::payload::DeltaPayload;
+use crate::transport::Message;
+
+/// The kind of a response frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// `agent.response.started`
+    Started,
+    /// `agent.response.delta`
+    Delta,
+    /// `agent.response.final` (terminal)
+    Final,
+    /// `agent.response.error` (terminal)
+    Error,
+}
+
+impl FrameKind {
+    fn event_type(self) -> &'static str {
+        match self {
+            FrameKind::Started => RESPONSE_STARTED,
+            FrameKind::Delta => RESPONSE_DELTA,
+            FrameKind::Final => RESPONSE_FINAL,
+            FrameKind::Error => RESPONSE_ERROR,
+        }
+    }
+    fn frame_type(self) -> &'static str {
+        match self {
+            FrameKind::Started => "response.started",
+            FrameKind::Delta => "response.delta",
+            FrameKind::Final => "response.final",
+            FrameKind::Error => "response.error",
+        }
+    }
+    fn is_terminal(self) -> bool {
+        matches!(self, FrameKind::Final | FrameKind::Error)
+    }
+}
+
+/// Writes the response frames of one request to its `reply_to`, numbering them
+/// by `seq` from 0. Cheap to clone; clones write to the same stream. After a
+/// terminal frame every write fails with `INVALID_REQUEST`.
+#[derive(Clone)]
+pub struct StreamWriter {
+    inner: Arc<WriterInner>,
+}
+
+struct WriterInner {
+    bus: Arc<BusInner>,
+    reply_to: String,
+    shell: Envelope,
+    state: Mutex<WriterState>,
+    frames: AtomicU64,
+    cancel: CancellationToken,
+}
+
+#[derive(Default)]
+struct WriterState {
+    seq: u64,
+    started: bool,
+    closed: bool,
+}
+
+/// Non-`acp.*` metadata of a request, inherited by its replies.
+pub(crate) fn inherited_metadata(src: &Map<String, Value>) -> Map<String, Value> {
+    src.iter()
+        .filter(|(k, _)| !k.starts_with("acp."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A reply envelope pre-filled from the request: correlation, session, trace, metadata.
+pub(crate) fn reply_shell(agent_id: &str, req: &Envelope) -> Envelope {
+    let mut e = Envelope::new(RESPONSE_FINAL);
+    e.from = agent_id.to_owned();
+    e.to = req.from.clone();
+    e.session_id = req.session_id.clone();
+    e.conversation_id = req.conversation_id.clone();
+    e.tenant_id = req.tenant_id.clone();
+    e.user_id = req.user_id.clone();
+    e.channel = req.channel.clone();
+    e.trace_id = req.trace_id.clone();
+    e.span_id = req.span_id.clone();
+    e.traceparent = req.traceparent.clone();
+    e.correlation_id = req.event_id.clone();
+    e.metadata = inherited_metadata(&req.metadata);
+    e
+}
+
+impl StreamWriter {
+    pub(crate) fn new(bus: Arc<BusInner>, req: &Envelope, cancel: CancellationToken) -> Self {
+        let shell = reply_shell(&bus.settings.agent_id, req);
+        StreamWriter {
+            inner: Arc::new(WriterInner {
+                bus,
+                reply_to: req.reply_to.clone(),
+                shell,
+                state: Mutex::new(WriterState::default()),
+                frames: AtomicU64::new(0),
+                cancel,
+            }),
+        }
+    }
+
+    /// Sends `agent.response.started` with payload `{"meta": meta}`. At most once,
+    /// and only before any other frame.
+    pub async fn started(&self, meta: Value) -> Result<(), BusError> {
+        {
+            let mut st = self.inner.state.lock();
+            if st.started || st.seq > 0 {
+                return Err(BusError::invalid("stream: started must be the first frame, once"));
+            }
+            st.started = true;
+        }
+        let meta = if meta.is_null() { json!({}) } else { meta };
+        self.send(FrameKind::Started, Some(json!({ "meta": meta }))).await
+    }
+
+    /// Sends `agent.response.delta` with a typed payload.
+    pub async fn delta(&self, delta: DeltaPayload) -> Result<(), BusError> {
+        let payload = serde_json::to_value(delta).map_err(|e| BusError::codec(e.to_string()))?;
+        self.send(FrameKind::Delta, Some(payload)).await
+    }
+
+    /// Sends `agent.response.delta` with payload `{"delta": text}`.
+    pub async fn delta_text(&self, text: impl Into<String>) -> Result<(), BusError> {
+        self.send(FrameKind::Delta, Some(json!({ "delta": text.into() })))
+            .await
+    }
+
+    /// Sends the terminal `agent.response.final` with payload `{"result": result}`.
+    pub async fn finish(&self, result: Value) -> Result<(), BusError> {
+        self.send(FrameKind::Final, Some(json!({ "result": result })))
+            .await
+    }
+
+    /// Sends the terminal `agent.response.error` frame for `err`.
+    pub async fn error(&self, err: &BusError) -> Result<(), BusError> {
+        let payload = serde_json::to_value(err.to_payload()).expect("error payload serializes");
+        self.send(FrameKind::Error, Some(payload)).await
+    }
+
+    /// Sends a frame of `kind` with `payload` exactly as given.
+    pub async fn send(&self, kind: FrameKind, payload: Option<Value>) -> Result<(), BusError> {
+        let seq = {
+            let mut st = self.inner.state.lock();
+            if st.closed {
+                return Err(BusError::invalid("stream: already closed by a terminal frame"));
+            }
+            if kind.is_terminal() {
+                st.closed = true;
+            }
+            let seq = st.seq;
+            st.seq += 1;
+            seq
+        };
+        self.inner.frames.fetch_add(1, Ordering::Relaxed);
+        if self.inner.reply_to.is_empty() {
+            return Ok(()); // nobody asked for an answer
+        }
+        let mut env = self.inner.shell.clone();
+        env.event_id = new_event_id();
+        env.occurred_at = Utc::now().fixed_offset();
+        env.event_type = kind.event_type().to_owned();
+        env.frame_type = kind.frame_type().to_owned();
+        env.seq = seq;
+        env.is_final = kind.is_terminal();
+        env.payload = payload.filter(|p| !p.is_null());
+        self.inner
+            .bus
+            .transport
+            .publish(Message::envelope(self.inner.reply_to.clone(), env))
+            .await
+            .map_err(BusError::from)
+    }
+
+    /// Whether a terminal frame has been sent.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.lock().closed
+    }
+
+    /// How many frames have been sent.
+    pub fn frames_sent(&self) -> u64 {
+        self.inner.frames.load(Ordering::Relaxed)
+    }
+
+    /// Cancelled when the caller gives up (drops its stream or passes its deadline).
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.inner.cancel
+    }
+}
