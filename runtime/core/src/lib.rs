@@ -9,8 +9,10 @@
 //!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options](options),
 //!   [context propagation](context), [middleware].
 //! - **Transports**: the [`Transport`] contract and the in-memory [`MemoryTransport`].
+//! - **Bridges**: the [`Bridge`] contract the service host drives.
 //! - **Subjects**: the [subject layout](subject) shared with the reference SDKs.
 
+pub mod bridge;
 pub mod codec;
 pub mod context;
 pub mod event_type;
@@ -35,6 +37,7 @@ mod stream;
 mod trace_context;
 mod writer;
 
+pub use bridge::{Bridge, BridgeError, BridgeHealth, HealthState, ServiceStatus, TargetInfo};
 pub use bus::{Bus, BusBuilder, BusSettings, Registration, WeakBus};
 pub use cancel::CANCEL_EVENT;
 pub use envelope::Envelope;

@@ -1,1 +1,15 @@
-//! placeholder
+//! # openagentio-testkit
+//!
+//! Dev-only harnesses shared by the test suites: real peers started on free
+//! loopback ports and stopped on drop, and bus pairs for suites that run on
+//! every transport.
+
+mod buses;
+mod nats_server;
+mod ports;
+mod python;
+
+pub use buses::{BusPair, TransportKind, nats_bus};
+pub use nats_server::{NatsServer, nats_server_bin};
+pub use ports::{free_port, wait_for_port};
+pub use python::reference_python;

@@ -1,0 +1,1 @@
+//! HTTP/SSE gateway of OpenAgentIO. (in progress)

@@ -1,0 +1,1 @@
+//! Config file format, validation and JSON Schema of OpenAgentIO. (in progress)

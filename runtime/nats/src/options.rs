@@ -1,0 +1,119 @@
+//! Connection options of the NATS transport.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to authenticate to the NATS server.
+#[derive(Clone, Default)]
+pub enum NatsAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// A token.
+    Token(String),
+    /// A user name and password.
+    UserPassword {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// A `.creds` file (JWT and NKey seed).
+    CredentialsFile(PathBuf),
+}
+
+impl fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Secrets never reach logs or Debug output.
+        match self {
+            NatsAuth::None => f.write_str("None"),
+            NatsAuth::Token(_) => f.write_str("Token(<redacted>)"),
+            NatsAuth::UserPassword { user, .. } => write!(f, "UserPassword {{ user: {user:?}, password: <redacted> }}"),
+            NatsAuth::CredentialsFile(p) => write!(f, "CredentialsFile({p:?})"),
+        }
+    }
+}
+
+/// TLS settings.
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    /// Require TLS even when the server does not ask for it.
+    pub required: bool,
+    /// Extra root certificates (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Options of [`crate::NatsTransport::connect`].
+///
+/// ```
+/// use openagentio_nats::NatsOptions;
+/// let o = NatsOptions::new("nats://127.0.0.1:4222").name("svc");
+/// assert_eq!(o.subscription_capacity, 65_536);
+/// ```
+#[derive(Clone, Debug)]
+pub struct NatsOptions {
+    /// Server URL(s), comma-separated (`nats://host:4222`).
+    pub url: String,
+    /// Connection name shown by the server.
+    pub name: Option<String>,
+    /// Credentials.
+    pub auth: NatsAuth,
+    /// TLS settings.
+    pub tls: NatsTls,
+    /// Limit of the connection handshake (default 5 s).
+    pub connect_timeout: Duration,
+    /// Messages a subscription buffers before the client drops more and reports a
+    /// slow consumer (default 65 536). Each bus subscription is drained by a task
+    /// that only hands messages on, so this fills only when the process stalls.
+    pub subscription_capacity: usize,
+    /// Keep trying when the server is not up at start (default false: fail fast).
+    pub retry_on_initial_connect: bool,
+    /// Longest delay between reconnect attempts (default 2 s).
+    pub max_reconnect_delay: Duration,
+}
+
+impl NatsOptions {
+    /// Options for `url` with defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        NatsOptions {
+            url: url.into(),
+            name: None,
+            auth: NatsAuth::None,
+            tls: NatsTls::default(),
+            connect_timeout: Duration::from_secs(5),
+            subscription_capacity: 65_536,
+            retry_on_initial_connect: false,
+            max_reconnect_delay: Duration::from_secs(2),
+        }
+    }
+    /// Sets the connection name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    /// Sets the credentials.
+    pub fn auth(mut self, auth: NatsAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+    /// Sets TLS.
+    pub fn tls(mut self, tls: NatsTls) -> Self {
+        self.tls = tls;
+        self
+    }
+    /// Sets the subscription buffer.
+    pub fn subscription_capacity(mut self, n: usize) -> Self {
+        self.subscription_capacity = n.max(1);
+        self
+    }
+    /// Keeps retrying the first connection.
+    pub fn retry_on_initial_connect(mut self, yes: bool) -> Self {
+        self.retry_on_initial_connect = yes;
+        self
+    }
+}

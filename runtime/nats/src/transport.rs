@@ -1,0 +1,268 @@
+//! The NATS Core transport.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::{ConnectOptions, Event};
+use async_trait::async_trait;
+use futures::StreamExt;
+use openagentio_core::codec;
+use openagentio_core::transport::{
+    Body, Message, Sink, Subscription, Transport, TransportError, TransportStats,
+};
+
+use crate::options::{NatsAuth, NatsOptions};
+
+/// A transport over one NATS connection. Subjects and queue groups map one to
+/// one; the client reconnects by itself and restores subscriptions.
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use openagentio_core::Bus;
+/// use openagentio_nats::{NatsOptions, NatsTransport};
+/// let nats = NatsTransport::connect(NatsOptions::new("nats://127.0.0.1:4222")).await?;
+/// let bus = Bus::builder().transport(nats).agent_id("svc").build();
+/// # let _ = bus; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct NatsTransport {
+    client: async_nats::Client,
+    stats: Arc<Counters>,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+    connected_once: AtomicBool,
+    closed: AtomicBool,
+}
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The credentials file could not be read.
+    #[error("cannot read NATS credentials file {path}: {source}")]
+    Credentials {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The server refused the credentials.
+    #[error("NATS authorization failed at {url}")]
+    Auth {
+        /// The server.
+        url: String,
+    },
+    /// The server could not be reached or the handshake failed.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect {
+        /// The server.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl From<ConnectError> for TransportError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Auth { .. } => TransportError::Auth(e.to_string()),
+            other => TransportError::NotConnected(other.to_string()),
+        }
+    }
+}
+
+impl NatsTransport {
+    /// Connects to the server named in `opts`.
+    pub async fn connect(opts: NatsOptions) -> Result<Self, ConnectError> {
+        let stats = Arc::new(Counters::default());
+        let events = stats.clone();
+        let max_delay = opts.max_reconnect_delay;
+        let mut co = ConnectOptions::new()
+            .connection_timeout(opts.connect_timeout)
+            .subscription_capacity(opts.subscription_capacity)
+            .reconnect_delay_callback(move |attempts| {
+                // 0, 50, 100, 200 ... ms up to the cap, with jitter against thundering herds.
+                let base = Duration::from_millis(25u64.saturating_mul(1 << attempts.min(10)));
+                let d = base.min(max_delay);
+                d.mul_f64(0.5 + fastrand_f64() * 0.5)
+            })
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { on_event(&events, event) }
+            });
+        if let Some(name) = &opts.name {
+            co = co.name(name);
+        }
+        match &opts.auth {
+            NatsAuth::None => {}
+            NatsAuth::Token(t) => co = co.token(t.clone()),
+            NatsAuth::UserPassword { user, password } => {
+                co = co.user_and_password(user.clone(), password.clone())
+            }
+            NatsAuth::CredentialsFile(path) => {
+                co = co.credentials_file(path).await.map_err(|source| ConnectError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        if opts.tls.required {
+            co = co.require_tls(true);
+        }
+        if let Some(ca) = &opts.tls.ca_file {
+            co = co.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&opts.tls.cert_file, &opts.tls.key_file) {
+            co = co.add_client_certificate(cert.clone(), key.clone());
+        }
+        if opts.retry_on_initial_connect {
+            co = co.retry_on_initial_connect();
+        }
+        let url = opts.url.clone();
+        let client = co.connect(opts.url.as_str()).await.map_err(|e| {
+            let message = e.to_string();
+            if matches!(e.kind(), async_nats::ConnectErrorKind::AuthorizationViolation) {
+                ConnectError::Auth { url: url.clone() }
+            } else {
+                ConnectError::Connect { url: url.clone(), message }
+            }
+        })?;
+        stats.connected_once.store(true, Ordering::Release);
+        Ok(NatsTransport { client, stats })
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+fn fastrand_f64() -> f64 {
+    // Enough randomness for jitter without another dependency.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    f64::from(nanos % 1000) / 1000.0
+}
+
+fn on_event(stats: &Counters, event: Event) {
+    match event {
+        Event::Connected => {
+            if stats.connected_once.load(Ordering::Acquire) {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("NATS connection restored");
+            }
+        }
+        Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+        Event::SlowConsumer(sid) => {
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(sid, "NATS subscription is a slow consumer: messages were dropped");
+        }
+        Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
+        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+        Event::Draining | Event::Closed => {}
+    }
+}
+
+fn to_transport_error(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Other(e.to_string())
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn publish(&self, msg: Message) -> Result<(), TransportError> {
+        if self.stats.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let payload = match msg.body {
+            Body::Bytes(b) => b,
+            Body::Envelope(env) => codec::encode(&env).map_err(|e| TransportError::Encode(e.to_string()))?,
+        };
+        let result = match msg.reply {
+            Some(reply) => self.client.publish_with_reply(msg.subject, reply, payload).await,
+            None => self.client.publish(msg.subject, payload).await,
+        };
+        result.map_err(to_transport_error)
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+        sink: Arc<dyn Sink>,
+    ) -> Result<Box<dyn Subscription>, TransportError> {
+        if self.stats.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let subject_owned = subject.to_owned();
+        let mut sub = match queue.filter(|q| !q.is_empty()) {
+            Some(q) => self.client.queue_subscribe(subject_owned, q.to_owned()).await,
+            None => self.client.subscribe(subject_owned).await,
+        }
+        .map_err(to_transport_error)?;
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                sink.deliver(Message {
+                    subject: m.subject.to_string(),
+                    reply: m.reply.map(|r| r.to_string()),
+                    body: Body::Bytes(m.payload),
+                    status: m.status.map(|s| s.as_u16()),
+                });
+            }
+        });
+        Ok(Box::new(NatsSubscription {
+            task: task.abort_handle(),
+        }))
+    }
+
+    fn new_inbox_prefix(&self) -> String {
+        self.client.new_inbox()
+    }
+
+    async fn flush(&self) -> Result<(), TransportError> {
+        self.client.flush().await.map_err(to_transport_error)
+    }
+
+    fn is_connected(&self) -> bool {
+        !self.stats.closed.load(Ordering::Acquire) && self.client.connection_state() == State::Connected
+    }
+
+    fn stats(&self) -> TransportStats {
+        TransportStats {
+            dropped: self.stats.dropped.load(Ordering::Relaxed),
+            reconnects: self.stats.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn close(&self) {
+        if self.stats.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
+    }
+}
+
+/// Dropping the client-side subscriber (by ending its task) unsubscribes on the server.
+struct NatsSubscription {
+    task: tokio::task::AbortHandle,
+}
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn unsubscribe(&self) -> Result<(), TransportError> {
+        self.task.abort();
+        Ok(())
+    }
+}
