@@ -145,4 +145,8 @@ pub trait ServiceStatus: Send + Sync {
     fn bridges(&self) -> Vec<(String, BridgeHealth)>;
     /// Every target served, across bridges.
     fn targets(&self) -> Vec<TargetInfo>;
+    /// Metrics in the Prometheus text format (empty when metrics are off).
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
