@@ -43,7 +43,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let delay = Duration::from_millis(args.word_delay_ms);
     bus.handle_stream("chat", move |req, w: StreamWriter| async move {
-        let text = req.payload().get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+        let text = req
+            .payload()
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         w.started(json!({"agent": "echo-agent"})).await?;
         let mut words = 0;
         for word in text.split_whitespace() {
@@ -58,15 +63,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         w.finish(json!({"text": text, "words": words})).await
     })
     .await?;
-    println!("echo-agent serving `echo` and `chat` on the {} bus", bus.transport().kind());
+    println!(
+        "echo-agent serving `echo` and `chat` on the {} bus",
+        bus.transport().kind()
+    );
 
     if args.bus == "memory" {
         let reply = bus.invoke("echo", json!({"msg": "hello"})).await?;
         println!("echo -> {}", reply.payload_or_null());
-        let mut stream = bus.stream_invoke("chat", json!({"text": "streams come back word by word"})).await?;
+        let mut stream = bus
+            .stream_invoke("chat", json!({"text": "streams come back word by word"}))
+            .await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
-            println!("chat frame seq={} {} {}", frame.seq, frame.event_type, frame.payload_or_null());
+            println!(
+                "chat frame seq={} {} {}",
+                frame.seq,
+                frame.event_type,
+                frame.payload_or_null()
+            );
         }
         bus.close().await;
         return Ok(());

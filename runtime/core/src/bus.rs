@@ -296,7 +296,8 @@ impl Bus {
     /// from the request being served, if any.
     pub async fn publish(&self, mut env: Envelope) -> Result<(), BusError> {
         self.ensure_open()?;
-        check_name("event type", &env.event_type, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        check_name("event type", &env.event_type, false)
+            .map_err(|e| BusError::invalid(e.to_string()))?;
         if env.from.is_empty() {
             env.from = self.inner.settings.agent_id.clone();
         }
@@ -317,16 +318,22 @@ impl Bus {
 
     /// Publishes a new event of `event_type` with `payload`.
     pub async fn emit(&self, event_type: &str, payload: Value) -> Result<(), BusError> {
-        self.publish(Envelope::new(event_type).with_payload(payload)).await
+        self.publish(Envelope::new(event_type).with_payload(payload))
+            .await
     }
 
     /// Subscribes `handler` to events of `event_type` (`*` and `>` allowed).
-    pub async fn subscribe<F, Fut>(&self, event_type: &str, handler: F) -> Result<Registration, BusError>
+    pub async fn subscribe<F, Fut>(
+        &self,
+        event_type: &str,
+        handler: F,
+    ) -> Result<Registration, BusError>
     where
         F: Fn(Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        self.subscribe_with(event_type, SubscribeOptions::default(), handler).await
+        self.subscribe_with(event_type, SubscribeOptions::default(), handler)
+            .await
     }
 
     /// [`Bus::subscribe`] with options (queue group, tenant, concurrency).
@@ -344,10 +351,43 @@ impl Bus {
         check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
         let subject = self.inner.subjects.event(event_type, tenant);
+        self.subscribe_on(subject, event_type, opts, handler).await
+    }
+
+    /// Subscribes `handler` to the dead letters of `event_type` (`*` and `>`
+    /// allowed) on `{prefix}.dlq.{event_type}`.
+    pub async fn subscribe_dead_letters<F, Fut>(
+        &self,
+        event_type: &str,
+        handler: F,
+    ) -> Result<Registration, BusError>
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
+        self.ensure_open()?;
+        check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
+        let subject = self.inner.subjects.dlq(event_type);
+        self.subscribe_on(subject, event_type, SubscribeOptions::default(), handler)
+            .await
+    }
+
+    async fn subscribe_on<F, Fut>(
+        &self,
+        subject: String,
+        event_type: &str,
+        opts: SubscribeOptions,
+        handler: F,
+    ) -> Result<Registration, BusError>
+    where
+        F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BusError>> + Send + 'static,
+    {
         let handler = Arc::new(handler);
         let endpoint: Endpoint = Arc::new(move |call: Call| {
             let handler = handler.clone();
-            Box::pin(async move { handler(call.request.into_envelope()).await }) as BoxFuture<'static, _>
+            Box::pin(async move { handler(call.request.into_envelope()).await })
+                as BoxFuture<'static, _>
         });
         let route = self.route(CallKind::Event, event_type, endpoint, None);
         let (tx, rx) = mpsc::channel(self.inner.settings.event_buffer);
@@ -369,18 +409,35 @@ impl Bus {
                 return Err(e.into());
             }
         };
-        Ok(self.track(subject, sub, Some(worker.abort_handle())))
+        let reg = self.track(subject, sub, Some(worker.abort_handle()));
+        self.confirm(&reg).await?;
+        Ok(reg)
+    }
+
+    /// Returns once the transport has the subscription in force, so a peer that
+    /// is told "registered" can call at once.
+    async fn confirm(&self, reg: &Registration) -> Result<(), BusError> {
+        if let Err(e) = self.inner.transport.flush().await {
+            let _ = reg.unsubscribe().await;
+            return Err(e.into());
+        }
+        Ok(())
     }
 
     /// Serves `target` with a request/reply handler: its `Ok` value becomes the
     /// payload of one `agent.response.final` frame, its `Err` an
     /// `agent.response.error` frame.
-    pub async fn handle_invoke<F, Fut>(&self, target: &str, handler: F) -> Result<Registration, BusError>
+    pub async fn handle_invoke<F, Fut>(
+        &self,
+        target: &str,
+        handler: F,
+    ) -> Result<Registration, BusError>
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, BusError>> + Send + 'static,
     {
-        self.handle_invoke_with(target, HandleOptions::default(), handler).await
+        self.handle_invoke_with(target, HandleOptions::default(), handler)
+            .await
     }
 
     /// [`Bus::handle_invoke`] with options.
@@ -406,18 +463,24 @@ impl Bus {
                 }
             }) as BoxFuture<'static, _>
         });
-        self.register_handler(CallKind::Invoke, target, opts, endpoint).await
+        self.register_handler(CallKind::Invoke, target, opts, endpoint)
+            .await
     }
 
     /// Serves `target` with a streaming handler that writes frames with the
     /// [`StreamWriter`]. Returning without a terminal frame sends `final` for
     /// it (or `error`, when the handler fails).
-    pub async fn handle_stream<F, Fut>(&self, target: &str, handler: F) -> Result<Registration, BusError>
+    pub async fn handle_stream<F, Fut>(
+        &self,
+        target: &str,
+        handler: F,
+    ) -> Result<Registration, BusError>
     where
         F: Fn(Request, StreamWriter) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        self.handle_stream_with(target, HandleOptions::default(), handler).await
+        self.handle_stream_with(target, HandleOptions::default(), handler)
+            .await
     }
 
     /// [`Bus::handle_stream`] with options.
@@ -442,7 +505,8 @@ impl Bus {
                 handler(call.request, writer).await
             }) as BoxFuture<'static, _>
         });
-        self.register_handler(CallKind::Stream, target, opts, endpoint).await
+        self.register_handler(CallKind::Stream, target, opts, endpoint)
+            .await
     }
 
     async fn register_handler(
@@ -460,7 +524,9 @@ impl Bus {
             .cancels
             .listen(&self.inner.transport, &self.inner.subjects.cancel())
             .await?;
-        let limiter = opts.max_concurrency.map(|n| Arc::new(Semaphore::new(n.max(1))));
+        let limiter = opts
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n.max(1))));
         let route = self.route(kind, target, endpoint, limiter);
         let queue = opts.queue.unwrap_or_else(|| target.to_owned());
         let sub = self
@@ -468,7 +534,9 @@ impl Bus {
             .transport
             .subscribe(&subject, Some(&queue), Arc::new(RequestSink(route)))
             .await?;
-        Ok(self.track(subject, sub, None))
+        let reg = self.track(subject, sub, None);
+        self.confirm(&reg).await?;
+        Ok(reg)
     }
 
     fn route(

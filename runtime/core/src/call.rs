@@ -25,7 +25,8 @@ pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
         fill(&mut env.user_id, &ctx.user_id);
         fill(&mut env.channel, &ctx.channel);
     }
-    let parent = TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(|c| c.trace.clone()));
+    let parent =
+        TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(|c| c.trace.clone()));
     let trace = match parent {
         Some(p) => p.child(),
         None => TraceContext::new_root(),
@@ -52,7 +53,8 @@ impl Bus {
     /// frame becomes `Err` with the handler's code; frames before the terminal
     /// one (when the target streams) are skipped.
     pub async fn invoke(&self, target: &str, payload: Value) -> Result<Envelope, BusError> {
-        self.invoke_with(target, payload, CallOptions::default()).await
+        self.invoke_with(target, payload, CallOptions::default())
+            .await
     }
 
     /// [`Bus::invoke`] with options.
@@ -72,7 +74,9 @@ impl Bus {
                 };
             }
         }
-        Err(BusError::transport(format!("{target}: ended without a terminal frame")))
+        Err(BusError::transport(format!(
+            "{target}: ended without a terminal frame"
+        )))
     }
 
     /// Calls `target` and returns its frames as they arrive.
@@ -93,7 +97,8 @@ impl Bus {
     /// # Ok(()) }
     /// ```
     pub async fn stream_invoke(&self, target: &str, payload: Value) -> Result<Stream, BusError> {
-        self.stream_invoke_with(target, payload, CallOptions::default()).await
+        self.stream_invoke_with(target, payload, CallOptions::default())
+            .await
     }
 
     /// [`Bus::stream_invoke`] with options.
@@ -150,10 +155,16 @@ impl Bus {
         if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline) {
             deadline = deadline.min(parent);
         }
-        let remaining_ms = deadline.saturating_duration_since(Instant::now()).as_millis() as u64;
-        env.metadata.insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
+        let remaining_ms = deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        env.metadata
+            .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
 
-        let slot = inner.replies.open(&inner.transport, inner.settings.frame_buffer).await?;
+        let slot = inner
+            .replies
+            .open(&inner.transport, inner.settings.frame_buffer)
+            .await?;
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke(target, &env.tenant_id);

@@ -44,7 +44,9 @@ impl Sink for RequestSink {
                     Counters::bump(&bus.counters.refused_requests);
                     let name = self.0.name.clone();
                     tokio::spawn(async move {
-                        let err = BusError::backpressure(format!("{name}: handler is at its concurrency limit"));
+                        let err = BusError::backpressure(format!(
+                            "{name}: handler is at its concurrency limit"
+                        ));
                         reply_error_to_undecoded(&bus, msg, err).await;
                     });
                     return;
@@ -63,9 +65,17 @@ impl Sink for RequestSink {
 /// as much of it as needed to find where to answer.
 async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusError) {
     let (reply_to, request_id, request) = match msg.body {
-        Body::Envelope(env) => (Some(env.reply_to.clone()), Some(env.event_id.clone()), Some(*env)),
+        Body::Envelope(env) => (
+            Some(env.reply_to.clone()),
+            Some(env.event_id.clone()),
+            Some(*env),
+        ),
         Body::Bytes(b) => match crate::codec::decode(&b) {
-            Ok(env) => (Some(env.reply_to.clone()), Some(env.event_id.clone()), Some(env)),
+            Ok(env) => (
+                Some(env.reply_to.clone()),
+                Some(env.event_id.clone()),
+                Some(env),
+            ),
             Err(_) => {
                 let (r, id) = salvage_reply_fields(&b);
                 (r, id, None)
@@ -88,7 +98,11 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
     frame.frame_type = "response.error".to_owned();
     frame.is_final = true;
     frame.payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));
-    if let Err(e) = bus.transport.publish(Message::envelope(reply_to, frame)).await {
+    if let Err(e) = bus
+        .transport
+        .publish(Message::envelope(reply_to, frame))
+        .await
+    {
         tracing::warn!(error = %e, "could not send an error reply");
     }
 }
@@ -122,6 +136,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
         writer: Some(writer.clone()),
         kind: route.kind,
         name: route.name.clone(),
+        attempt: Arc::default(),
     };
     let run = Next::new(&route.chain, &route.endpoint).run(call);
     let outcome = ctx.scope(AssertUnwindSafe(run).catch_unwind()).await;
@@ -166,7 +181,11 @@ impl Sink for EventSink {
 }
 
 /// Runs events of one subscription until it is removed.
-pub(crate) async fn run_event_worker(route: Arc<Route>, rx: mpsc::Receiver<Message>, concurrency: usize) {
+pub(crate) async fn run_event_worker(
+    route: Arc<Route>,
+    rx: mpsc::Receiver<Message>,
+    concurrency: usize,
+) {
     tokio_stream_from(rx)
         .for_each_concurrent(concurrency, |msg| {
             let route = route.clone();
@@ -200,11 +219,14 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
         writer: None,
         kind: CallKind::Event,
         name: route.name.clone(),
+        attempt: Arc::default(),
     };
     let run = Next::new(&route.chain, &route.endpoint).run(call);
     match ctx.scope(AssertUnwindSafe(run).catch_unwind()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(subscription = %route.name, error = %e, "event handler failed"),
+        Ok(Err(e)) => {
+            tracing::warn!(subscription = %route.name, error = %e, "event handler failed")
+        }
         Err(panic) => {
             Counters::bump(&bus.counters.handler_panics);
             tracing::error!(subscription = %route.name, panic = %panic_message(panic.as_ref()), "event handler panicked");

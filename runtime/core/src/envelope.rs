@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::error::BusError;
-use crate::event_type::{SCHEMA_VERSION, SPEC_VERSION, frame_type_for, is_terminal, is_terminal_frame};
+use crate::event_type::{
+    SCHEMA_VERSION, SPEC_VERSION, frame_type_for, is_terminal, is_terminal_frame,
+};
 use crate::ids::new_event_id;
 use crate::payload::ErrorPayload;
 
@@ -191,7 +193,8 @@ impl Envelope {
 
     /// `occurred_at` in its wire form (RFC 3339, `Z` for UTC, only the sub-second digits needed).
     pub fn occurred_at_string(&self) -> String {
-        self.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        self.occurred_at
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
     }
 }
 
@@ -327,7 +330,9 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                     env.payload = (!v.is_null()).then_some(v);
                 }
                 "metadata" => {
-                    env.metadata = map.next_value::<Option<Map<String, Value>>>()?.unwrap_or_default()
+                    env.metadata = map
+                        .next_value::<Option<Map<String, Value>>>()?
+                        .unwrap_or_default()
                 }
                 other => {
                     let v: Value = map.next_value()?;
@@ -342,7 +347,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
             )));
         }
         env.spec_version = spec_version;
-        env.schema_version = schema_version.ok_or_else(|| de::Error::missing_field("schema_version"))?;
+        env.schema_version =
+            schema_version.ok_or_else(|| de::Error::missing_field("schema_version"))?;
         env.event_id = event_id.ok_or_else(|| de::Error::missing_field("event_id"))?;
         env.event_type = event_type.ok_or_else(|| de::Error::missing_field("event_type"))?;
         if env.event_id.is_empty() {
@@ -398,7 +404,10 @@ mod tests {
             json!([1, 2]),
             json!("text"),
         ] {
-            assert!(serde_json::from_value::<Envelope>(raw.clone()).is_err(), "{raw}");
+            assert!(
+                serde_json::from_value::<Envelope>(raw.clone()).is_err(),
+                "{raw}"
+            );
         }
     }
 

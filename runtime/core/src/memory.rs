@@ -142,7 +142,11 @@ impl Transport for MemoryTransport {
         if has_wildcard(subject) {
             table.wildcard.push((subject.to_owned(), entry));
         } else {
-            table.exact.entry(subject.to_owned()).or_default().push(entry);
+            table
+                .exact
+                .entry(subject.to_owned())
+                .or_default()
+                .push(entry);
         }
         Ok(Box::new(MemorySubscription {
             transport: self.clone(),
@@ -231,7 +235,10 @@ mod tests {
     async fn request_to_nobody_gets_no_responders() {
         let t = MemoryTransport::new();
         let inbox = Arc::new(Collect::default());
-        let sub = t.subscribe("_INBOX.a.*", None, inbox.clone()).await.unwrap();
+        let sub = t
+            .subscribe("_INBOX.a.*", None, inbox.clone())
+            .await
+            .unwrap();
         t.publish(Message::bytes("nobody", "x").with_reply("_INBOX.a.1"))
             .await
             .unwrap();

@@ -1,6 +1,7 @@
 //! What a handler receives: the request envelope, its cancellation and the bus.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -93,6 +94,7 @@ pub struct Call {
     pub(crate) writer: Option<StreamWriter>,
     pub(crate) kind: CallKind,
     pub(crate) name: Arc<str>,
+    pub(crate) attempt: Arc<AtomicU32>,
 }
 
 impl Call {
@@ -111,6 +113,14 @@ impl Call {
     /// The request envelope.
     pub fn envelope(&self) -> &Envelope {
         self.request.envelope()
+    }
+    /// The attempt being made (from 1; more when a retry layer retries).
+    pub fn attempt(&self) -> u32 {
+        self.attempt.load(Ordering::Relaxed).max(1)
+    }
+    /// Records the attempt being made; every clone of the call sees it.
+    pub fn set_attempt(&self, attempt: u32) {
+        self.attempt.store(attempt, Ordering::Relaxed);
     }
     /// Frames already sent for this call.
     pub fn frames_sent(&self) -> u64 {

@@ -185,7 +185,11 @@ impl Stream {
 
     fn fail_timeout(&mut self) -> BusError {
         let overall = self.deadline.is_some_and(|d| Instant::now() >= d);
-        let what = if overall { "no terminal frame before the deadline" } else { "idle timeout between frames" };
+        let what = if overall {
+            "no terminal frame before the deadline"
+        } else {
+            "idle timeout between frames"
+        };
         self.fail(BusError::timeout(format!("{}: {what}", self.target)))
     }
 

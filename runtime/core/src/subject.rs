@@ -70,7 +70,8 @@ impl Subjects {
     }
 
     fn scoped(&self, kind: &str, name: &str, tenant: &str) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + tenant.len() + kind.len() + name.len() + 3);
+        let mut s =
+            String::with_capacity(self.prefix.len() + tenant.len() + kind.len() + name.len() + 3);
         s.push_str(&self.prefix);
         s.push('.');
         if !tenant.is_empty() {

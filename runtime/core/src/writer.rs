@@ -122,12 +122,15 @@ impl StreamWriter {
         {
             let mut st = self.inner.state.lock();
             if st.started || st.seq > 0 {
-                return Err(BusError::invalid("stream: started must be the first frame, once"));
+                return Err(BusError::invalid(
+                    "stream: started must be the first frame, once",
+                ));
             }
             st.started = true;
         }
         let meta = if meta.is_null() { json!({}) } else { meta };
-        self.send(FrameKind::Started, Some(json!({ "meta": meta }))).await
+        self.send(FrameKind::Started, Some(json!({ "meta": meta })))
+            .await
     }
 
     /// Sends `agent.response.delta` with a typed payload.
@@ -159,7 +162,9 @@ impl StreamWriter {
         let seq = {
             let mut st = self.inner.state.lock();
             if st.closed {
-                return Err(BusError::invalid("stream: already closed by a terminal frame"));
+                return Err(BusError::invalid(
+                    "stream: already closed by a terminal frame",
+                ));
             }
             if kind.is_terminal() {
                 st.closed = true;

@@ -105,9 +105,11 @@ impl NatsTransport {
                 co = co.user_and_password(user.clone(), password.clone())
             }
             NatsAuth::CredentialsFile(path) => {
-                co = co.credentials_file(path).await.map_err(|source| ConnectError::Credentials {
-                    path: path.display().to_string(),
-                    source,
+                co = co.credentials_file(path).await.map_err(|source| {
+                    ConnectError::Credentials {
+                        path: path.display().to_string(),
+                        source,
+                    }
                 })?;
             }
         }
@@ -126,10 +128,16 @@ impl NatsTransport {
         let url = opts.url.clone();
         let client = co.connect(opts.url.as_str()).await.map_err(|e| {
             let message = e.to_string();
-            if matches!(e.kind(), async_nats::ConnectErrorKind::AuthorizationViolation) {
+            if matches!(
+                e.kind(),
+                async_nats::ConnectErrorKind::AuthorizationViolation
+            ) {
                 ConnectError::Auth { url: url.clone() }
             } else {
-                ConnectError::Connect { url: url.clone(), message }
+                ConnectError::Connect {
+                    url: url.clone(),
+                    message,
+                }
             }
         })?;
         stats.connected_once.store(true, Ordering::Release);
@@ -162,7 +170,10 @@ fn on_event(stats: &Counters, event: Event) {
         Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         Event::SlowConsumer(sid) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(sid, "NATS subscription is a slow consumer: messages were dropped");
+            tracing::warn!(
+                sid,
+                "NATS subscription is a slow consumer: messages were dropped"
+            );
         }
         Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
         Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
@@ -187,10 +198,16 @@ impl Transport for NatsTransport {
         }
         let payload = match msg.body {
             Body::Bytes(b) => b,
-            Body::Envelope(env) => codec::encode(&env).map_err(|e| TransportError::Encode(e.to_string()))?,
+            Body::Envelope(env) => {
+                codec::encode(&env).map_err(|e| TransportError::Encode(e.to_string()))?
+            }
         };
         let result = match msg.reply {
-            Some(reply) => self.client.publish_with_reply(msg.subject, reply, payload).await,
+            Some(reply) => {
+                self.client
+                    .publish_with_reply(msg.subject, reply, payload)
+                    .await
+            }
             None => self.client.publish(msg.subject, payload).await,
         };
         result.map_err(to_transport_error)
@@ -207,7 +224,11 @@ impl Transport for NatsTransport {
         }
         let subject_owned = subject.to_owned();
         let mut sub = match queue.filter(|q| !q.is_empty()) {
-            Some(q) => self.client.queue_subscribe(subject_owned, q.to_owned()).await,
+            Some(q) => {
+                self.client
+                    .queue_subscribe(subject_owned, q.to_owned())
+                    .await
+            }
             None => self.client.subscribe(subject_owned).await,
         }
         .map_err(to_transport_error)?;
@@ -230,12 +251,36 @@ impl Transport for NatsTransport {
         self.client.new_inbox()
     }
 
+    /// Flushes, then makes a round trip through the server on this connection:
+    /// when it returns, the server has processed every subscription and publish
+    /// sent before it (a bare client flush only empties the socket buffer).
     async fn flush(&self) -> Result<(), TransportError> {
-        self.client.flush().await.map_err(to_transport_error)
+        self.client.flush().await.map_err(to_transport_error)?;
+        let probe = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(probe.clone())
+            .await
+            .map_err(to_transport_error)?;
+        self.client
+            .publish(probe, bytes::Bytes::new())
+            .await
+            .map_err(to_transport_error)?;
+        self.client.flush().await.map_err(to_transport_error)?;
+        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(TransportError::NotConnected(
+                "connection closed during flush".into(),
+            )),
+            Err(_) => Err(TransportError::NotConnected(
+                "no answer from the server within 10 s".into(),
+            )),
+        }
     }
 
     fn is_connected(&self) -> bool {
-        !self.stats.closed.load(Ordering::Acquire) && self.client.connection_state() == State::Connected
+        !self.stats.closed.load(Ordering::Acquire)
+            && self.client.connection_state() == State::Connected
     }
 
     fn stats(&self) -> TransportStats {

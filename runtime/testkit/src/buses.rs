@@ -37,8 +37,18 @@ pub async fn nats_bus(url: &str, builder: BusBuilder) -> Bus {
 
 impl BusPair {
     /// A pair on `kind`; `configure` adjusts each side's builder (middleware, limits).
-    pub async fn new(kind: TransportKind, configure: impl Fn(BusBuilder, &str) -> BusBuilder) -> BusPair {
-        let base = |side: &str| configure(Bus::builder().agent_id(side).default_timeout(Duration::from_secs(5)), side);
+    pub async fn new(
+        kind: TransportKind,
+        configure: impl Fn(BusBuilder, &str) -> BusBuilder,
+    ) -> BusPair {
+        let base = |side: &str| {
+            configure(
+                Bus::builder()
+                    .agent_id(side)
+                    .default_timeout(Duration::from_secs(5)),
+                side,
+            )
+        };
         match kind {
             TransportKind::Memory => {
                 let t = MemoryTransport::new();

@@ -18,13 +18,19 @@ pub fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("NATS_SERVER_BIN") {
         return PathBuf::from(p);
     }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"]) {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain([
+        "/usr/sbin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ]) {
         let p = PathBuf::from(dir).join("nats-server");
         if p.is_file() {
             return p;
         }
     }
-    panic!("nats-server is not installed: run ./scripts/test, or `apt-get install nats-server`, or set NATS_SERVER_BIN");
+    panic!(
+        "nats-server is not installed: run ./scripts/test, or `apt-get install nats-server`, or set NATS_SERVER_BIN"
+    );
 }
 
 impl NatsServer {

@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use super::{Middleware, Next};
+use super::{Middleware, Next, RETRY_ATTEMPT_KEY};
 use crate::error::BusError;
 use crate::request::Call;
 use crate::transport::Message;
@@ -20,10 +20,17 @@ impl Middleware for DeadLetter {
     async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
         let bus = call.request.bus().clone();
         let mut original = call.envelope().clone();
+        let attempts = call.clone();
         let err = match next.run(call).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if attempts.attempt.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            original.metadata.insert(
+                RETRY_ATTEMPT_KEY.to_owned(),
+                Value::from(attempts.attempt()),
+            );
+        }
         original.metadata.insert(
             DLQ_ORIGINAL_EVENT_TYPE_KEY.to_owned(),
             Value::from(original.event_type.clone()),
@@ -32,7 +39,11 @@ impl Middleware for DeadLetter {
             .metadata
             .insert(DLQ_LAST_ERROR_KEY.to_owned(), Value::from(err.to_string()));
         let subject = bus.subjects().dlq(&original.event_type);
-        if let Err(e) = bus.transport().publish(Message::envelope(subject, original)).await {
+        if let Err(e) = bus
+            .transport()
+            .publish(Message::envelope(subject, original))
+            .await
+        {
             tracing::error!(error = %e, "dead letter could not be published");
         }
         Err(err)

@@ -28,7 +28,8 @@ use crate::request::Call;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The innermost step of a chain: runs the user's handler.
-pub(crate) type Endpoint = Arc<dyn Fn(Call) -> BoxFuture<'static, Result<(), BusError>> + Send + Sync>;
+pub(crate) type Endpoint =
+    Arc<dyn Fn(Call) -> BoxFuture<'static, Result<(), BusError>> + Send + Sync>;
 
 /// One layer around handlers.
 ///

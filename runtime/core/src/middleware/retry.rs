@@ -69,6 +69,7 @@ impl Middleware for Retry {
         let max = self.policy.max_attempts.max(1);
         let mut attempt = 1;
         loop {
+            call.set_attempt(attempt);
             let mut this_try = call.clone();
             this_try
                 .request

@@ -1,0 +1,893 @@
+//! The behavioural suite of the runtime bus. Every test runs twice: on the
+//! in-memory transport and on a real nats-server, and must pass the same way on
+//! both: pub/sub fan-out and queue groups, invoke, streams with frames out of
+//! order, duplicates, gaps, timeouts, cancellation, panics, retry, dead letters,
+//! context propagation across nested calls, tenant isolation.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use openagentio_core::middleware::{DeadLetter, RETRY_ATTEMPT_KEY, Recover, Retry, RetryPolicy};
+use openagentio_core::transport::{Body, Message, Sink};
+use openagentio_core::{
+    BusError, CallOptions, Envelope, ErrorCode, HandleOptions, StreamLimits, SubscribeOptions,
+};
+use openagentio_testkit::{BusPair, TransportKind};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::bounded(super::$name(openagentio_testkit::TransportKind::Memory)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() {
+                super::bounded(super::$name(openagentio_testkit::TransportKind::Nats)).await
+            }
+        })*
+    };
+}
+
+on_both_transports!(
+    pubsub_fans_out_and_queue_groups_share,
+    invoke_returns_payload_and_error_codes,
+    invoke_to_nobody_fails_fast_with_no_handler,
+    stream_frames_arrive_in_order_with_auto_final,
+    stream_reorders_and_drops_duplicates,
+    stream_gap_too_wide_is_backpressure,
+    stream_too_many_pending_is_backpressure,
+    timeouts_end_calls_and_cancel_handlers,
+    dropping_a_stream_cancels_its_handler,
+    panics_become_error_frames,
+    retry_retries_only_retryable_failures,
+    exhausted_failures_become_dead_letters,
+    context_flows_through_two_nested_calls,
+    tenants_are_isolated,
+    metadata_is_inherited_except_acp_keys,
+    workers_in_a_queue_group_share_invokes,
+);
+
+/// No test may hang: each is bounded.
+async fn bounded(test: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test did not finish within 60 s");
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
+    tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .expect("nothing arrived in time")
+        .expect("channel closed")
+}
+
+async fn pubsub_fans_out_and_queue_groups_share(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for name in ["a", "b"] {
+        let tx = tx.clone();
+        p.server
+            .subscribe("demo.>", move |env: Envelope| {
+                let tx = tx.clone();
+                async move {
+                    tx.send((name, env)).unwrap();
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+    }
+    for name in ["q1", "q2"] {
+        let tx = tx.clone();
+        p.server
+            .subscribe_with(
+                "demo.*",
+                SubscribeOptions::new().queue("workers"),
+                move |env: Envelope| {
+                    let tx = tx.clone();
+                    async move {
+                        tx.send((name, env)).unwrap();
+                        Ok(())
+                    }
+                },
+            )
+            .await
+            .unwrap();
+    }
+    p.settle().await;
+    for i in 0..10 {
+        p.client.emit("demo.tick", json!({"i": i})).await.unwrap();
+    }
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..30 {
+        let (name, env) = recv(&mut rx).await;
+        assert_eq!(env.event_type, "demo.tick");
+        assert_eq!(env.from, "client");
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(counts["a"], 10);
+    assert_eq!(counts["b"], 10);
+    assert_eq!(
+        counts.get("q1").unwrap_or(&0) + counts.get("q2").unwrap_or(&0),
+        10
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "a queue group received an event twice"
+    );
+}
+
+async fn invoke_returns_payload_and_error_codes(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke("echo", |req| async move { Ok(req.payload().clone()) })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("fail", |req| async move {
+            let code: String = req.payload_as::<Value>()?["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let code = ErrorCode::parse(&code).unwrap();
+            Err(BusError::new(code, format!("failing with {code}")))
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("empty", |_req| async move { Ok(Value::Null) })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let reply = p
+        .client
+        .invoke("echo", json!({"text": "hi", "n": [1, 2]}))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, Some(json!({"text": "hi", "n": [1, 2]})));
+    assert_eq!(reply.event_type, "agent.response.final");
+    assert!(reply.is_final);
+    assert_eq!(reply.seq, 0);
+    assert_eq!(reply.from, "server");
+    assert_eq!(reply.to, "client");
+
+    let empty = p.client.invoke("empty", Value::Null).await.unwrap();
+    assert_eq!(empty.payload, None);
+
+    for code in ErrorCode::ALL {
+        let err = p
+            .client
+            .invoke("fail", json!({"code": code.as_str()}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code);
+        assert_eq!(err.message(), format!("failing with {code}"));
+        assert_eq!(err.retryable(), code.default_retryable());
+    }
+}
+
+async fn invoke_to_nobody_fails_fast_with_no_handler(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let started = Instant::now();
+    let err = p.client.invoke("nobody.home", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    let err = p
+        .client
+        .stream_invoke("nobody.home", json!({}))
+        .await
+        .unwrap()
+        .next()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler);
+    let err = p.client.invoke("bad target", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest);
+}
+
+async fn stream_frames_arrive_in_order_with_auto_final(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_stream("words", |req, w| async move {
+            w.started(json!({"model": "m"})).await?;
+            for word in req.payload()["text"].as_str().unwrap().split(' ') {
+                w.delta_text(word).await?;
+            }
+            Ok(()) // no terminal frame: the bus sends one
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("half", |_req, w| async move {
+            w.delta_text("partial").await?;
+            Err(BusError::unavailable("upstream went away"))
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let mut s = p
+        .client
+        .stream_invoke("words", json!({"text": "a b c d e"}))
+        .await
+        .unwrap();
+    let mut frames = vec![];
+    while let Some(f) = s.next().await {
+        frames.push(f.unwrap());
+    }
+    let kinds: Vec<_> = frames.iter().map(|f| f.event_type.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "agent.response.started",
+            "agent.response.delta",
+            "agent.response.delta",
+            "agent.response.delta",
+            "agent.response.delta",
+            "agent.response.delta",
+            "agent.response.final"
+        ]
+    );
+    let seqs: Vec<_> = frames.iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4, 5, 6]);
+    assert!(frames.iter().all(|f| f.correlation_id == s.request_id()));
+    assert!(frames.last().unwrap().is_final);
+    assert_eq!(frames[0].payload, Some(json!({"meta": {"model": "m"}})));
+    assert_eq!(frames[3].payload, Some(json!({"delta": "c"})));
+    assert!(s.next().await.is_none());
+
+    let mut s = p.client.stream_invoke("half", json!({})).await.unwrap();
+    assert_eq!(
+        s.next().await.unwrap().unwrap().payload,
+        Some(json!({"delta": "partial"}))
+    );
+    let last = s.next().await.unwrap().unwrap();
+    assert!(last.is_final);
+    assert_eq!(last.error().unwrap().code(), ErrorCode::AgentUnavailable);
+}
+
+/// A handler at the transport level that answers each request with the frames
+/// `plan` gives (seq, is_final), published in the given order.
+struct RawResponder {
+    transport: Arc<dyn openagentio_core::Transport>,
+    plan: Vec<(u64, bool)>,
+}
+
+impl Sink for RawResponder {
+    fn deliver(&self, msg: Message) {
+        let transport = self.transport.clone();
+        let plan = self.plan.clone();
+        tokio::spawn(async move {
+            let req = match msg.body {
+                Body::Envelope(e) => *e,
+                Body::Bytes(b) => openagentio_core::codec::decode(&b).unwrap(),
+            };
+            for (seq, fin) in plan {
+                let kind = if fin {
+                    "agent.response.final"
+                } else {
+                    "agent.response.delta"
+                };
+                let mut f = Envelope::new(kind).with_payload(json!({"delta": seq.to_string()}));
+                f.correlation_id = req.event_id.clone();
+                f.seq = seq;
+                f.is_final = fin;
+                transport
+                    .publish(Message::envelope(req.reply_to.clone(), f))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+}
+
+async fn raw_target(
+    p: &BusPair,
+    target: &str,
+    plan: Vec<(u64, bool)>,
+) -> Box<dyn openagentio_core::transport::Subscription> {
+    let t = p.server.transport().clone();
+    let subject = p.server.subjects().invoke(target, "");
+    let sub = t
+        .subscribe(
+            &subject,
+            Some(target),
+            Arc::new(RawResponder {
+                transport: t.clone(),
+                plan,
+            }),
+        )
+        .await
+        .unwrap();
+    p.settle().await;
+    sub
+}
+
+async fn collect_seqs(p: &BusPair, target: &str) -> Result<Vec<u64>, BusError> {
+    let mut s = p.client.stream_invoke(target, json!({})).await?;
+    let mut seqs = vec![];
+    while let Some(f) = s.next().await {
+        seqs.push(f?.seq);
+    }
+    Ok(seqs)
+}
+
+async fn stream_reorders_and_drops_duplicates(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let _a = raw_target(
+        &p,
+        "shuffled",
+        vec![(3, false), (1, false), (0, false), (4, true), (2, false)],
+    )
+    .await;
+    assert_eq!(collect_seqs(&p, "shuffled").await.unwrap(), [0, 1, 2, 3, 4]);
+    let _b = raw_target(
+        &p,
+        "doubled",
+        vec![
+            (0, false),
+            (0, false),
+            (2, false),
+            (1, false),
+            (2, false),
+            (1, false),
+            (3, true),
+            (3, true),
+        ],
+    )
+    .await;
+    assert_eq!(collect_seqs(&p, "doubled").await.unwrap(), [0, 1, 2, 3]);
+    // Frames after the terminal one are not seen.
+    let _c = raw_target(&p, "chatty", vec![(0, false), (1, true), (2, false)]).await;
+    assert_eq!(collect_seqs(&p, "chatty").await.unwrap(), [0, 1]);
+}
+
+async fn stream_gap_too_wide_is_backpressure(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let _a = raw_target(&p, "gappy", vec![(0, false), (2000, true)]).await;
+    let err = collect_seqs(&p, "gappy").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BackpressureDrop, "{err}");
+}
+
+async fn stream_too_many_pending_is_backpressure(kind: TransportKind) {
+    let p = BusPair::new(kind, |b, _| {
+        b.stream_limits(StreamLimits {
+            max_pending: 16,
+            max_gap: 1024,
+        })
+    })
+    .await;
+    // seq 0 never comes; 1..=40 pile up.
+    let _a = raw_target(
+        &p,
+        "missing-first",
+        (1..=40).map(|s| (s, s == 40)).collect(),
+    )
+    .await;
+    let err = collect_seqs(&p, "missing-first").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BackpressureDrop, "{err}");
+}
+
+async fn timeouts_end_calls_and_cancel_handlers(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .handle_invoke("slow", move |req| {
+            let tx = tx.clone();
+            async move {
+                let started = Instant::now();
+                tokio::select! {
+                    _ = req.cancelled() => { tx.send(started.elapsed()).unwrap(); Err(BusError::timeout("cancelled")) }
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => Ok(json!("late")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("stall", |_req, w| async move {
+            w.delta_text("first").await?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let started = Instant::now();
+    let err = p
+        .client
+        .invoke_with(
+            "slow",
+            json!({}),
+            CallOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout);
+    assert!(
+        started.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    let seen = recv(&mut rx).await;
+    assert!(
+        seen < Duration::from_secs(1),
+        "handler saw the cancellation after {seen:?}"
+    );
+
+    let mut s = p
+        .client
+        .stream_invoke_with(
+            "stall",
+            json!({}),
+            CallOptions::new().idle_timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap();
+    assert!(s.next().await.unwrap().is_ok());
+    let err = s.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout);
+    assert!(err.message().contains("idle"), "{err}");
+    assert!(s.next().await.is_none());
+}
+
+async fn dropping_a_stream_cancels_its_handler(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("endless", move |req, w| {
+            let tx = tx.clone();
+            async move {
+                let mut n = 0u64;
+                loop {
+                    tokio::select! {
+                        _ = req.cancelled() => { tx.send(n).unwrap(); return Ok(()); }
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => { w.delta_text(n.to_string()).await?; n += 1; }
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let mut s = p.client.stream_invoke("endless", json!({})).await.unwrap();
+    for _ in 0..3 {
+        s.next().await.unwrap().unwrap();
+    }
+    let dropped_at = Instant::now();
+    drop(s);
+    let _ = recv(&mut rx).await;
+    assert!(
+        dropped_at.elapsed() < Duration::from_millis(500),
+        "cancel took {:?}",
+        dropped_at.elapsed()
+    );
+}
+
+async fn panics_become_error_frames(kind: TransportKind) {
+    let p = BusPair::new(kind, |b, _| b.middleware(Recover)).await;
+    p.server
+        .handle_invoke("boom", |_req| async move {
+            if true {
+                panic!("kaboom")
+            }
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("boom-stream", |_req, w| async move {
+            w.delta_text("x").await?;
+            panic!("stream kaboom")
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let err = p.client.invoke("boom", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentUnavailable);
+    assert!(err.message().contains("kaboom"), "{err}");
+    let mut s = p
+        .client
+        .stream_invoke("boom-stream", json!({}))
+        .await
+        .unwrap();
+    s.next().await.unwrap().unwrap();
+    let last = s.next().await.unwrap().unwrap();
+    assert!(last.error().unwrap().message().contains("stream kaboom"));
+    // The handler still serves.
+    let err = p.client.invoke("boom", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentUnavailable);
+}
+
+async fn retry_retries_only_retryable_failures(kind: TransportKind) {
+    let policy = RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    let p = BusPair::new(kind, move |b, _| b.middleware(Retry::new(policy.clone()))).await;
+    let flaky_calls = Arc::new(AtomicU32::new(0));
+    let calls = flaky_calls.clone();
+    p.server
+        .handle_invoke("flaky", move |req| {
+            let calls = calls.clone();
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                if n < 3 {
+                    return Err(BusError::transport("try again"));
+                }
+                Ok(json!({"attempt": req.envelope().metadata[RETRY_ATTEMPT_KEY]}))
+            }
+        })
+        .await
+        .unwrap();
+    let fatal_calls = Arc::new(AtomicU32::new(0));
+    let calls = fatal_calls.clone();
+    p.server
+        .handle_invoke("fatal", move |_req| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(BusError::invalid("no"))
+            }
+        })
+        .await
+        .unwrap();
+    let stream_calls = Arc::new(AtomicU32::new(0));
+    let calls = stream_calls.clone();
+    p.server
+        .handle_stream("streamed-then-failed", move |_req, w| {
+            let calls = calls.clone();
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                w.delta_text("seen").await?;
+                Err(BusError::transport("lost"))
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let reply = p.client.invoke("flaky", json!({})).await.unwrap();
+    assert_eq!(reply.payload, Some(json!({"attempt": 3})));
+    assert_eq!(flaky_calls.load(Ordering::SeqCst), 3);
+    // acp.* keys do not flow back into the reply.
+    assert!(!reply.metadata.contains_key(RETRY_ATTEMPT_KEY));
+
+    assert_eq!(
+        p.client
+            .invoke("fatal", json!({}))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidRequest
+    );
+    assert_eq!(fatal_calls.load(Ordering::SeqCst), 1);
+
+    let mut s = p
+        .client
+        .stream_invoke("streamed-then-failed", json!({}))
+        .await
+        .unwrap();
+    s.next().await.unwrap().unwrap();
+    let last = s.next().await.unwrap().unwrap();
+    assert_eq!(last.error().unwrap().code(), ErrorCode::TransportFailure);
+    assert_eq!(
+        stream_calls.load(Ordering::SeqCst),
+        1,
+        "a stream that sent a frame was retried"
+    );
+}
+
+async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    // Middleware on the serving side only: the dead-letter reader must see the letters as sent.
+    let p = BusPair::new(kind, move |b, side| {
+        if side == "server" {
+            b.middleware(DeadLetter)
+                .middleware(Retry::new(policy.clone()))
+        } else {
+            b
+        }
+    })
+    .await;
+    p.server
+        .handle_invoke("doomed", |_req| async move {
+            Err(BusError::transport("always down"))
+        })
+        .await
+        .unwrap();
+    p.server
+        .subscribe("orders.created", |_env| async move {
+            Err(BusError::invalid("cannot process"))
+        })
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.client
+        .subscribe_dead_letters(">", move |env| {
+            let tx = tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let err = p
+        .client
+        .invoke("doomed", json!({"order": 7}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TransportFailure);
+    let dead = recv(&mut rx).await;
+    assert_eq!(dead.event_type, "agent.message.received");
+    assert_eq!(dead.payload, Some(json!({"order": 7})));
+    assert_eq!(
+        dead.metadata["acp.dlq.original_event_type"],
+        json!("agent.message.received")
+    );
+    assert!(
+        dead.metadata["acp.dlq.last_error"]
+            .as_str()
+            .unwrap()
+            .contains("always down")
+    );
+    assert_eq!(dead.metadata[RETRY_ATTEMPT_KEY], json!(2), "{dead:?}");
+
+    p.client
+        .emit("orders.created", json!({"id": 1}))
+        .await
+        .unwrap();
+    let dead = recv(&mut rx).await;
+    assert_eq!(dead.event_type, "orders.created");
+    assert!(
+        dead.metadata["acp.dlq.last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot process")
+    );
+}
+
+async fn context_flows_through_two_nested_calls(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke("outer", |req| async move {
+            let inner = req.bus().invoke("middle", json!({})).await?;
+            Ok(json!({"outer": context_of(req.envelope()), "middle": inner.payload}))
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("middle", |req| async move {
+            let inner = req.bus().invoke("inner", json!({})).await?;
+            Ok(json!({"middle": context_of(req.envelope()), "inner": inner.payload}))
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("inner", |req| async move { Ok(context_of(req.envelope())) })
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .subscribe("inner.done", move |env| {
+            let tx = tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("emitter", |req| async move {
+            req.bus().emit("inner.done", json!({})).await?;
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let opts = CallOptions::new()
+        .session("sess-1")
+        .conversation("conv-1")
+        .user("user-1")
+        .traceparent(tp);
+    let reply = p
+        .client
+        .invoke_with("outer", json!({}), opts.clone())
+        .await
+        .unwrap();
+    let v = reply.payload.unwrap();
+    let all = [
+        v["outer"].clone(),
+        v["middle"]["middle"].clone(),
+        v["middle"]["inner"].clone(),
+    ];
+    let mut spans = std::collections::HashSet::new();
+    for ctx in &all {
+        assert_eq!(ctx["session_id"], "sess-1", "{v}");
+        assert_eq!(ctx["conversation_id"], "conv-1");
+        assert_eq!(ctx["user_id"], "user-1");
+        assert_eq!(ctx["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert!(
+            ctx["traceparent"]
+                .as_str()
+                .unwrap()
+                .starts_with("00-0af7651916cd43dd8448eb211c80319c-")
+        );
+        assert_ne!(ctx["span_id"], "b7ad6b7169203331");
+        spans.insert(ctx["span_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(spans.len(), 3, "every hop gets a new span id: {spans:?}");
+
+    p.client
+        .invoke_with("emitter", json!({}), opts)
+        .await
+        .unwrap();
+    let event = recv(&mut rx).await;
+    assert_eq!(event.session_id, "sess-1");
+    assert_eq!(event.trace_id, "0af7651916cd43dd8448eb211c80319c");
+}
+
+fn context_of(env: &Envelope) -> Value {
+    json!({
+        "session_id": env.session_id, "conversation_id": env.conversation_id, "user_id": env.user_id,
+        "tenant_id": env.tenant_id, "trace_id": env.trace_id, "span_id": env.span_id, "traceparent": env.traceparent,
+    })
+}
+
+async fn tenants_are_isolated(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke_with(
+            "books",
+            HandleOptions::new().tenant("acme"),
+            |req| async move { Ok(json!({"tenant": req.envelope().tenant_id})) },
+        )
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for tenant in ["acme", "globex"] {
+        let tx = tx.clone();
+        p.server
+            .subscribe_with(
+                "audit.entry",
+                SubscribeOptions::new().tenant(tenant),
+                move |env| {
+                    let tx = tx.clone();
+                    async move {
+                        tx.send((tenant, env)).unwrap();
+                        Ok(())
+                    }
+                },
+            )
+            .await
+            .unwrap();
+    }
+    p.settle().await;
+    let ok = p
+        .client
+        .invoke_with("books", json!({}), CallOptions::new().tenant("acme"))
+        .await
+        .unwrap();
+    assert_eq!(ok.payload, Some(json!({"tenant": "acme"})));
+    assert_eq!(ok.tenant_id, "acme");
+    for other in [CallOptions::new().tenant("globex"), CallOptions::new()] {
+        let err = p
+            .client
+            .invoke_with("books", json!({}), other)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NoHandler);
+    }
+    assert_eq!(
+        p.client
+            .invoke_with("books", json!({}), CallOptions::new().tenant("a.b"))
+            .await
+            .unwrap_err()
+            .code(),
+        ErrorCode::InvalidRequest
+    );
+    p.client
+        .publish(Envelope::new("audit.entry").with_tenant("globex"))
+        .await
+        .unwrap();
+    let (tenant, env) = recv(&mut rx).await;
+    assert_eq!((tenant, env.tenant_id.as_str()), ("globex", "globex"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "the event leaked into another tenant"
+    );
+}
+
+async fn metadata_is_inherited_except_acp_keys(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_stream("meta", |req, w| async move {
+            w.delta_text(
+                req.envelope()
+                    .metadata
+                    .get("k")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let opts = CallOptions::new()
+        .meta("k", "v")
+        .meta("dingtalk.chat", json!({"id": 1}))
+        .meta("acp.secret", 1);
+    let mut s = p
+        .client
+        .stream_invoke_with("meta", json!({}), opts)
+        .await
+        .unwrap();
+    while let Some(f) = s.next().await {
+        let f = f.unwrap();
+        assert_eq!(f.metadata.get("k"), Some(&json!("v")));
+        assert_eq!(f.metadata.get("dingtalk.chat"), Some(&json!({"id": 1})));
+        assert!(
+            f.metadata.keys().all(|k| !k.starts_with("acp.")),
+            "{:?}",
+            f.metadata
+        );
+    }
+}
+
+async fn workers_in_a_queue_group_share_invokes(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let second = match &p.nats {
+        Some(n) => {
+            openagentio_testkit::nats_bus(
+                &n.url(),
+                openagentio_core::Bus::builder().agent_id("server-2"),
+            )
+            .await
+        }
+        None => openagentio_core::Bus::builder()
+            .shared_transport(p.server.transport().clone())
+            .agent_id("server-2")
+            .build(),
+    };
+    for bus in [&p.server, &second] {
+        bus.handle_invoke("work", |req| async move { Ok(json!(req.bus().agent_id())) })
+            .await
+            .unwrap();
+        bus.transport().flush().await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..60 {
+        let r = p.client.invoke("work", json!({})).await.unwrap();
+        *seen
+            .entry(r.payload.unwrap().as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both workers should serve: {seen:?}");
+    assert_eq!(seen.values().sum::<i32>(), 60);
+}
