@@ -1,1 +1,295 @@
-fn main() {}
+//! Bus benchmarks, run on demand: `cargo bench --bench bus`.
+//!
+//! In one run on one machine it measures invoke round trips per second and
+//! p50/p99 latency at 1 and 64 calls in flight, and stream delta frames per
+//! second, for:
+//! - a bare tokio `mpsc` request with a `oneshot` reply carrying the same payload
+//!   (the in-memory baseline),
+//! - the bus on the in-memory transport,
+//! - raw `async-nats` request/reply with the same payload size on the same server
+//!   (the NATS baseline),
+//! - the bus over NATS (two connections, as two processes would have).
+//!
+//! `BENCH_SECS` sets the seconds per measurement (default 3). Results are
+//! printed as a Markdown table for BENCHMARKS.md.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use openagentio_core::{Bus, StreamWriter};
+use openagentio_testkit::{NatsServer, nats_bus};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+const STREAM_FRAMES: usize = 1000;
+
+struct Row {
+    name: String,
+    in_flight: usize,
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn payload() -> Value {
+    // About 400 bytes once serialized.
+    json!({"text": "x".repeat(360), "n": 12345, "tag": "bench"})
+}
+
+fn secs() -> Duration {
+    Duration::from_secs_f64(
+        std::env::var("BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0),
+    )
+}
+
+/// Runs `call` from `in_flight` concurrent loops for the measurement period.
+async fn measure<F, Fut>(name: &str, in_flight: usize, call: F) -> Row
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let call = Arc::new(call);
+    // Warm up.
+    let warm = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < warm {
+        call().await;
+    }
+    let end = Instant::now() + secs();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3).unwrap();
+            let mut n = 0u64;
+            while Instant::now() < end {
+                let t = Instant::now();
+                call().await;
+                h.record(t.elapsed().as_nanos() as u64).unwrap();
+                n += 1;
+            }
+            (n, h)
+        }));
+    }
+    let mut total = 0;
+    let mut hist = Histogram::<u64>::new(3).unwrap();
+    for t in tasks {
+        let (n, h) = t.await.unwrap();
+        total += n;
+        hist.add(h).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let row = Row {
+        name: name.to_owned(),
+        in_flight,
+        per_sec: total as f64 / elapsed,
+        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+    };
+    eprintln!(
+        "{:<34} {:>3} in flight: {:>10.0}/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
+        row.name, in_flight, row.per_sec, row.p50_us, row.p99_us
+    );
+    row
+}
+
+async fn bare_channel(in_flight: usize) -> Row {
+    let (tx, mut rx) = mpsc::channel::<(Value, oneshot::Sender<Value>)>(1024);
+    tokio::spawn(async move {
+        while let Some((v, reply)) = rx.recv().await {
+            let _ = reply.send(v);
+        }
+    });
+    let p = payload();
+    measure("bare mpsc + oneshot", in_flight, move || {
+        let tx = tx.clone();
+        let p = p.clone();
+        async move {
+            let (rtx, rrx) = oneshot::channel();
+            tx.send((p, rtx)).await.unwrap();
+            rrx.await.unwrap();
+        }
+    })
+    .await
+}
+
+async fn echo_handlers(bus: &Bus) {
+    bus.handle_invoke("bench.echo", |req| async move {
+        Ok(req.into_envelope().payload.unwrap_or(Value::Null))
+    })
+    .await
+    .unwrap();
+    bus.handle_stream("bench.stream", |req, w: StreamWriter| async move {
+        let n = req.payload()["frames"].as_u64().unwrap_or(0);
+        for _ in 0..n {
+            w.delta_text("token ").await?;
+        }
+        w.finish(Value::Null).await
+    })
+    .await
+    .unwrap();
+}
+
+async fn bus_invoke(name: &str, client: Bus, in_flight: usize) -> Row {
+    let p = payload();
+    measure(name, in_flight, move || {
+        let client = client.clone();
+        let p = p.clone();
+        async move {
+            client.invoke("bench.echo", p).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Stream delta frames per second: `in_flight` streams of STREAM_FRAMES deltas at once.
+async fn bus_stream(name: &str, client: Bus, in_flight: usize) -> Row {
+    let frames_per_call = STREAM_FRAMES as f64 + 1.0;
+    let mut row = measure(name, in_flight, move || {
+        let client = client.clone();
+        async move {
+            let mut s = client
+                .stream_invoke("bench.stream", json!({"frames": STREAM_FRAMES}))
+                .await
+                .unwrap();
+            let mut n = 0;
+            while let Some(f) = s.next().await {
+                f.unwrap();
+                n += 1;
+            }
+            assert_eq!(n, STREAM_FRAMES + 1);
+        }
+    })
+    .await;
+    row.per_sec *= frames_per_call;
+    row
+}
+
+async fn raw_nats(url: &str, in_flight: usize) -> Row {
+    let server = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url).await.unwrap();
+    let mut sub = server
+        .queue_subscribe("raw.echo", "raw.echo".to_owned())
+        .await
+        .unwrap();
+    let responder = server.clone();
+    let task = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = responder.publish(reply, m.payload).await;
+            }
+        }
+    });
+    server.flush().await.unwrap();
+    let body = bytes::Bytes::from(serde_json::to_vec(&payload()).unwrap());
+    let row = measure("raw async-nats request/reply", in_flight, move || {
+        let client = client.clone();
+        let body = body.clone();
+        async move {
+            client.request("raw.echo", body).await.unwrap();
+        }
+    })
+    .await;
+    task.abort();
+    row
+}
+
+/// Whether `BENCH_ONLY` (a comma-separated list of `channel`, `memory`, `raw`,
+/// `nats`, `stream`) selects this group; unset selects all.
+fn selected(group: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut rows = Vec::new();
+        let nats = NatsServer::start();
+
+        let memory = Bus::builder().agent_id("bench").build();
+        echo_handlers(&memory).await;
+        let server = nats_bus(&nats.url(), Bus::builder().agent_id("bench-server")).await;
+        echo_handlers(&server).await;
+        let client = nats_bus(&nats.url(), Bus::builder().agent_id("bench-client")).await;
+        for n in [1, 64] {
+            if selected("channel") {
+                rows.push(bare_channel(n).await);
+            }
+            if selected("memory") {
+                rows.push(bus_invoke("bus invoke (memory)", memory.clone(), n).await);
+            }
+            if selected("raw") {
+                rows.push(raw_nats(&nats.url(), n).await);
+            }
+            if selected("nats") {
+                rows.push(bus_invoke("bus invoke (NATS)", client.clone(), n).await);
+            }
+        }
+        if selected("stream") {
+            for n in [1, 16] {
+                rows.push(bus_stream("bus stream deltas (memory)", memory.clone(), n).await);
+                rows.push(bus_stream("bus stream deltas (NATS)", client.clone(), n).await);
+            }
+        }
+
+        println!("\n| measurement | in flight | per second | p50 µs | p99 µs |");
+        println!("|---|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {} | {:.0} | {:.1} | {:.1} |",
+                r.name, r.in_flight, r.per_sec, r.p50_us, r.p99_us
+            );
+        }
+        let find = |name: &str, n: usize| {
+            rows.iter()
+                .find(|r| r.name == name && r.in_flight == n)
+                .map(|r| r.per_sec)
+        };
+        println!("\n| ratio | value | target |");
+        println!("|---|---:|---:|");
+        for (label, ours, base, n, target) in [
+            (
+                "bus (memory) / bare channel",
+                "bus invoke (memory)",
+                "bare mpsc + oneshot",
+                64,
+                "≥ 0.5x",
+            ),
+            (
+                "bus (memory) / bare channel",
+                "bus invoke (memory)",
+                "bare mpsc + oneshot",
+                1,
+                "",
+            ),
+            (
+                "bus (NATS) / raw async-nats",
+                "bus invoke (NATS)",
+                "raw async-nats request/reply",
+                64,
+                "≥ 0.8x",
+            ),
+            (
+                "bus (NATS) / raw async-nats",
+                "bus invoke (NATS)",
+                "raw async-nats request/reply",
+                1,
+                "",
+            ),
+        ] {
+            if let (Some(a), Some(b)) = (find(ours, n), find(base, n)) {
+                println!("| {label}, {n} in flight | {:.2}x | {target} |", a / b);
+            }
+        }
+    });
+}

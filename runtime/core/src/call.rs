@@ -19,14 +19,14 @@ use crate::transport::Message;
 /// own `traceparent`, or a new root.
 pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
     if let Some(ctx) = ctx {
-        fill(&mut env.session_id, &ctx.session_id);
-        fill(&mut env.conversation_id, &ctx.conversation_id);
-        fill(&mut env.tenant_id, &ctx.tenant_id);
-        fill(&mut env.user_id, &ctx.user_id);
-        fill(&mut env.channel, &ctx.channel);
+        let req = ctx.request();
+        fill(&mut env.session_id, &req.session_id);
+        fill(&mut env.conversation_id, &req.conversation_id);
+        fill(&mut env.tenant_id, &req.tenant_id);
+        fill(&mut env.user_id, &req.user_id);
+        fill(&mut env.channel, &req.channel);
     }
-    let parent =
-        TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(|c| c.trace.clone()));
+    let parent = TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(CallContext::trace));
     let trace = match parent {
         Some(p) => p.child(),
         None => TraceContext::new_root(),
@@ -152,7 +152,7 @@ impl Bus {
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let mut deadline = Instant::now() + timeout;
-        if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline) {
+        if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline()) {
             deadline = deadline.min(parent);
         }
         let remaining_ms = deadline

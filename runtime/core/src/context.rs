@@ -17,23 +17,12 @@ use crate::trace_context::TraceContext;
 /// Metadata key carrying the caller's timeout in milliseconds.
 pub const TIMEOUT_MS_KEY: &str = "acp.timeout_ms";
 
-/// What a request passes on to the calls made while serving it.
-#[derive(Clone, Debug, Default)]
+/// What a request passes on to the calls made while serving it: its envelope
+/// (shared, not copied) and its deadline.
+#[derive(Clone, Debug)]
 pub struct CallContext {
-    /// Session id.
-    pub session_id: String,
-    /// Conversation id.
-    pub conversation_id: String,
-    /// Tenant id.
-    pub tenant_id: String,
-    /// User id.
-    pub user_id: String,
-    /// Channel.
-    pub channel: String,
-    /// The request's trace; nested calls get a child span of it.
-    pub trace: Option<TraceContext>,
-    /// When the caller stops waiting.
-    pub deadline: Option<Instant>,
+    request: Arc<Envelope>,
+    deadline: Option<Instant>,
 }
 
 tokio::task_local! {
@@ -46,27 +35,35 @@ pub fn current() -> Option<Arc<CallContext>> {
 }
 
 impl CallContext {
-    /// The context a request envelope establishes.
-    pub fn from_request(env: &Envelope) -> Self {
-        let trace = TraceContext::parse(&env.traceparent).or_else(|| {
-            (!env.trace_id.is_empty() && !env.span_id.is_empty())
-                .then(|| TraceContext::from_ids(&env.trace_id, &env.span_id))
-                .flatten()
-        });
-        let deadline = env
+    /// The context a request establishes; its deadline comes from the
+    /// `acp.timeout_ms` metadata the caller sent.
+    pub fn from_request(request: Arc<Envelope>) -> Self {
+        let deadline = request
             .metadata
             .get(TIMEOUT_MS_KEY)
             .and_then(serde_json::Value::as_u64)
             .map(|ms| Instant::now() + std::time::Duration::from_millis(ms));
-        CallContext {
-            session_id: env.session_id.clone(),
-            conversation_id: env.conversation_id.clone(),
-            tenant_id: env.tenant_id.clone(),
-            user_id: env.user_id.clone(),
-            channel: env.channel.clone(),
-            trace,
-            deadline,
-        }
+        CallContext { request, deadline }
+    }
+
+    /// The request being served.
+    pub fn request(&self) -> &Envelope {
+        &self.request
+    }
+
+    /// When the caller stops waiting.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The request's trace, from `traceparent` or `trace_id`/`span_id`.
+    pub fn trace(&self) -> Option<TraceContext> {
+        let env = &self.request;
+        TraceContext::parse(&env.traceparent).or_else(|| {
+            (!env.trace_id.is_empty() && !env.span_id.is_empty())
+                .then(|| TraceContext::from_ids(&env.trace_id, &env.span_id))
+                .flatten()
+        })
     }
 
     /// Runs `fut` with this context as the current one.

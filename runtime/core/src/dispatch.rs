@@ -16,7 +16,7 @@ use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
 use crate::transport::{Body, Message, Sink};
-use crate::writer::{StreamWriter, reply_shell};
+use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
 /// Everything needed to serve the deliveries of one registration.
 pub(crate) struct Route {
@@ -85,19 +85,18 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
     let Some(reply_to) = reply_to.filter(|r| !r.is_empty()).or(msg.reply) else {
         return;
     };
-    let mut frame = match &request {
-        Some(req) => reply_shell(&bus.settings.agent_id, req),
+    let payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));
+    let frame = match &request {
+        Some(req) => reply_frame(&bus.settings.agent_id, req, FrameKind::Error, 0, payload),
         None => {
             let mut e = Envelope::new(crate::event_type::RESPONSE_ERROR);
             e.from = bus.settings.agent_id.clone();
             e.correlation_id = request_id.unwrap_or_default();
+            e.is_final = true;
+            e.payload = payload;
             e
         }
     };
-    frame.event_type = crate::event_type::RESPONSE_ERROR.to_owned();
-    frame.frame_type = "response.error".to_owned();
-    frame.is_final = true;
-    frame.payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));
     if let Err(e) = bus
         .transport
         .publish(Message::envelope(reply_to, frame))
@@ -127,10 +126,11 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
             }
         },
     };
+    let env = Arc::new(env);
     let token = CancellationToken::new();
     let _guard = bus.cancels.register(&env.event_id, token.clone());
-    let writer = StreamWriter::new(bus.clone(), &env, token.clone());
-    let ctx = Arc::new(CallContext::from_request(&env));
+    let writer = StreamWriter::new(bus.clone(), env.clone(), token.clone());
+    let ctx = Arc::new(CallContext::from_request(env.clone()));
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus.clone())),
         writer: Some(writer.clone()),
@@ -154,7 +154,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
         return;
     }
     let sent = match &result {
-        Ok(()) => writer.send(crate::writer::FrameKind::Final, None).await,
+        Ok(()) => writer.send(FrameKind::Final, None).await,
         Err(e) => writer.error(e).await,
     };
     if let Err(e) = sent {
@@ -213,7 +213,8 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
             return;
         }
     };
-    let ctx = Arc::new(CallContext::from_request(&env));
+    let env = Arc::new(env);
+    let ctx = Arc::new(CallContext::from_request(env.clone()));
     let call = Call {
         request: Request::new(env, CancellationToken::new(), Bus::from_inner(bus.clone())),
         writer: None,

@@ -4,12 +4,14 @@
 //! request's `reply_to`, so any SDK can answer it), but the bus subscribes once
 //! to `{inbox}.*` and routes by `n`: no subscription round trip per call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::OnceCell;
 
 use crate::error::BusError;
 use crate::transport::{Message, Sink, Subscription, Transport};
@@ -22,21 +24,91 @@ pub(crate) struct ReplyRouter {
 struct Shared {
     prefix: String,
     next: AtomicU64,
-    slots: Mutex<HashMap<u64, Slot>>,
+    slots: Mutex<HashMap<u64, Arc<ReplyQueue>>>,
 }
 
-struct Slot {
-    tx: mpsc::Sender<Message>,
-    overflow: Arc<AtomicBool>,
+/// The unread frames of one call: a small bounded queue with one waiting reader.
+/// (Lighter than a channel: most calls get a single frame.)
+pub(crate) struct ReplyQueue {
+    state: Mutex<QueueState>,
+}
+
+struct QueueState {
+    items: VecDeque<Message>,
+    capacity: usize,
+    waker: Option<Waker>,
+    closed: bool,
+    overflow: bool,
+}
+
+impl ReplyQueue {
+    /// Queues a frame; a full queue closes with `overflow` set.
+    fn push(&self, msg: Message) -> bool {
+        let waker = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return false;
+            }
+            if st.items.len() >= st.capacity {
+                st.overflow = true;
+                st.closed = true;
+            } else {
+                st.items.push_back(msg);
+            }
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
+    fn close(&self) {
+        let waker = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next frame; `None` once closed and drained.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        let mut st = self.state.lock();
+        if let Some(m) = st.items.pop_front() {
+            return Poll::Ready(Some(m));
+        }
+        if st.closed {
+            return Poll::Ready(None);
+        }
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Whether frames were dropped because the queue was full.
+    pub fn overflowed(&self) -> bool {
+        self.state.lock().overflow
+    }
 }
 
 /// The receiving end of one call's reply subject. Dropping it frees the slot.
 pub(crate) struct ReplySlot {
     pub subject: String,
-    pub rx: mpsc::Receiver<Message>,
-    pub overflow: Arc<AtomicBool>,
+    pub queue: Arc<ReplyQueue>,
     id: u64,
     shared: Arc<Shared>,
+}
+
+impl ReplySlot {
+    /// The next frame; `None` once the slot is closed.
+    pub async fn recv(&self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.queue.poll_recv(cx)).await
+    }
 }
 
 impl Drop for ReplySlot {
@@ -55,13 +127,10 @@ impl Sink for Shared {
         else {
             return;
         };
-        let mut slots = self.slots.lock();
-        let Some(slot) = slots.get(&id) else {
-            return; // a late frame of a call that has ended
-        };
-        if let Err(mpsc::error::TrySendError::Full(_)) = slot.tx.try_send(msg) {
-            slot.overflow.store(true, Ordering::Release);
-            slots.remove(&id);
+        // A missing slot is a late frame of a call that has ended.
+        let queue = self.slots.lock().get(&id).cloned();
+        if let Some(q) = queue {
+            q.push(msg);
         }
     }
 }
@@ -94,19 +163,23 @@ impl ReplyRouter {
             })
             .await?;
         let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let overflow = Arc::new(AtomicBool::new(false));
-        self.shared.slots.lock().insert(
-            id,
-            Slot {
-                tx,
-                overflow: overflow.clone(),
-            },
-        );
+        let queue = Arc::new(ReplyQueue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                capacity: capacity.max(1),
+                waker: None,
+                closed: false,
+                overflow: false,
+            }),
+        });
+        self.shared.slots.lock().insert(id, queue.clone());
+        let mut subject = String::with_capacity(self.shared.prefix.len() + 21);
+        subject.push_str(&self.shared.prefix);
+        subject.push('.');
+        let _ = write!(subject, "{id}");
         Ok(ReplySlot {
-            subject: format!("{}.{id}", self.shared.prefix),
-            rx,
-            overflow,
+            subject,
+            queue,
             id,
             shared: self.shared.clone(),
         })
@@ -116,6 +189,8 @@ impl ReplyRouter {
         if let Some(sub) = self.subscription.get() {
             let _ = sub.unsubscribe().await;
         }
-        self.shared.slots.lock().clear();
+        for (_, q) in self.shared.slots.lock().drain() {
+            q.close();
+        }
     }
 }

@@ -15,13 +15,13 @@ use crate::writer::StreamWriter;
 /// A request being served.
 #[derive(Clone)]
 pub struct Request {
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
     cancel: CancellationToken,
     bus: Bus,
 }
 
 impl Request {
-    pub(crate) fn new(envelope: Envelope, cancel: CancellationToken, bus: Bus) -> Self {
+    pub(crate) fn new(envelope: Arc<Envelope>, cancel: CancellationToken, bus: Bus) -> Self {
         Request {
             envelope,
             cancel,
@@ -34,14 +34,15 @@ impl Request {
         &self.envelope
     }
 
-    /// The request envelope, mutable (middleware stamps metadata on it).
+    /// The request envelope, mutable (middleware stamps metadata on it). The
+    /// envelope is shared with the request's context; the first change copies it.
     pub fn envelope_mut(&mut self) -> &mut Envelope {
-        &mut self.envelope
+        Arc::make_mut(&mut self.envelope)
     }
 
-    /// Takes the envelope.
+    /// Takes the envelope (copying it only if it is still shared).
     pub fn into_envelope(self) -> Envelope {
-        self.envelope
+        Arc::try_unwrap(self.envelope).unwrap_or_else(|shared| (*shared).clone())
     }
 
     /// The payload, or `null`.

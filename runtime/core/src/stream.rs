@@ -1,12 +1,12 @@
 //! The client side of a stream: frames in `seq` order, once each, up to the terminal one.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::bus::BusInner;
 use crate::codec::decode_body;
@@ -50,6 +50,8 @@ pub struct Stream {
     idle: Option<Duration>,
     limits: StreamLimits,
     done: bool,
+    /// One timer for the whole call, moved only when the wait limit moves.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Stream {
@@ -74,6 +76,7 @@ impl Stream {
             idle,
             limits,
             done: false,
+            timer: None,
         }
     }
 
@@ -100,16 +103,27 @@ impl Stream {
                 }
                 return Some(Ok(env));
             }
-            let wait = self.wait_limit();
-            let received = match wait {
-                Some(until) => match tokio::time::timeout_at(until, self.slot.rx.recv()).await {
-                    Ok(m) => m,
-                    Err(_) => return Some(Err(self.fail_timeout())),
-                },
-                None => self.slot.rx.recv().await,
+            let received = match self.wait_limit() {
+                Some(until) => {
+                    let timer = match &mut self.timer {
+                        Some(t) => {
+                            if t.deadline() != until {
+                                t.as_mut().reset(until);
+                            }
+                            t
+                        }
+                        None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
+                    };
+                    tokio::select! {
+                        biased;
+                        m = self.slot.recv() => m,
+                        _ = timer.as_mut() => return Some(Err(self.fail_timeout())),
+                    }
+                }
+                None => self.slot.recv().await,
             };
             let Some(msg) = received else {
-                if self.slot.overflow.load(Ordering::Acquire) {
+                if self.slot.queue.overflowed() {
                     Counters::bump(&self.bus.counters.overflowed_calls);
                     return Some(Err(self.fail(BusError::backpressure(format!(
                         "{}: reply buffer overflowed; frames were dropped",

@@ -138,20 +138,20 @@ pub fn check_name(what: &'static str, name: &str, wildcards: bool) -> Result<(),
     if name.is_empty() {
         return Err(SubjectError::Empty { what });
     }
-    let tokens: Vec<&str> = name.split('.').collect();
-    let last = tokens.len() - 1;
-    for (i, tok) in tokens.iter().enumerate() {
+    let mut tokens = name.split('.').peekable();
+    while let Some(tok) = tokens.next() {
+        let is_last = tokens.peek().is_none();
         if tok.is_empty() {
             return Err(SubjectError::EmptyToken {
                 what,
                 name: name.to_owned(),
             });
         }
-        if wildcards && *tok == "*" {
+        if wildcards && tok == "*" {
             continue;
         }
-        if wildcards && *tok == ">" {
-            if i != last {
+        if wildcards && tok == ">" {
+            if !is_last {
                 return Err(SubjectError::TailWildcard {
                     what,
                     name: name.to_owned(),
@@ -159,14 +159,12 @@ pub fn check_name(what: &'static str, name: &str, wildcards: bool) -> Result<(),
             }
             continue;
         }
-        if let Some(c) = tok
-            .chars()
-            .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>')
-        {
+        let bad = |c: char| c.is_whitespace() || c.is_control() || c == '*' || c == '>';
+        if let Some(found) = tok.chars().find(|c| bad(*c)) {
             return Err(SubjectError::BadChar {
                 what,
                 name: name.to_owned(),
-                found: c,
+                found,
             });
         }
     }

@@ -78,7 +78,16 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        format!("00-{}-{}-{:02x}", self.trace_id, self.span_id, self.flags)
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        s.push_str(&self.trace_id);
+        s.push('-');
+        s.push_str(&self.span_id);
+        s.push('-');
+        s.push(HEX[(self.flags >> 4) as usize] as char);
+        s.push(HEX[(self.flags & 0xF) as usize] as char);
+        s
     }
 }
 

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::BusInner;
 use crate::envelope::Envelope;
 use crate::error::BusError;
-use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
+use crate::event_type::{
+    RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED, SCHEMA_VERSION, SPEC_VERSION,
+};
 use crate::ids::new_event_id;
 use crate::payload::DeltaPayload;
 use crate::transport::Message;
@@ -61,8 +63,7 @@ pub struct StreamWriter {
 
 struct WriterInner {
     bus: Arc<BusInner>,
-    reply_to: String,
-    shell: Envelope,
+    request: Arc<Envelope>,
     state: Mutex<WriterState>,
     frames: AtomicU64,
     cancel: CancellationToken,
@@ -83,32 +84,51 @@ pub(crate) fn inherited_metadata(src: &Map<String, Value>) -> Map<String, Value>
         .collect()
 }
 
-/// A reply envelope pre-filled from the request: correlation, session, trace, metadata.
-pub(crate) fn reply_shell(agent_id: &str, req: &Envelope) -> Envelope {
-    let mut e = Envelope::new(RESPONSE_FINAL);
-    e.from = agent_id.to_owned();
-    e.to = req.from.clone();
-    e.session_id = req.session_id.clone();
-    e.conversation_id = req.conversation_id.clone();
-    e.tenant_id = req.tenant_id.clone();
-    e.user_id = req.user_id.clone();
-    e.channel = req.channel.clone();
-    e.trace_id = req.trace_id.clone();
-    e.span_id = req.span_id.clone();
-    e.traceparent = req.traceparent.clone();
-    e.correlation_id = req.event_id.clone();
-    e.metadata = inherited_metadata(&req.metadata);
-    e
+/// A reply frame to `req`: correlation, session, trace and metadata copied from it.
+pub(crate) fn reply_frame(
+    agent_id: &str,
+    req: &Envelope,
+    kind: FrameKind,
+    seq: u64,
+    payload: Option<Value>,
+) -> Envelope {
+    Envelope {
+        spec_version: SPEC_VERSION.to_owned(),
+        schema_version: SCHEMA_VERSION,
+        event_id: new_event_id(),
+        event_type: kind.event_type().to_owned(),
+        frame_type: kind.frame_type().to_owned(),
+        occurred_at: Utc::now().fixed_offset(),
+        trace_id: req.trace_id.clone(),
+        span_id: req.span_id.clone(),
+        traceparent: req.traceparent.clone(),
+        session_id: req.session_id.clone(),
+        conversation_id: req.conversation_id.clone(),
+        correlation_id: req.event_id.clone(),
+        reply_to: String::new(),
+        from: agent_id.to_owned(),
+        to: req.from.clone(),
+        channel: req.channel.clone(),
+        tenant_id: req.tenant_id.clone(),
+        user_id: req.user_id.clone(),
+        seq,
+        is_final: kind.is_terminal(),
+        payload: payload.filter(|p| !p.is_null()),
+        metadata: inherited_metadata(&req.metadata),
+        extra: Map::new(),
+    }
 }
 
 impl StreamWriter {
-    pub(crate) fn new(bus: Arc<BusInner>, req: &Envelope, cancel: CancellationToken) -> Self {
-        let shell = reply_shell(&bus.settings.agent_id, req);
+    pub(crate) fn new(
+        bus: Arc<BusInner>,
+        request: Arc<Envelope>,
+        cancel: CancellationToken,
+    ) -> Self {
         StreamWriter {
             inner: Arc::new(WriterInner {
                 bus,
-                reply_to: req.reply_to.clone(),
-                shell,
+                request,
                 state: Mutex::new(WriterState::default()),
                 frames: AtomicU64::new(0),
                 cancel,
@@ -174,21 +194,15 @@ impl StreamWriter {
             seq
         };
         self.inner.frames.fetch_add(1, Ordering::Relaxed);
-        if self.inner.reply_to.is_empty() {
+        let req = &self.inner.request;
+        if req.reply_to.is_empty() {
             return Ok(()); // nobody asked for an answer
         }
-        let mut env = self.inner.shell.clone();
-        env.event_id = new_event_id();
-        env.occurred_at = Utc::now().fixed_offset();
-        env.event_type = kind.event_type().to_owned();
-        env.frame_type = kind.frame_type().to_owned();
-        env.seq = seq;
-        env.is_final = kind.is_terminal();
-        env.payload = payload.filter(|p| !p.is_null());
+        let frame = reply_frame(&self.inner.bus.settings.agent_id, req, kind, seq, payload);
         self.inner
             .bus
             .transport
-            .publish(Message::envelope(self.inner.reply_to.clone(), env))
+            .publish(Message::envelope(req.reply_to.clone(), frame))
             .await
             .map_err(BusError::from)
     }
