@@ -9,7 +9,8 @@
 //!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options](options),
 //!   [context propagation](context), [middleware].
 //! - **Transports**: the [`Transport`] contract and the in-memory [`MemoryTransport`].
-//! - **Bridges**: the [`Bridge`] contract the service host drives.
+//! - **Bridges**: the [`Bridge`] contract the service host drives, and the
+//!   [supervisor] that restarts their background work.
 //! - **Subjects**: the [subject layout](subject) shared with the reference SDKs.
 
 pub mod bridge;
@@ -20,6 +21,7 @@ pub mod middleware;
 pub mod options;
 pub mod payload;
 pub mod subject;
+pub mod supervisor;
 pub mod transport;
 
 mod bus;
