@@ -1,5 +1,25 @@
 //! The `openagentio` command: runs the service and is the client of a running bus.
 
-fn main() {
-    println!("openagentio {}: the service command line is being built; see README.md", env!("CARGO_PKG_VERSION"));
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, Exit};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return Exit::Service(format!("cannot start the runtime: {e}")).report(),
+    };
+    let exit = rt.block_on(async move {
+        match cli.command {
+            Command::Run(_) | Command::Validate { .. } | Command::Schema => {
+                Exit::Service("not available yet in this build".into())
+            }
+            client => cli::run_client(client).await,
+        }
+    });
+    exit.report()
 }

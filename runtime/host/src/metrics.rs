@@ -1,0 +1,282 @@
+//! Service metrics in the Prometheus text format: calls, errors by code,
+//! latency histograms per target, stream frames, bridge restarts, bus counters.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openagentio_core::middleware::{Middleware, Next};
+use openagentio_core::{Bus, BusError, Call, CallKind};
+use parking_lot::Mutex;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct TargetStats {
+    ok: u64,
+    errors: BTreeMap<&'static str, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum_secs: f64,
+    frames: u64,
+}
+
+/// Counts every call served on the bus. Install it as middleware (it is cheap
+/// to clone; clones share the counts) and render with [`Metrics::render`].
+#[derive(Clone, Default)]
+pub struct Metrics {
+    targets: Arc<Mutex<BTreeMap<(String, &'static str), TargetStats>>>,
+}
+
+fn kind_label(kind: CallKind) -> &'static str {
+    match kind {
+        CallKind::Invoke => "invoke",
+        CallKind::Stream => "stream",
+        CallKind::Event => "event",
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Empty metrics.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn record(
+        &self,
+        name: &str,
+        kind: CallKind,
+        secs: f64,
+        frames: u64,
+        result: &Result<(), BusError>,
+    ) {
+        let mut map = self.targets.lock();
+        let s = map.entry((name.to_owned(), kind_label(kind))).or_default();
+        match result {
+            Ok(()) => s.ok += 1,
+            Err(e) => *s.errors.entry(e.code().as_str()).or_default() += 1,
+        }
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                s.buckets[i] += 1;
+            }
+        }
+        s.count += 1;
+        s.sum_secs += secs;
+        s.frames += frames;
+    }
+
+    /// The metrics text. `bridges` gives `(bridge, restarts)`; `bus` adds the
+    /// bus and transport counters.
+    pub fn render(&self, bus: &Bus, bridges: &[(String, u64)]) -> String {
+        let mut out = String::new();
+        let map = self.targets.lock();
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_calls_total Calls served, by target, kind and outcome."
+        );
+        let _ = writeln!(out, "# TYPE openagentio_calls_total counter");
+        for ((t, k), s) in map.iter() {
+            let _ = writeln!(
+                out,
+                "openagentio_calls_total{{target=\"{}\",kind=\"{k}\",outcome=\"ok\"}} {}",
+                label(t),
+                s.ok
+            );
+            for (code, n) in &s.errors {
+                let _ = writeln!(
+                    out,
+                    "openagentio_calls_total{{target=\"{}\",kind=\"{k}\",outcome=\"{code}\"}} {n}",
+                    label(t)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_call_errors_total Failed calls, by target and error code."
+        );
+        let _ = writeln!(out, "# TYPE openagentio_call_errors_total counter");
+        for ((t, _), s) in map.iter() {
+            for (code, n) in &s.errors {
+                let _ = writeln!(
+                    out,
+                    "openagentio_call_errors_total{{target=\"{}\",code=\"{code}\"}} {n}",
+                    label(t)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_call_duration_seconds Time to serve a call, by target."
+        );
+        let _ = writeln!(out, "# TYPE openagentio_call_duration_seconds histogram");
+        for ((t, k), s) in map.iter() {
+            let t = label(t);
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "openagentio_call_duration_seconds_bucket{{target=\"{t}\",kind=\"{k}\",le=\"{le}\"}} {}",
+                    s.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "openagentio_call_duration_seconds_bucket{{target=\"{t}\",kind=\"{k}\",le=\"+Inf\"}} {}",
+                s.count
+            );
+            let _ = writeln!(
+                out,
+                "openagentio_call_duration_seconds_sum{{target=\"{t}\",kind=\"{k}\"}} {}",
+                s.sum_secs
+            );
+            let _ = writeln!(
+                out,
+                "openagentio_call_duration_seconds_count{{target=\"{t}\",kind=\"{k}\"}} {}",
+                s.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_stream_frames_total Response frames sent, by target."
+        );
+        let _ = writeln!(out, "# TYPE openagentio_stream_frames_total counter");
+        for ((t, k), s) in map.iter() {
+            if *k != "event" {
+                let _ = writeln!(
+                    out,
+                    "openagentio_stream_frames_total{{target=\"{}\",kind=\"{k}\"}} {}",
+                    label(t),
+                    s.frames
+                );
+            }
+        }
+        drop(map);
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_bridge_restarts_total Restarts of a bridge's background work."
+        );
+        let _ = writeln!(out, "# TYPE openagentio_bridge_restarts_total counter");
+        for (b, n) in bridges {
+            let _ = writeln!(
+                out,
+                "openagentio_bridge_restarts_total{{bridge=\"{}\"}} {n}",
+                label(b)
+            );
+        }
+        let stats = bus.stats();
+        let transport = bus.transport().stats();
+        for (name, help, v) in [
+            (
+                "openagentio_bad_messages_total",
+                "Messages on bus subjects that were not envelopes.",
+                stats.bad_messages,
+            ),
+            (
+                "openagentio_handler_panics_total",
+                "Handlers that panicked.",
+                stats.handler_panics,
+            ),
+            (
+                "openagentio_refused_requests_total",
+                "Requests refused at a concurrency limit.",
+                stats.refused_requests,
+            ),
+            (
+                "openagentio_overflowed_calls_total",
+                "Calls or subscriptions that dropped frames for want of buffer.",
+                stats.overflowed_calls,
+            ),
+            (
+                "openagentio_transport_dropped_total",
+                "Messages the transport dropped (slow consumers).",
+                transport.dropped,
+            ),
+            (
+                "openagentio_transport_reconnects_total",
+                "Transport reconnections.",
+                transport.reconnects,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP openagentio_transport_connected Whether the transport is connected.\n# TYPE openagentio_transport_connected gauge\nopenagentio_transport_connected {}",
+            u8::from(bus.transport().is_connected())
+        );
+        out
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for Metrics {
+    async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
+        let name = call.name().to_owned();
+        let kind = call.kind();
+        let probe = call.clone();
+        let started = Instant::now();
+        let result = next.run(call).await;
+        self.record(
+            &name,
+            kind,
+            started.elapsed().as_secs_f64(),
+            probe.frames_sent(),
+            &result,
+        );
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn counts_calls_errors_and_latency() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        bus.handle_invoke("ok", |_r| async { Ok(json!(1)) })
+            .await
+            .unwrap();
+        bus.handle_invoke("bad", |_r| async { Err(BusError::invalid("no")) })
+            .await
+            .unwrap();
+        bus.invoke("ok", json!(null)).await.unwrap();
+        bus.invoke("ok", json!(null)).await.unwrap();
+        let _ = bus.invoke("bad", json!(null)).await;
+        let text = metrics.render(&bus, &[("mcp".into(), 2)]);
+        assert!(
+            text.contains(
+                "openagentio_calls_total{target=\"ok\",kind=\"invoke\",outcome=\"ok\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "openagentio_call_errors_total{target=\"bad\",code=\"INVALID_REQUEST\"} 1"
+            )
+        );
+        assert!(
+            text.contains(
+                "openagentio_call_duration_seconds_count{target=\"ok\",kind=\"invoke\"} 2"
+            )
+        );
+        assert!(text.contains("openagentio_stream_frames_total{target=\"ok\",kind=\"invoke\"} 2"));
+        assert!(text.contains("openagentio_bridge_restarts_total{bridge=\"mcp\"} 2"));
+    }
+}

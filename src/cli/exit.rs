@@ -1,0 +1,54 @@
+//! Exit codes: 0 success, 1 a bus or service error (its wire code is printed),
+//! 2 a usage error (bad arguments, payload that is not JSON), 3 an invalid config file.
+
+use std::process::ExitCode;
+
+use openagentio_core::BusError;
+
+/// How the command ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// Success.
+    Ok,
+    /// A bus or call failure.
+    Bus(BusError),
+    /// Bad arguments.
+    Usage(String),
+    /// An invalid config file (the errors were printed).
+    Config,
+    /// A failure of the service itself (start-up, bind, connect).
+    Service(String),
+}
+
+impl Exit {
+    /// A usage error.
+    pub fn usage(msg: impl Into<String>) -> Self {
+        Exit::Usage(msg.into())
+    }
+
+    /// Prints the error, if any, and gives the process exit code.
+    pub fn report(self) -> ExitCode {
+        match self {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Bus(e) => {
+                eprintln!("error: {}: {}", e.code(), e.message());
+                ExitCode::from(1)
+            }
+            Exit::Service(m) => {
+                eprintln!("error: {m}");
+                ExitCode::from(1)
+            }
+            Exit::Usage(m) => {
+                eprintln!("usage error: {m}");
+                ExitCode::from(2)
+            }
+            Exit::Config => ExitCode::from(3),
+        }
+    }
+}
+
+impl From<BusError> for Exit {
+    fn from(e: BusError) -> Self {
+        Exit::Bus(e)
+    }
+}

@@ -1,0 +1,179 @@
+//! The command line: `run`, `validate`, `schema`, and client commands against a running bus.
+
+mod client;
+mod exit;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use exit::Exit;
+
+/// OpenAgentIO: a protocol bridge service for AI-agent systems.
+#[derive(Parser, Debug)]
+#[command(name = "openagentio", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service from a config file.
+    Run(RunArgs),
+    /// Check a config file; prints every error with its path. Exit 0 when valid, 1 when not.
+    Validate {
+        /// The config file (YAML or JSON).
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+    /// Call a target and print the result JSON.
+    Invoke(CallArgs),
+    /// Call a target and print its deltas as they arrive.
+    Stream(StreamArgs),
+    /// Publish an event.
+    Publish(PublishArgs),
+    /// Print events as they arrive, one JSON line each (wildcards `*` and `>` allowed).
+    Subscribe(SubscribeArgs),
+}
+
+/// `run` arguments.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The config file (YAML or JSON).
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Override the bus: `memory` or a NATS URL.
+    #[arg(long)]
+    pub bus: Option<String>,
+    /// Override the gateway's listen address.
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Where the client commands reach the bus.
+#[derive(Args, Debug, Clone)]
+pub struct BusArgs {
+    /// The bus: a NATS URL, or `memory` (an empty in-process bus; only useful for trying the CLI).
+    #[arg(long, env = "OPENAGENTIO_BUS", default_value = "nats://127.0.0.1:4222")]
+    pub bus: String,
+    /// Subject prefix of the bus.
+    #[arg(long, env = "OPENAGENTIO_SUBJECT_PREFIX", default_value = "acp.v1")]
+    pub subject_prefix: String,
+    /// Tenant scope.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Session id.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// Metadata entries `key=value` (the value is JSON if it parses, else a string).
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+}
+
+/// `invoke` arguments.
+#[derive(Args, Debug)]
+pub struct CallArgs {
+    /// The target.
+    pub target: String,
+    /// The payload as JSON (`-` reads standard input).
+    pub payload: Option<String>,
+    /// Send `{"text": TEXT}` as the payload.
+    #[arg(long, conflicts_with = "payload")]
+    pub text: Option<String>,
+    /// How long to wait (e.g. `30s`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// `stream` arguments.
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub call: CallArgs,
+    /// Print every frame as one JSON line instead of the delta text.
+    #[arg(long)]
+    pub json: bool,
+    /// Longest quiet gap between frames.
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+}
+
+/// `publish` arguments.
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// The event type.
+    pub event_type: String,
+    /// The payload as JSON (`-` reads standard input).
+    pub payload: Option<String>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// `subscribe` arguments.
+#[derive(Args, Debug)]
+pub struct SubscribeArgs {
+    /// The event type pattern.
+    pub event_type: String,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Exit after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    #[command(flatten)]
+    pub bus: BusArgs,
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 500ms, 10s or 2m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !(secs.is_finite() && secs > 0.0) {
+        return Err(format!("{s:?}: expected a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Runs a client command.
+pub async fn run_client(command: Command) -> Exit {
+    match command {
+        Command::Invoke(a) => client::invoke(a).await,
+        Command::Stream(a) => client::stream(a).await,
+        Command::Publish(a) => client::publish(a).await,
+        Command::Subscribe(a) => client::subscribe(a).await,
+        other => Exit::usage(format!("not a client command: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+}
