@@ -52,6 +52,7 @@ on_both_transports!(
     tenants_are_isolated,
     metadata_is_inherited_except_acp_keys,
     workers_in_a_queue_group_share_invokes,
+    invoke_of_a_stream_target_gets_only_the_answer,
 );
 
 /// No test may hang: each is bounded.
@@ -890,4 +891,25 @@ async fn workers_in_a_queue_group_share_invokes(kind: TransportKind) {
     }
     assert_eq!(seen.len(), 2, "both workers should serve: {seen:?}");
     assert_eq!(seen.values().sum::<i32>(), 60);
+}
+
+async fn invoke_of_a_stream_target_gets_only_the_answer(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_stream("talk", |_req, w| async move {
+            w.started(json!({})).await?;
+            for t in ["a", "b", "c"] {
+                w.delta_text(t).await?;
+            }
+            w.finish(json!("abc")).await
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    // invoke (like any reference-SDK caller) does not ask for frames: one final frame, seq 0.
+    let reply = p.client.invoke("talk", json!({})).await.unwrap();
+    assert_eq!(reply.seq, 0);
+    assert_eq!(reply.payload, Some(json!({"result": "abc"})));
+    // stream_invoke asks for them all.
+    assert_eq!(collect_seqs(&p, "talk").await.unwrap(), [0, 1, 2, 3, 4]);
 }

@@ -4,7 +4,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::bus::Bus;
-use crate::context::{CallContext, TIMEOUT_MS_KEY, current};
+use crate::context::{CallContext, STREAM_KEY, TIMEOUT_MS_KEY, current};
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::MESSAGE_RECEIVED;
@@ -64,7 +64,8 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Envelope, BusError> {
-        let mut stream = self.stream_invoke_with(target, payload, opts).await?;
+        let request = Envelope::new(MESSAGE_RECEIVED).with_payload(payload);
+        let mut stream = self.send_request(target, request, opts, false).await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
             if frame.is_terminal() {
@@ -109,17 +110,30 @@ impl Bus {
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
         let request = Envelope::new(MESSAGE_RECEIVED).with_payload(payload);
-        self.stream_request(target, request, opts).await
+        self.send_request(target, request, opts, true).await
     }
 
     /// Sends a request envelope of the caller's making (its own id, event type,
-    /// payload, metadata) to `target`. Empty fields are filled as for
-    /// [`Bus::stream_invoke_with`].
+    /// payload, metadata) to `target` and returns its frames. Empty fields are
+    /// filled as for [`Bus::stream_invoke_with`].
     pub async fn stream_request(
+        &self,
+        target: &str,
+        env: Envelope,
+        opts: CallOptions,
+    ) -> Result<Stream, BusError> {
+        self.send_request(target, env, opts, true).await
+    }
+
+    /// Sends `env` to `target`. With `streaming`, the request asks for every
+    /// frame (`acp.stream`); without, a stream handler answers with its terminal
+    /// frame alone, as reference-SDK callers expect of `invoke`.
+    async fn send_request(
         &self,
         target: &str,
         mut env: Envelope,
         opts: CallOptions,
+        streaming: bool,
     ) -> Result<Stream, BusError> {
         let inner = &self.inner;
         if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
@@ -148,6 +162,10 @@ impl Bus {
         check_tenant(&env.tenant_id).map_err(|e| BusError::invalid(e.to_string()))?;
         for (k, v) in opts.metadata {
             env.metadata.insert(k, v);
+        }
+        if streaming {
+            env.metadata
+                .insert(STREAM_KEY.to_owned(), Value::Bool(true));
         }
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);

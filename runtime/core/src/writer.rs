@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::BusInner;
+use crate::context::STREAM_KEY;
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::{
@@ -67,6 +68,7 @@ struct WriterInner {
     state: Mutex<WriterState>,
     frames: AtomicU64,
     cancel: CancellationToken,
+    streaming: bool,
 }
 
 #[derive(Default)]
@@ -128,6 +130,11 @@ impl StreamWriter {
         StreamWriter {
             inner: Arc::new(WriterInner {
                 bus,
+                streaming: request
+                    .metadata
+                    .get(STREAM_KEY)
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 request,
                 state: Mutex::new(WriterState::default()),
                 frames: AtomicU64::new(0),
@@ -188,6 +195,9 @@ impl StreamWriter {
             }
             if kind.is_terminal() {
                 st.closed = true;
+            } else if !self.inner.streaming {
+                // The caller wants only the answer (see `context::STREAM_KEY`).
+                return Ok(());
             }
             let seq = st.seq;
             st.seq += 1;
@@ -205,6 +215,11 @@ impl StreamWriter {
             .publish(Message::envelope(req.reply_to.clone(), frame))
             .await
             .map_err(BusError::from)
+    }
+
+    /// Whether the caller asked for every frame (else only the terminal one is sent).
+    pub fn is_streaming(&self) -> bool {
+        self.inner.streaming
     }
 
     /// Whether a terminal frame has been sent.
