@@ -53,6 +53,7 @@ on_both_transports!(
     metadata_is_inherited_except_acp_keys,
     workers_in_a_queue_group_share_invokes,
     invoke_of_a_stream_target_gets_only_the_answer,
+    drain_finishes_in_flight_calls_and_stops_intake,
 );
 
 /// No test may hang: each is bounded.
@@ -912,4 +913,43 @@ async fn invoke_of_a_stream_target_gets_only_the_answer(kind: TransportKind) {
     assert_eq!(reply.payload, Some(json!({"result": "abc"})));
     // stream_invoke asks for them all.
     assert_eq!(collect_seqs(&p, "talk").await.unwrap(), [0, 1, 2, 3, 4]);
+}
+
+async fn drain_finishes_in_flight_calls_and_stops_intake(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke("quick", |_req| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(json!("done"))
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("stubborn", |_req, w| async move {
+            w.delta_text("working").await?;
+            // Ignores cancellation: the drain must end its stream for it.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let client = p.client.clone();
+    let quick = tokio::spawn(async move { client.invoke("quick", json!({})).await });
+    let mut stubborn = p.client.stream_invoke("stubborn", json!({})).await.unwrap();
+    stubborn.next().await.unwrap().unwrap();
+    let started = Instant::now();
+    let all_finished = p.server.drain(Duration::from_millis(800)).await;
+    assert!(!all_finished);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(quick.await.unwrap().unwrap().payload, Some(json!("done")));
+    let last = stubborn.next().await.unwrap().unwrap();
+    assert!(last.is_final);
+    assert_eq!(last.error().unwrap().code(), ErrorCode::AgentUnavailable);
+    let err = p.client.invoke("quick", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler);
 }

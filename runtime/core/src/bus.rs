@@ -573,6 +573,39 @@ impl Bus {
         reg
     }
 
+    /// Requests being served by this bus's handlers now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.cancels.in_flight()
+    }
+
+    /// Stops taking requests and events (every registration is removed), lets
+    /// the requests being served finish until shortly before `timeout`, then
+    /// cancels the rest and, at `timeout`, ends the streams still open with an
+    /// `AGENT_UNAVAILABLE` error frame. Calls made by this bus keep working.
+    /// Returns true when every request finished by itself.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
+        for r in regs {
+            let _ = r.unsubscribe().await;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let grace = (timeout / 4).min(Duration::from_secs(1));
+        if self.inner.cancels.wait_idle(deadline - grace).await {
+            return true;
+        }
+        tracing::warn!(
+            in_flight = self.in_flight(),
+            "drain: cancelling requests still being served"
+        );
+        self.inner.cancels.cancel_all();
+        if self.inner.cancels.wait_idle(deadline).await {
+            return false;
+        }
+        let err = BusError::unavailable("the service is shutting down");
+        self.inner.cancels.fail_all(&err).await;
+        false
+    }
+
     /// Removes every registration, stops listening for replies and closes the transport.
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {

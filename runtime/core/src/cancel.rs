@@ -1,34 +1,42 @@
-//! Cancellation across processes.
+//! The requests being served: their cancellation across processes, and draining.
 //!
 //! A caller that gives up on a call (its stream was dropped, or its deadline
 //! passed) publishes a notice on `{prefix}.control.cancel` naming the request's
 //! `event_id` in `correlation_id`. Every bus that serves handlers listens there
 //! and cancels the token of that request if it is serving it. This is an
 //! extension of this runtime: reference SDK peers neither send nor read it.
+//!
+//! The same registry lets [`crate::Bus::drain`] wait for the requests in
+//! flight, cancel the ones that outlive the drain, and end their streams.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::OnceCell;
+use tokio::sync::{Notify, OnceCell};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::decode_body;
 use crate::error::BusError;
 use crate::transport::{Message, Sink, Subscription, Transport};
+use crate::writer::StreamWriter;
 
 /// Event type of a cancellation notice.
 pub const CANCEL_EVENT: &str = "acp.control.cancel";
 
 pub(crate) struct CancelRegistry {
-    tokens: Arc<Tokens>,
+    served: Arc<Served>,
     subscription: OnceCell<Box<dyn Subscription>>,
 }
 
 #[derive(Default)]
-struct Tokens(Mutex<HashMap<String, CancellationToken>>);
+struct Served {
+    calls: Mutex<HashMap<String, (CancellationToken, StreamWriter)>>,
+    idle: Notify,
+}
 
-impl Sink for Tokens {
+impl Sink for Served {
     fn deliver(&self, msg: Message) {
         let Ok(env) = decode_body(msg.body) else {
             return;
@@ -36,28 +44,32 @@ impl Sink for Tokens {
         if env.event_type != CANCEL_EVENT {
             return;
         }
-        if let Some(token) = self.0.lock().get(&env.correlation_id) {
+        if let Some((token, _)) = self.calls.lock().get(&env.correlation_id) {
             token.cancel();
         }
     }
 }
 
-/// Removes a request's token when its handler is done.
+/// Removes a request from the registry when its handler is done.
 pub(crate) struct CancelGuard {
-    tokens: Arc<Tokens>,
+    served: Arc<Served>,
     id: String,
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        self.tokens.0.lock().remove(&self.id);
+        let mut calls = self.served.calls.lock();
+        calls.remove(&self.id);
+        if calls.is_empty() {
+            self.served.idle.notify_waiters();
+        }
     }
 }
 
 impl CancelRegistry {
     pub fn new() -> Self {
         CancelRegistry {
-            tokens: Arc::default(),
+            served: Arc::default(),
             subscription: OnceCell::new(),
         }
     }
@@ -71,7 +83,7 @@ impl CancelRegistry {
         self.subscription
             .get_or_try_init(|| async {
                 transport
-                    .subscribe(subject, None, self.tokens.clone())
+                    .subscribe(subject, None, self.served.clone())
                     .await
                     .map_err(BusError::from)
             })
@@ -79,12 +91,61 @@ impl CancelRegistry {
         Ok(())
     }
 
-    /// Tracks the token of request `id` until the guard drops.
-    pub fn register(&self, id: &str, token: CancellationToken) -> CancelGuard {
-        self.tokens.0.lock().insert(id.to_owned(), token);
+    /// Tracks request `id` until the guard drops.
+    pub fn register(
+        &self,
+        id: &str,
+        token: CancellationToken,
+        writer: StreamWriter,
+    ) -> CancelGuard {
+        self.served
+            .calls
+            .lock()
+            .insert(id.to_owned(), (token, writer));
         CancelGuard {
-            tokens: self.tokens.clone(),
+            served: self.served.clone(),
             id: id.to_owned(),
+        }
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> usize {
+        self.served.calls.lock().len()
+    }
+
+    /// Waits until no request is being served, or `deadline`; true when idle.
+    pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let notified = self.served.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// Cancels every request being served.
+    pub fn cancel_all(&self) {
+        for (token, _) in self.served.calls.lock().values() {
+            token.cancel();
+        }
+    }
+
+    /// Ends the streams of requests still being served with `err`.
+    pub async fn fail_all(&self, err: &BusError) {
+        let writers: Vec<StreamWriter> = self
+            .served
+            .calls
+            .lock()
+            .values()
+            .map(|(_, w)| w.clone())
+            .collect();
+        for w in writers {
+            if !w.is_closed() {
+                let _ = w.error(err).await;
+            }
         }
     }
 
@@ -92,8 +153,6 @@ impl CancelRegistry {
         if let Some(sub) = self.subscription.get() {
             let _ = sub.unsubscribe().await;
         }
-        for (_, t) in self.tokens.0.lock().drain() {
-            t.cancel();
-        }
+        self.cancel_all();
     }
 }

@@ -128,8 +128,10 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
     };
     let env = Arc::new(env);
     let token = CancellationToken::new();
-    let _guard = bus.cancels.register(&env.event_id, token.clone());
     let writer = StreamWriter::new(bus.clone(), env.clone(), token.clone());
+    let _guard = bus
+        .cancels
+        .register(&env.event_id, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::from_request(env.clone()));
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus.clone())),
