@@ -137,6 +137,10 @@ pub trait Bridge: Send + Sync {
     fn targets(&self) -> Vec<TargetInfo> {
         Vec::new()
     }
+    /// How often its background work has been restarted.
+    fn restarts(&self) -> u64 {
+        0
+    }
 }
 
 /// What a front end (the HTTP gateway) needs to know about the running service.

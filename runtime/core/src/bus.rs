@@ -74,6 +74,22 @@ pub struct BusBuilder {
     settings: BusSettings,
     prefix: String,
     middleware: Vec<Arc<dyn Middleware>>,
+    preparers: Vec<Arc<dyn EnvelopePreparer>>,
+}
+
+/// Adjusts every envelope this bus sends as a caller or publisher (requests and
+/// events, not reply frames), after the bus has filled context and trace. The
+/// reference SDKs call this an envelope preparer; telemetry uses it to put the
+/// current span into `traceparent`.
+pub trait EnvelopePreparer: Send + Sync + 'static {
+    /// Adjusts `env` before it is sent.
+    fn prepare(&self, env: &mut Envelope);
+}
+
+impl<F: Fn(&mut Envelope) + Send + Sync + 'static> EnvelopePreparer for F {
+    fn prepare(&self, env: &mut Envelope) {
+        self(env)
+    }
 }
 
 impl BusBuilder {
@@ -127,6 +143,11 @@ impl BusBuilder {
         self.middleware.push(Arc::new(layer));
         self
     }
+    /// Adds an envelope preparer (run in the order added).
+    pub fn preparer(mut self, p: impl EnvelopePreparer) -> Self {
+        self.preparers.push(Arc::new(p));
+        self
+    }
     /// Builds the bus.
     pub fn build(self) -> Bus {
         let transport = self
@@ -138,6 +159,7 @@ impl BusBuilder {
                 subjects: Subjects::new(self.prefix),
                 settings: self.settings,
                 middleware: self.middleware.into(),
+                preparers: self.preparers.into(),
                 replies: ReplyRouter::new(inbox),
                 cancels: CancelRegistry::new(),
                 registrations: Mutex::new(Vec::new()),
@@ -173,6 +195,7 @@ pub(crate) struct BusInner {
     pub settings: BusSettings,
     pub subjects: Subjects,
     pub middleware: Arc<[Arc<dyn Middleware>]>,
+    pub preparers: Arc<[Arc<dyn EnvelopePreparer>]>,
     pub replies: ReplyRouter,
     pub cancels: CancelRegistry,
     pub registrations: Mutex<Vec<Registration>>,
@@ -241,6 +264,7 @@ impl Bus {
             settings: BusSettings::default(),
             prefix: crate::subject::DEFAULT_PREFIX.to_owned(),
             middleware: Vec::new(),
+            preparers: Vec::new(),
         }
     }
 
@@ -278,6 +302,12 @@ impl Bus {
         self.inner.counters.snapshot()
     }
 
+    pub(crate) fn prepare(&self, env: &mut Envelope) {
+        for p in self.inner.preparers.iter() {
+            p.prepare(env);
+        }
+    }
+
     fn ensure_open(&self) -> Result<(), BusError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(BusError::transport("bus is closed"));
@@ -302,6 +332,7 @@ impl Bus {
             env.from = self.inner.settings.agent_id.clone();
         }
         crate::call::inherit_context(&mut env, context::current().as_deref());
+        self.prepare(&mut env);
         let tenant = if env.tenant_id.is_empty() {
             self.tenant_or_default(None)?.to_owned()
         } else {

@@ -156,6 +156,7 @@ impl Bus {
             env.traceparent.clone_from(tp);
         }
         inherit_context(&mut env, ctx.as_deref());
+        self.prepare(&mut env);
         if env.tenant_id.is_empty() {
             env.tenant_id.clone_from(&inner.settings.tenant);
         }

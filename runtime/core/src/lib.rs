@@ -40,7 +40,7 @@ mod trace_context;
 mod writer;
 
 pub use bridge::{Bridge, BridgeError, BridgeHealth, HealthState, ServiceStatus, TargetInfo};
-pub use bus::{Bus, BusBuilder, BusSettings, Registration, WeakBus};
+pub use bus::{Bus, BusBuilder, BusSettings, EnvelopePreparer, Registration, WeakBus};
 pub use cancel::CANCEL_EVENT;
 pub use envelope::Envelope;
 pub use error::{BusError, ErrorCode};
