@@ -156,7 +156,6 @@ impl Bus {
             env.traceparent.clone_from(tp);
         }
         inherit_context(&mut env, ctx.as_deref());
-        self.prepare(&mut env);
         if env.tenant_id.is_empty() {
             env.tenant_id.clone_from(&inner.settings.tenant);
         }
@@ -168,6 +167,7 @@ impl Bus {
             env.metadata
                 .insert(STREAM_KEY.to_owned(), Value::Bool(true));
         }
+        self.prepare(&mut env);
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let mut deadline = Instant::now() + timeout;
