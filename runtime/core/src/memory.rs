@@ -44,6 +44,9 @@ struct Table {
     wildcard: Vec<(String, Entry)>,
 }
 
+/// The members of one queue group that match a subject.
+type QueueGroup = (Arc<str>, Vec<Arc<dyn Sink>>);
+
 #[derive(Clone)]
 struct Entry {
     id: u64,
@@ -60,7 +63,7 @@ impl MemoryTransport {
     fn recipients(&self, subject: &str) -> Vec<Arc<dyn Sink>> {
         let table = self.inner.table.read();
         let mut plain: Vec<Arc<dyn Sink>> = Vec::new();
-        let mut groups: Vec<(Arc<str>, Vec<Arc<dyn Sink>>)> = Vec::new();
+        let mut groups: Vec<QueueGroup> = Vec::new();
         let mut add = |e: &Entry| match &e.queue {
             None => plain.push(e.sink.clone()),
             Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {

@@ -1,0 +1,179 @@
+//! The request body: JSON of at most `body_limit` bytes that becomes the payload.
+//!
+//! - An empty body (or JSON `null`) is a `null` payload.
+//! - A body that is not JSON answers 400 `INVALID_REQUEST` naming the parse error.
+//! - A body over the limit answers 413 with code `INVALID_REQUEST`. The rest of
+//!   an oversized body is read and dropped (up to a bound) before the answer,
+//!   so that a client still sending sees the 413 rather than a reset connection.
+//! - Content types: none, `application/json`, any `+json` type and `text/plain`
+//!   are taken as JSON, and so is `application/x-www-form-urlencoded`, which
+//!   `curl -d` sends by default (the reference adapter ignores the content type
+//!   altogether). Anything else (`multipart/form-data`, `application/xml`, ...)
+//!   answers 415 with code `INVALID_REQUEST`.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use futures::StreamExt;
+use openagentio_core::BusError;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Bytes of an oversized body read and dropped before answering 413.
+const DRAIN_BYTES: usize = 16 * 1024 * 1024;
+/// Time spent reading and dropping an oversized body before answering 413.
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The request body as a payload (`None` for an empty body or `null`).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct JsonPayload(pub Option<Value>);
+
+impl JsonPayload {
+    /// The payload, `null` when absent.
+    pub(crate) fn into_value(self) -> Value {
+        self.0.unwrap_or(Value::Null)
+    }
+}
+
+impl FromRequest<AppState> for JsonPayload {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        read_json(&parts.headers, body, state.config().body_limit)
+            .await
+            .map(JsonPayload)
+    }
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = v.to_str().unwrap_or("").trim();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let ok = essence.is_empty()
+        || essence == "application/json"
+        || essence.ends_with("+json")
+        || essence == "text/plain"
+        || essence == "application/x-www-form-urlencoded";
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BusError::invalid(format!(
+                "unsupported content type {ct:?}: send the payload as application/json"
+            )),
+        ))
+    }
+}
+
+/// Reads and parses the body.
+pub(crate) async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Option<Value>, ApiError> {
+    check_content_type(headers)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit.saturating_add(DRAIN_BYTES)) {
+        // Too large to be worth draining: answer at once (the connection closes).
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let mut data = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut frames = body.into_data_stream();
+    while let Some(chunk) = frames.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
+        if data.len() + chunk.len() > limit {
+            drain(&mut frames, data.len() + chunk.len()).await;
+            return Err(ApiError::payload_too_large(limit));
+        }
+        data.extend_from_slice(&chunk);
+    }
+    if data.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(&data) {
+        Ok(Value::Null) => Ok(None),
+        Ok(v) => Ok(Some(v)),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+async fn drain(frames: &mut axum::body::BodyDataStream, mut read: usize) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(chunk)) = frames.next().await {
+            read += chunk.len();
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    async fn read(
+        ct: Option<&str>,
+        body: &'static str,
+        limit: usize,
+    ) -> Result<Option<Value>, ApiError> {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = ct {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+        }
+        read_json(&h, Body::from(body), limit).await
+    }
+
+    #[tokio::test]
+    async fn empty_and_null_are_no_payload() {
+        assert_eq!(read(None, "", 10).await.unwrap(), None);
+        assert_eq!(
+            read(Some("application/json"), " null ", 10).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_have_clear_statuses() {
+        assert_eq!(read(None, "{bad", 100).await.unwrap_err().status(), 400);
+        assert_eq!(read(None, "[1,2,3]", 3).await.unwrap_err().status(), 413);
+        assert_eq!(
+            read(Some("application/xml"), "<a/>", 100)
+                .await
+                .unwrap_err()
+                .status(),
+            415
+        );
+        assert_eq!(
+            read(
+                Some("application/cloudevents+json; charset=utf-8"),
+                "{}",
+                100
+            )
+            .await
+            .unwrap(),
+            Some(serde_json::json!({}))
+        );
+    }
+}

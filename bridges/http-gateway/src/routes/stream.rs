@@ -1,0 +1,128 @@
+//! `POST /v1/agents/{target}/stream`: the frames of one call as server-sent events.
+//!
+//! The route waits up to `stream_start_wait` for the first frame. A failure in
+//! that time (`NO_HANDLER`, a bad tenant, a transport failure) answers its JSON
+//! error with the status of its code. Otherwise the answer is 200
+//! `text/event-stream` (`Cache-Control: no-cache`, `X-Accel-Buffering: no`),
+//! one event per frame (see [`crate::sse`]), ending after the terminal frame.
+//! A failure after that point, including ones on this side such as a timeout,
+//! arrives as a terminal `agent.response.error` frame. A client that leaves
+//! early drops the bus stream, which tells the handler to stop.
+
+use std::convert::Infallible;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use openagentio_core::{BusError, Envelope, Stream};
+
+use crate::body::JsonPayload;
+use crate::error::ApiError;
+use crate::headers::RequestContext;
+use crate::routes::path_param;
+use crate::sse::{error_frame, frame_event};
+use crate::state::AppState;
+
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    target: Result<Path<String>, PathRejection>,
+    ctx: RequestContext,
+    payload: JsonPayload,
+) -> Result<Response, ApiError> {
+    let target = path_param(target)?;
+    let cfg = state.config();
+    let mut opts = ctx.call_options();
+    opts.timeout = cfg.default_timeout;
+    opts.idle_timeout = cfg.idle_timeout;
+    let mut stream = state
+        .bus()
+        .stream_invoke_with(&target, payload.into_value(), opts)
+        .await?;
+    // `Stream::next` is cancel-safe: a frame that arrives later is not lost.
+    let first = match tokio::time::timeout(cfg.stream_start_wait, stream.next()).await {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(e))) => return Err(e.into()),
+        Ok(None) => {
+            return Err(BusError::transport(format!(
+                "{target}: the stream ended before its first frame"
+            ))
+            .into());
+        }
+        Err(_) => None,
+    };
+    let frames = Frames {
+        stream,
+        first,
+        next_seq: 0,
+        finished: false,
+        state: state.clone(),
+    };
+    let events = futures::stream::unfold(frames, |mut f| async move {
+        f.next_event()
+            .await
+            .map(|e| (Ok::<Event, Infallible>(e), f))
+    });
+    let sse = Sse::new(events);
+    let mut resp = match cfg.sse_keep_alive {
+        Some(every) => sse
+            .keep_alive(KeepAlive::new().interval(every))
+            .into_response(),
+        None => sse.into_response(),
+    };
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// The frames of one call on their way out as SSE events.
+struct Frames {
+    stream: Stream,
+    first: Option<Envelope>,
+    next_seq: u64,
+    finished: bool,
+    state: AppState,
+}
+
+impl Frames {
+    async fn next_event(&mut self) -> Option<Event> {
+        if self.finished {
+            return None;
+        }
+        let frame = match self.first.take() {
+            Some(f) => Ok(f),
+            None => match self.stream.next().await {
+                Some(r) => r,
+                None => {
+                    self.finished = true;
+                    return None;
+                }
+            },
+        };
+        let env = match frame {
+            Ok(env) => env,
+            Err(e) => error_frame(
+                &e,
+                self.stream.request_id(),
+                self.next_seq,
+                self.state.bus().agent_id(),
+            ),
+        };
+        self.next_seq = env.seq + 1;
+        if env.is_terminal() {
+            self.finished = true;
+        }
+        self.state.metrics().sse_frame();
+        Some(frame_event(&env, self.state.config().sse_retry))
+    }
+}
+
+impl Drop for Frames {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The client left; dropping `self.stream` tells the handler to stop.
+            self.state.metrics().stream_disconnected();
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! SSE framing of response envelopes, byte for byte as the reference adapter:
+//!
+//! ```text
+//! event: <event_type>
+//! id: <event_id>
+//! retry: <milliseconds>
+//! data: <the whole envelope as one line of JSON>
+//!
+//! ```
+//!
+//! `retry:` is written when configured (the reference writes 3000); `id:` is
+//! left out when the envelope has no usable id.
+
+use std::time::Duration;
+
+use axum::response::sse::Event;
+use openagentio_core::{BusError, Envelope, event_type::RESPONSE_ERROR};
+
+/// The SSE event of one frame.
+pub(crate) fn frame_event(env: &Envelope, retry: Option<Duration>) -> Event {
+    let event_type = if env.event_type.is_empty() || has_line_break(&env.event_type) {
+        "message"
+    } else {
+        env.event_type.as_str()
+    };
+    let mut ev = Event::default().event(event_type);
+    if !env.event_id.is_empty() && !has_line_break(&env.event_id) && !env.event_id.contains('\0') {
+        ev = ev.id(&env.event_id);
+    }
+    if let Some(r) = retry {
+        ev = ev.retry(r);
+    }
+    // Compact JSON has no raw line breaks: one `data:` line.
+    let json = serde_json::to_string(env).unwrap_or_else(|_| "{}".to_owned());
+    ev.data(json)
+}
+
+fn has_line_break(s: &str) -> bool {
+    s.contains(['\r', '\n'])
+}
+
+/// The `agent.response.error` frame that ends a stream which failed on this
+/// side (timeout, backpressure, transport) after it started.
+pub(crate) fn error_frame(err: &BusError, request_id: &str, seq: u64, from: &str) -> Envelope {
+    let mut env = Envelope::new(RESPONSE_ERROR);
+    env.correlation_id = request_id.to_owned();
+    env.from = from.to_owned();
+    env.seq = seq;
+    env.is_final = true;
+    env.payload = serde_json::to_value(err.to_payload()).ok();
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use axum::response::sse::Sse;
+
+    async fn render(ev: Event) -> String {
+        let resp = Sse::new(futures::stream::iter([Ok::<_, std::convert::Infallible>(
+            ev,
+        )]))
+        .into_response();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn framing_matches_the_reference() {
+        let mut env = Envelope::new("agent.response.delta");
+        env.event_id = "e1".into();
+        let json = serde_json::to_string(&env).unwrap();
+        let text = render(frame_event(&env, Some(Duration::from_secs(3)))).await;
+        assert_eq!(
+            text,
+            format!("event: agent.response.delta\nid: e1\nretry: 3000\ndata: {json}\n\n")
+        );
+        let text = render(frame_event(&env, None)).await;
+        assert_eq!(
+            text,
+            format!("event: agent.response.delta\nid: e1\ndata: {json}\n\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn unsafe_ids_are_left_out() {
+        let mut env = Envelope::new("agent.response.delta");
+        env.event_id = "a\nb".into();
+        let text = render(frame_event(&env, None)).await;
+        assert!(
+            text.starts_with("event: agent.response.delta\ndata: {"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Oversized, malformed and oddly typed bodies: clear 4xx answers, and the
+//! service keeps serving afterwards.
+
+use openagentio_http_gateway::GatewayConfig;
+use serde_json::json;
+
+use crate::{Gateway, expect_error};
+
+async fn gateway(config: GatewayConfig) -> Gateway {
+    let gw = Gateway::start(config).await;
+    gw.bus
+        .handle_invoke("echo", |req| async move { Ok(req.payload().clone()) })
+        .await
+        .unwrap();
+    gw.bus
+        .handle_stream("echo.stream", |req, w| async move {
+            w.finish(req.payload().clone()).await
+        })
+        .await
+        .unwrap();
+    gw
+}
+
+async fn still_serves(gw: &Gateway) {
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .json(&json!({"ok": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        json!({"ok": true})
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_with_a_clear_message() {
+    let gw = gateway(GatewayConfig::default()).await;
+    for path in [
+        "/v1/agents/echo/invoke",
+        "/v1/agents/echo.stream/stream",
+        "/v1/events/a.b",
+    ] {
+        let resp = gw
+            .post(path)
+            .header("content-type", "application/json")
+            .body("{\"a\": ")
+            .send()
+            .await
+            .unwrap();
+        let body = expect_error(resp, 400, "INVALID_REQUEST").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("not valid JSON"),
+            "{body}"
+        );
+        still_serves(&gw).await;
+    }
+}
+
+#[tokio::test]
+async fn the_default_limit_is_4_mib() {
+    let gw = gateway(GatewayConfig::default()).await;
+    // A string payload of just under 4 MiB passes.
+    let ok = format!("\"{}\"", "a".repeat(4 * 1024 * 1024 - 2));
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body(ok.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap().len(), ok.len());
+    // One byte more is 413.
+    let big = format!("\"{}\"", "a".repeat(4 * 1024 * 1024 - 1));
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(resp, 413, "INVALID_REQUEST").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("4194304"),
+        "{body}"
+    );
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_on_every_route_and_the_service_keeps_serving() {
+    let gw = gateway(GatewayConfig {
+        body_limit: 64 * 1024,
+        ..GatewayConfig::default()
+    })
+    .await;
+    let big = format!("[{}0]", "0,".repeat(512 * 1024)); // 1 MiB
+    for path in [
+        "/v1/agents/echo/invoke",
+        "/v1/agents/echo.stream/stream",
+        "/v1/events/a.b",
+    ] {
+        let resp = gw.post(path).body(big.clone()).send().await.unwrap();
+        expect_error(resp, 413, "INVALID_REQUEST").await;
+        still_serves(&gw).await;
+    }
+    // A chunked body (no Content-Length) is held to the same limit.
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..32).map(|_| Ok("0,".repeat(2048))).collect();
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 413, "INVALID_REQUEST").await;
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
+async fn content_types() {
+    let gw = gateway(GatewayConfig::default()).await;
+    // JSON-ish types, text/plain and curl's default form type are read as JSON.
+    for ct in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.api+json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+    ] {
+        let resp = gw
+            .post("/v1/agents/echo/invoke")
+            .header("content-type", ct)
+            .body("{\"k\":1}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{ct}");
+    }
+    // Others are 415.
+    for ct in ["application/xml", "multipart/form-data; boundary=x"] {
+        let resp = gw
+            .post("/v1/agents/echo/invoke")
+            .header("content-type", ct)
+            .body("<k>1</k>")
+            .send()
+            .await
+            .unwrap();
+        let body = expect_error(resp, 415, "INVALID_REQUEST").await;
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("application/json")
+        );
+    }
+    still_serves(&gw).await;
+}

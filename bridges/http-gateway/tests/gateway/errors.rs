@@ -1,0 +1,117 @@
+//! Every wire error code answers its HTTP status with the JSON error shape.
+
+use std::time::Duration;
+
+use openagentio_core::{BusError, ErrorCode, FrameKind};
+use openagentio_http_gateway::GatewayConfig;
+use serde_json::json;
+
+use crate::{Gateway, expect_error};
+
+fn target_of(code: ErrorCode) -> String {
+    format!("fail.{}", code.as_str().to_ascii_lowercase())
+}
+
+#[tokio::test]
+async fn each_code_from_a_handler_maps_to_its_status() {
+    let gw = Gateway::start_default().await;
+    let table = [
+        (ErrorCode::AuthFailure, 401),
+        (ErrorCode::InvalidRequest, 400),
+        (ErrorCode::NoHandler, 404),
+        (ErrorCode::AgentTimeout, 504),
+        (ErrorCode::AgentUnavailable, 502),
+        (ErrorCode::TransportFailure, 502),
+        (ErrorCode::BackpressureDrop, 429),
+        (ErrorCode::CodecFailure, 500),
+    ];
+    for (code, _) in table {
+        gw.bus
+            .handle_invoke(&target_of(code), move |_req| async move {
+                Err(BusError::new(code, format!("handler says {code}")))
+            })
+            .await
+            .unwrap();
+    }
+    for (code, status) in table {
+        let resp = gw
+            .post(&format!("/v1/agents/{}/invoke", target_of(code)))
+            .send()
+            .await
+            .unwrap();
+        let body = expect_error(resp, status, code.as_str()).await;
+        assert_eq!(body["message"], format!("handler says {code}"));
+        assert_eq!(body["retryable"], code.default_retryable());
+    }
+}
+
+#[tokio::test]
+async fn retryable_and_cause_from_the_handler_are_kept() {
+    let gw = Gateway::start_default().await;
+    gw.bus
+        .handle_invoke("picky", |_req| async move {
+            Err(BusError::invalid("field x is missing")
+                .with_retryable(true)
+                .with_cause(json!({"field": "x"})))
+        })
+        .await
+        .unwrap();
+    let resp = gw.post("/v1/agents/picky/invoke").send().await.unwrap();
+    let body = expect_error(resp, 400, "INVALID_REQUEST").await;
+    assert_eq!(body["retryable"], true);
+    assert_eq!(body["cause"], json!({"field": "x"}));
+}
+
+#[tokio::test]
+async fn no_handler_is_404() {
+    let gw = Gateway::start_default().await;
+    let resp = gw.post("/v1/agents/nobody/invoke").send().await.unwrap();
+    expect_error(resp, 404, "NO_HANDLER").await;
+}
+
+#[tokio::test]
+async fn a_slow_handler_is_504_and_is_cancelled() {
+    let gw = Gateway::start(GatewayConfig {
+        default_timeout: Some(Duration::from_millis(200)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    gw.bus
+        .handle_invoke("slow", move |req| {
+            let tx = tx.clone();
+            async move {
+                req.cancelled().await;
+                let _ = tx.send(());
+                Ok(json!(null))
+            }
+        })
+        .await
+        .unwrap();
+    let resp = gw.post("/v1/agents/slow/invoke").send().await.unwrap();
+    expect_error(resp, 504, "AGENT_TIMEOUT").await;
+    tokio::time::timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .expect("the handler sees the cancellation")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_code_from_a_peer_arrives_as_agent_unavailable() {
+    // The bus maps a code it does not know to AGENT_UNAVAILABLE and keeps the
+    // original in the message (core's `BusError::from_payload`).
+    let gw = Gateway::start_default().await;
+    gw.bus
+        .handle_stream("weird", |_req, w| async move {
+            w.send(
+                FrameKind::Error,
+                Some(json!({"code": "WEIRD_CODE", "message": "odd"})),
+            )
+            .await
+        })
+        .await
+        .unwrap();
+    let resp = gw.post("/v1/agents/weird/invoke").send().await.unwrap();
+    let body = expect_error(resp, 502, "AGENT_UNAVAILABLE").await;
+    assert_eq!(body["message"], "WEIRD_CODE: odd");
+}

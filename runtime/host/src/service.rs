@@ -1,0 +1,233 @@
+//! A running service: transport, bus, bridges and gateway, and their orderly shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openagentio_core::middleware::{Logging, Recover};
+use openagentio_core::{Bridge, BridgeError, Bus, ServiceStatus};
+use openagentio_nats::NatsTransport;
+use tokio::sync::RwLock;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::spec::{ServiceSpec, TransportSpec};
+use crate::status::{BridgeList, HostStatus};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The transport could not connect.
+    #[error("bus transport: {0}")]
+    Transport(String),
+    /// A bridge failed to start (the ones started before it were stopped).
+    #[error(transparent)]
+    Bridge(#[from] BridgeError),
+    /// The gateway could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+struct Gateway {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// A running service.
+pub struct Service {
+    bus: Bus,
+    bridges: BridgeList,
+    status: Arc<HostStatus>,
+    gateway: Option<Gateway>,
+    drain_timeout: Duration,
+    transport_label: String,
+}
+
+/// How shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Whether every call in flight finished by itself before the drain deadline.
+    pub drained: bool,
+}
+
+impl Service {
+    /// Connects the transport, builds the bus, starts the bridges in order
+    /// (stopping those already started, in reverse, if one fails) and the gateway.
+    pub async fn start(spec: ServiceSpec) -> Result<Service, ServiceError> {
+        let (transport_label, builder) = match &spec.transport {
+            TransportSpec::Memory => ("memory".to_owned(), Bus::builder()),
+            TransportSpec::Nats(opts) => {
+                let t = NatsTransport::connect((**opts).clone())
+                    .await
+                    .map_err(|e| ServiceError::Transport(e.to_string()))?;
+                (format!("nats ({})", opts.url), Bus::builder().transport(t))
+            }
+        };
+        let metrics = spec.metrics.then(Metrics::new);
+        let mut builder = builder
+            .agent_id(&spec.agent_id)
+            .subject_prefix(&spec.subject_prefix)
+            .tenant(&spec.default_tenant)
+            .default_timeout(spec.default_timeout)
+            .middleware(Recover)
+            .middleware(crate::spans::HandleSpan)
+            .preparer(crate::telemetry::stamp_current_span);
+        if let Some(m) = &metrics {
+            builder = builder.middleware(m.clone());
+        }
+        let bus = builder.middleware(Logging).build();
+
+        let mut started: Vec<Box<dyn Bridge>> = Vec::new();
+        for mut bridge in spec.bridges {
+            tracing::info!(
+                bridge = bridge.name(),
+                kind = bridge.kind(),
+                "starting bridge"
+            );
+            if let Err(e) = bridge.start(&bus).await {
+                tracing::error!(bridge = bridge.name(), error = %e, "bridge failed to start; stopping the others");
+                let _ = bridge.stop().await;
+                stop_in_reverse(&mut started).await;
+                bus.close().await;
+                return Err(e.into());
+            }
+            started.push(bridge);
+        }
+        let bridges: BridgeList = Arc::new(RwLock::new(started));
+        let status = Arc::new(HostStatus {
+            bus: bus.clone(),
+            bridges: bridges.clone(),
+            metrics,
+        });
+
+        let gateway = match spec.gateway {
+            None => None,
+            Some(cfg) => {
+                let addr = cfg.listen;
+                let listener = match tokio::net::TcpListener::bind(addr).await {
+                    Ok(l) => l,
+                    Err(source) => {
+                        stop_in_reverse(&mut *bridges.write().await).await;
+                        bus.close().await;
+                        return Err(ServiceError::Bind { addr, source });
+                    }
+                };
+                let addr = listener.local_addr().unwrap_or(addr);
+                let router = openagentio_http_gateway::router(
+                    bus.clone(),
+                    cfg,
+                    status.clone() as Arc<dyn ServiceStatus>,
+                )
+                .layer(axum::middleware::from_fn(crate::spans::gateway_span));
+                let stop = CancellationToken::new();
+                let signal = stop.clone();
+                let task = tokio::spawn(async move {
+                    if let Err(e) = openagentio_http_gateway::serve(listener, router, async move {
+                        signal.cancelled().await
+                    })
+                    .await
+                    {
+                        tracing::error!(error = %e, "gateway stopped with an error");
+                    }
+                });
+                Some(Gateway { addr, stop, task })
+            }
+        };
+        Ok(Service {
+            bus,
+            bridges,
+            status,
+            gateway,
+            drain_timeout: spec.drain_timeout,
+            transport_label,
+        })
+    }
+
+    /// The bus.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The status view (health, targets, metrics).
+    pub fn status(&self) -> Arc<dyn ServiceStatus> {
+        self.status.clone()
+    }
+
+    /// Where the gateway listens, when enabled.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway.as_ref().map(|g| g.addr)
+    }
+
+    /// A short, human-readable summary: transport, gateway, bridges and their targets.
+    pub async fn summary(&self) -> String {
+        let mut s = format!(
+            "openagentio {} running\n  bus: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.transport_label
+        );
+        match self.gateway_addr() {
+            Some(a) => s.push_str(&format!("  gateway: http://{a}\n")),
+            None => s.push_str("  gateway: off\n"),
+        }
+        let bridges = self.bridges.read().await;
+        if bridges.is_empty() {
+            s.push_str("  bridges: none\n");
+        }
+        for b in bridges.iter() {
+            let targets: Vec<String> = b.targets().into_iter().map(|t| t.name).collect();
+            s.push_str(&format!(
+                "  bridge {} ({}): {}\n",
+                b.name(),
+                b.kind(),
+                if targets.is_empty() {
+                    "no targets".to_owned()
+                } else {
+                    targets.join(", ")
+                }
+            ));
+        }
+        s
+    }
+
+    /// Stops intake (the gateway takes no new connections, handlers no new
+    /// requests), lets calls in flight finish until the drain deadline, stops
+    /// the bridges in reverse order and closes the bus.
+    pub async fn shutdown(self) -> ShutdownReport {
+        tracing::info!(
+            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+            "shutting down"
+        );
+        if let Some(g) = &self.gateway {
+            g.stop.cancel();
+        }
+        let drained = self.bus.drain(self.drain_timeout).await;
+        if let Some(g) = self.gateway {
+            let mut task = g.task;
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+        stop_in_reverse(&mut *self.bridges.write().await).await;
+        self.bus.close().await;
+        tracing::info!(drained, "stopped");
+        ShutdownReport { drained }
+    }
+}
+
+async fn stop_in_reverse(bridges: &mut Vec<Box<dyn Bridge>>) {
+    while let Some(mut b) = bridges.pop() {
+        if let Err(e) = b.stop().await {
+            tracing::warn!(bridge = b.name(), error = %e, "bridge did not stop cleanly");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Logs and traces: `tracing` to standard error as text or JSON lines, and,
+//! when an OTLP endpoint is configured, spans exported over OTLP/HTTP with the
+//! W3C trace context carried by the envelope's `traceparent` across processes.
+
+use std::time::Duration;
+
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use openagentio_core::{Envelope, TraceContext};
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What [`init`] sets up.
+#[derive(Clone, Debug)]
+pub struct TelemetrySettings {
+    /// Log level filter (`info`, `debug`, `openagentio=debug,info`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint (`http://collector:4318`); spans go to `{endpoint}/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            otlp_endpoint: None,
+            service_name: "openagentio".into(),
+        }
+    }
+}
+
+/// Keeps span export running; dropping it flushes and stops the exporter.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports every finished span now.
+    pub fn flush(&self) {
+        if let Some(p) = &self.provider {
+            let _ = p.force_flush();
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown_with_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("telemetry: {0}")]
+pub struct TelemetryError(String);
+
+/// Installs the global logger and, with an OTLP endpoint, the span exporter.
+/// A second call keeps the first logger.
+pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match settings.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let Some(endpoint) = &settings.otlp_endpoint else {
+        let _ = registry.try_init();
+        return Ok(TelemetryGuard { provider: None });
+    };
+    let url = traces_url(endpoint);
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url.clone())
+        .build()
+        .map_err(|e| TelemetryError(format!("OTLP exporter for {url}: {e}")))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_attribute(KeyValue::new("service.name", settings.service_name.clone()))
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("openagentio");
+    let _ = registry
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+    tracing::info!(endpoint = %url, "exporting spans over OTLP/HTTP");
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
+}
+
+use tracing_subscriber::Layer as _;
+
+fn traces_url(endpoint: &str) -> String {
+    let trimmed = endpoint.trim_end_matches('/');
+    if trimmed.ends_with("/v1/traces") {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}/v1/traces")
+    }
+}
+
+/// The OpenTelemetry context a W3C `traceparent` names (remote parent).
+pub fn remote_context(traceparent: &str) -> Option<Context> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+    let t = TraceContext::parse(traceparent)?;
+    let sc = SpanContext::new(
+        TraceId::from_hex(&t.trace_id).ok()?,
+        SpanId::from_hex(&t.span_id).ok()?,
+        TraceFlags::new(t.flags),
+        true,
+        TraceState::default(),
+    );
+    Some(Context::new().with_remote_span_context(sc))
+}
+
+/// Makes `span` a child of the trace `traceparent` names, if it names one.
+pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
+    if let Some(cx) = remote_context(traceparent) {
+        let _ = span.set_parent(cx);
+    }
+}
+
+/// Writes the current span (when it is being exported) into the envelope's
+/// trace fields, so the receiver's spans become its children. Install it as a
+/// bus envelope preparer.
+pub fn stamp_current_span(env: &mut Envelope) {
+    let cx = tracing::Span::current().context();
+    let span = cx.span();
+    let sc = span.span_context();
+    if !sc.is_valid() {
+        return;
+    }
+    let t = TraceContext {
+        trace_id: sc.trace_id().to_string(),
+        span_id: sc.span_id().to_string(),
+        flags: sc.trace_flags().to_u8(),
+    };
+    env.traceparent = t.traceparent();
+    env.trace_id = t.trace_id;
+    env.span_id = t.span_id;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_gets_the_traces_path_once() {
+        assert_eq!(traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            traces_url("http://c:4318/v1/traces"),
+            "http://c:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn remote_context_reads_traceparent() {
+        let cx = remote_context("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01").unwrap();
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert!(remote_context("garbage").is_none());
+    }
+}
