@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::Parser;
-use cli::{Cli, Command, Exit};
+use cli::{Cli, Exit};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,13 +13,6 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return Exit::Service(format!("cannot start the runtime: {e}")).report(),
     };
-    let exit = rt.block_on(async move {
-        match cli.command {
-            Command::Run(_) | Command::Validate { .. } | Command::Schema => {
-                Exit::Service("not available yet in this build".into())
-            }
-            client => cli::run_client(client).await,
-        }
-    });
+    let exit = rt.block_on(cli::dispatch(cli.command));
     exit.report()
 }

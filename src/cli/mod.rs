@@ -2,6 +2,7 @@
 
 mod client;
 mod exit;
+mod run;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the service from a config file.
     Run(RunArgs),
-    /// Check a config file; prints every error with its path. Exit 0 when valid, 1 when not.
+    /// Check a config file; prints every error with its path. Exit 0 when valid, 3 when not.
     Validate {
         /// The config file (YAML or JSON).
         file: PathBuf,
@@ -153,14 +154,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Runs a client command.
-pub async fn run_client(command: Command) -> Exit {
+/// Runs a command.
+pub async fn dispatch(command: Command) -> Exit {
     match command {
+        Command::Run(a) => run::run(a).await,
+        Command::Validate { file } => run::validate(&file),
+        Command::Schema => run::schema(),
         Command::Invoke(a) => client::invoke(a).await,
         Command::Stream(a) => client::stream(a).await,
         Command::Publish(a) => client::publish(a).await,
         Command::Subscribe(a) => client::subscribe(a).await,
-        other => Exit::usage(format!("not a client command: {other:?}")),
     }
 }
 

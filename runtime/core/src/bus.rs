@@ -154,6 +154,7 @@ impl BusBuilder {
             .transport
             .unwrap_or_else(|| Arc::new(MemoryTransport::new()));
         let inbox = transport.new_inbox_prefix();
+        let counters = Arc::new(Counters::default());
         Bus {
             inner: Arc::new(BusInner {
                 subjects: Subjects::new(self.prefix),
@@ -161,9 +162,9 @@ impl BusBuilder {
                 middleware: self.middleware.into(),
                 preparers: self.preparers.into(),
                 replies: ReplyRouter::new(inbox),
-                cancels: CancelRegistry::new(),
+                cancels: CancelRegistry::new(counters.clone()),
                 registrations: Mutex::new(Vec::new()),
-                counters: Counters::default(),
+                counters,
                 closed: AtomicBool::new(false),
                 transport,
             }),
@@ -199,7 +200,7 @@ pub(crate) struct BusInner {
     pub replies: ReplyRouter,
     pub cancels: CancelRegistry,
     pub registrations: Mutex<Vec<Registration>>,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
     pub closed: AtomicBool,
 }
 

@@ -126,8 +126,8 @@ impl Bus {
     }
 
     /// Sends `env` to `target`. With `streaming`, the request asks for every
-    /// frame (`acp.stream`); without, a stream handler answers with its terminal
-    /// frame alone, as reference-SDK callers expect of `invoke`.
+    /// frame; without, a stream handler answers with its terminal frame alone
+    /// (see [`STREAM_KEY`]).
     async fn send_request(
         &self,
         target: &str,
@@ -163,10 +163,8 @@ impl Bus {
         for (k, v) in opts.metadata {
             env.metadata.insert(k, v);
         }
-        if streaming {
-            env.metadata
-                .insert(STREAM_KEY.to_owned(), Value::Bool(true));
-        }
+        env.metadata
+            .insert(STREAM_KEY.to_owned(), Value::Bool(streaming));
         self.prepare(&mut env);
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);

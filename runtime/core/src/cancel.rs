@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::decode_body;
 use crate::error::BusError;
+use crate::stats::Counters;
 use crate::transport::{Message, Sink, Subscription, Transport};
 use crate::writer::StreamWriter;
 
@@ -30,16 +31,21 @@ pub(crate) struct CancelRegistry {
     subscription: OnceCell<Box<dyn Subscription>>,
 }
 
-#[derive(Default)]
 struct Served {
     calls: Mutex<HashMap<String, (CancellationToken, StreamWriter)>>,
     idle: Notify,
+    counters: Arc<Counters>,
 }
 
 impl Sink for Served {
     fn deliver(&self, msg: Message) {
-        let Ok(env) = decode_body(msg.body) else {
-            return;
+        let env = match decode_body(msg.body) {
+            Ok(env) => env,
+            Err(e) => {
+                Counters::bump(&self.counters.bad_messages);
+                tracing::warn!(subject = %msg.subject, error = %e, "cancellation notice is not an acp envelope");
+                return;
+            }
         };
         if env.event_type != CANCEL_EVENT {
             return;
@@ -67,9 +73,13 @@ impl Drop for CancelGuard {
 }
 
 impl CancelRegistry {
-    pub fn new() -> Self {
+    pub fn new(counters: Arc<Counters>) -> Self {
         CancelRegistry {
-            served: Arc::default(),
+            served: Arc::new(Served {
+                calls: Mutex::new(HashMap::new()),
+                idle: Notify::new(),
+                counters,
+            }),
             subscription: OnceCell::new(),
         }
     }

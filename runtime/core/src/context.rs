@@ -17,10 +17,11 @@ use crate::trace_context::TraceContext;
 /// Metadata key carrying the caller's timeout in milliseconds.
 pub const TIMEOUT_MS_KEY: &str = "acp.timeout_ms";
 
-/// Metadata key (`true`) by which a caller asks for every frame of a stream.
-/// Without it (as from `invoke`, or any reference-SDK caller) a stream handler's
-/// `started` and `delta` frames are not sent and its terminal frame goes out as
-/// `seq` 0: one frame, which any caller can take as the answer.
+/// Metadata key by which a caller says whether it wants every frame of a
+/// stream. `false` (sent by `invoke`) asks for the answer alone: a stream
+/// handler's `started` and `delta` frames are not sent and its terminal frame
+/// goes out as `seq` 0. Absent (any reference-SDK caller) or `true` (sent by
+/// `stream_invoke`): every frame, as the reference SDKs do.
 pub const STREAM_KEY: &str = "acp.stream";
 
 /// What a request passes on to the calls made while serving it: its envelope

@@ -144,9 +144,13 @@ impl BusError {
         self
     }
 
-    /// Attaches a structured cause (sent as `cause` in the error payload).
+    /// Attaches a structured cause (sent as `cause` in the error payload). The
+    /// wire wants an object: any other value is wrapped as `{"detail": value}`.
     pub fn with_cause(mut self, cause: Value) -> Self {
-        self.cause = Some(cause);
+        self.cause = Some(match cause {
+            Value::Object(_) => cause,
+            other => serde_json::json!({ "detail": other }),
+        });
         self
     }
 

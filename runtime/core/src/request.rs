@@ -70,6 +70,17 @@ impl Request {
         self.cancel.cancelled().await
     }
 
+    /// What the caller said about frames: `Some(true)` it asked for a stream
+    /// (`stream_invoke`), `Some(false)` for the answer alone (`invoke`), `None`
+    /// it did not say (reference-SDK callers, whose `invoke` takes the first frame
+    /// it gets). Bridges that send progress frames send them only for `Some(true)`.
+    pub fn stream_requested(&self) -> Option<bool> {
+        self.envelope
+            .metadata
+            .get(crate::context::STREAM_KEY)
+            .and_then(Value::as_bool)
+    }
+
     /// The bus serving this request, for nested calls (which inherit its context).
     pub fn bus(&self) -> &Bus {
         &self.bus

@@ -130,11 +130,7 @@ impl StreamWriter {
         StreamWriter {
             inner: Arc::new(WriterInner {
                 bus,
-                streaming: request
-                    .metadata
-                    .get(STREAM_KEY)
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
+                streaming: request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false),
                 request,
                 state: Mutex::new(WriterState::default()),
                 frames: AtomicU64::new(0),
@@ -217,7 +213,8 @@ impl StreamWriter {
             .map_err(BusError::from)
     }
 
-    /// Whether the caller asked for every frame (else only the terminal one is sent).
+    /// Whether the caller takes every frame (else only the terminal one is
+    /// sent). True unless the caller said otherwise (see `context::STREAM_KEY`).
     pub fn is_streaming(&self) -> bool {
         self.inner.streaming
     }

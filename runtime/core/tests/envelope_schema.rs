@@ -204,7 +204,8 @@ fn the_schema_rejects_broken_envelopes() {
         .expect("response_error.json sample")
         .1;
     assert!(v.is_valid(&good));
-    let broken: [(&str, fn(&mut Map<String, Value>)); 9] = [
+    type Breakage = fn(&mut Map<String, Value>);
+    let broken: [(&str, Breakage); 9] = [
         ("no event_id", |m| {
             m.remove("event_id");
         }),
@@ -253,7 +254,7 @@ fn every_sample_validates_against_the_schema() {
         "expected our and the reference samples"
     );
     for (path, sample) in samples {
-        let errors = schema_errors(&v, &sample);
+        let errors = schema_errors(v, &sample);
         assert!(errors.is_empty(), "{path}: {errors:#?}");
     }
 }
@@ -315,6 +316,34 @@ fn samples_decode_to_the_fields_they_hold() {
 
 // ---------------------------------------------------------------------------
 // What the Rust bus produces
+
+#[test]
+fn new_envelopes_of_every_type_validate() {
+    let v = validator();
+    for t in [
+        "agent.message.received",
+        "agent.response.started",
+        "agent.response.delta",
+        "agent.response.final",
+        "agent.response.error",
+        "agent.tool.call",
+        "agent.tool.result",
+        "agent.task.created",
+        "agent.task.completed",
+        "matrix.message.received",
+    ] {
+        let mut env = Envelope::new(t);
+        if env.is_error() {
+            env.payload = Some(serde_json::to_value(BusError::invalid("x").to_payload()).unwrap());
+        }
+        env.is_final = openagentio_core::is_terminal(t);
+        let json: Value = serde_json::from_slice(&codec::encode(&env).unwrap()).unwrap();
+        let errors = schema_errors(v, &json);
+        assert!(errors.is_empty(), "{json}: {errors:#?}");
+        let id = uuid::Uuid::parse_str(&env.event_id).expect("event_id is a UUID");
+        assert_eq!(id.get_version_num(), 7, "event_id is a UUIDv7");
+    }
+}
 
 /// Keeps every message published on the transport.
 #[derive(Default)]
@@ -563,7 +592,7 @@ async fn bus_produced_envelopes() {
         if env.get("event_id") == Some(&json!("broken-1")) && env.get("event_type").is_none() {
             continue; // the deliberately broken request itself
         }
-        let errors = schema_errors(&v, env);
+        let errors = schema_errors(v, env);
         if !errors.is_empty() {
             failures.push(format!("{subject}: {env}\n  {}", errors.join("\n  ")));
         }
@@ -704,7 +733,7 @@ prop_compose! {
         minor in 0u32..100,
         schema_version in any::<u64>(),
         event_id in prop_oneof![
-            any::<u128>().prop_map(|n| uuid_text(n)),
+            any::<u128>().prop_map(uuid_text),
             any::<String>().prop_filter("non-empty", |s| !s.is_empty()),
         ],
         event_type in event_type(),

@@ -6,7 +6,9 @@
 //! [signals].
 
 pub mod echo_bridge;
+pub mod from_config;
 pub mod metrics;
+pub mod registry;
 pub mod signals;
 pub mod spans;
 pub mod spec;

@@ -1,0 +1,102 @@
+//! The committed `schema/config.schema.json` is what the types generate, and the
+//! example configs satisfy it.
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+fn committed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema/config.schema.json")
+}
+
+fn examples() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/config");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let path = committed_path();
+    let generated = openagentio_config::json_schema();
+    let text = serde_json::to_string_pretty(&generated).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let committed: Option<Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    assert!(
+        committed.as_ref() == Some(&generated),
+        "{} is missing or stale: regenerate it with\n    UPDATE_SCHEMA=1 cargo test -p openagentio-config --test schema\nand commit the result",
+        path.display()
+    );
+}
+
+#[test]
+fn examples_satisfy_the_schema() {
+    let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
+    for file in examples() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let value: Value = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).unwrap()
+        } else {
+            serde_norway::from_str(&text).unwrap()
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{}:\n{}",
+            file.display(),
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn schema_rejects_what_the_loader_rejects() {
+    let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
+    let bad = [
+        // unknown top-level key
+        serde_json::json!({"version": "openagentio.bridge/v1", "buss": {}}),
+        // wrong version
+        serde_json::json!({"version": "openagentio.bridge/v2"}),
+        // unknown key inside a bridge's config
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "fs", "type": "mcp_tool", "config": {"command": "x", "comand": "y"}}]}),
+        // stdio without command
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "fs", "type": "mcp_tool", "config": {"transport": "stdio"}}]}),
+        // streamable_http without http_url
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "fs", "type": "mcp_tool", "config": {"transport": "streamable_http"}}]}),
+        // matrix without any credentials
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "mx", "type": "matrix_event", "config": {
+                "homeserver_url": "http://hs", "user_id": "@a:hs", "room_ids": ["!r:hs"]}}]}),
+        // unknown bridge type
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "x", "type": "kafka", "config": {}}]}),
+        // zero timeout
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [
+            {"name": "fs", "type": "mcp_tool", "config": {"command": "x", "timeout": 0}}]}),
+    ];
+    for doc in bad {
+        assert!(!validator.is_valid(&doc), "schema accepted {doc}");
+    }
+}

@@ -1,0 +1,286 @@
+//! Validation reports every error with its exact path: a file with ten mistakes,
+//! unknown keys at every depth, duplicates, required keys per transport, and no
+//! secret in any message or `Debug` output.
+
+use openagentio_config::{ConfigError, Format, load_with_env};
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// The `path: message` lines of loading `yaml`, which must fail.
+fn errors(yaml: &str) -> Vec<String> {
+    match load_with_env(yaml, Format::Yaml, &no_env) {
+        Ok(cfg) => panic!("loaded: {cfg:?}"),
+        Err(ConfigError::Invalid { errors }) => errors.lines(),
+        Err(e) => panic!("not a validation error: {e}"),
+    }
+}
+
+const V: &str = "version: openagentio.bridge/v1\n";
+
+#[test]
+fn ten_mistakes_are_all_reported_with_their_paths() {
+    let text = include_str!("data/ten_mistakes.yaml");
+    assert_eq!(
+        errors(text),
+        [
+            "bridges[1].config.access_token: environment variable `MATRIX_TOKEN` is not set (write `${MATRIX_TOKEN:-default}` to give a default)",
+            "version: unsupported version \"openagentio.bridge/v2\"; expected \"openagentio.bridge/v1\"",
+            "bus.transport: unknown value \"kafka\"; expected one of: memory, nats",
+            "http.listen: expected an address with a port, like \"127.0.0.1:8080\" or \"[::]:8080\"",
+            "bridges[0].mappings.target_prefx: unknown key (did you mean `target_prefix`?); accepted keys: target_prefix",
+            "bridges[1].config.homeserver_url: invalid URL: relative URL without a base",
+            "bridges[1].config.user_id: missing required key",
+            "bridges[2].config.timeout: expected a positive number",
+            "bridges[3].mappings.target: duplicate target \"llm\": also served by bridge \"llm\" (bridges[2])",
+            "telemetri: unknown key (did you mean `telemetry`?); accepted keys: bridges, bus, http, shutdown, telemetry, version",
+        ]
+    );
+    // The error's Display holds the count and every line.
+    let e = load_with_env(text, Format::Yaml, &no_env).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("invalid config (10 errors):\nbridges[1].config.access_token")
+    );
+}
+
+#[test]
+fn unknown_keys_at_every_depth() {
+    let yaml = format!(
+        "{V}extra: 1
+bus:
+  nats: {{url: nats://h:4222, tls: {{required: true, ca: x}}}}
+http:
+  tokens: [{{token: t, tenannt: acme}}]
+bridges:
+  - name: fs
+    type: mcp_tool
+    typo: 1
+    config: {{command: x, supervision: {{max_restarts: 2, window: 3}}}}
+  - name: mx
+    type: matrix_event
+    config:
+      homeserver_url: http://hs
+      user_id: '@a:hs'
+      password: pw
+      room_ids: ['!r:hs']
+      responder: [{{room: '!r:hs', target: llm, throttle: 1}}]
+    mappings: {{session: room}}
+"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "bus.nats.tls.ca: unknown key; accepted keys: ca_file, cert_file, key_file, required",
+            "http.tokens[0].tenannt: unknown key (did you mean `tenant`?); accepted keys: tenant, token",
+            "bridges[0].typo: unknown key (did you mean `type`?); accepted keys: config, mappings, name, type",
+            "bridges[0].config.supervision.window: unknown key; accepted keys: base_delay_seconds, health_failure_threshold, jitter_enabled, max_delay_seconds, max_restarts, restart_window_seconds",
+            "bridges[1].mappings.session: unknown key; accepted keys: event_prefix, inbound_message_event, outbound_message_event, session_strategy",
+            "bridges[1].config.responder[0].throttle: unknown key; accepted keys: edit_throttle, max_edits, room, target, typing",
+            "extra: unknown key; accepted keys: bridges, bus, http, shutdown, telemetry, version",
+        ]
+    );
+}
+
+#[test]
+fn unknown_bridge_type_lists_the_known_ones() {
+    let yaml = format!("{V}bridges: [{{name: k, type: kafka_bridge, config: {{brokers: x}}}}]\n");
+    assert_eq!(
+        errors(&yaml),
+        [
+            "bridges[0].type: unknown bridge type \"kafka_bridge\"; known types: echo, mcp_tool, matrix_event, openai_chat_sse, openclaw_chat_sse"
+        ]
+    );
+}
+
+#[test]
+fn duplicate_names_and_targets() {
+    let yaml = format!(
+        "{V}bridges:
+  - {{name: fs, type: mcp_tool, config: {{command: a}}}}
+  - {{name: fs, type: mcp_tool, config: {{command: b}}}}
+  - {{name: fs2, type: mcp_tool, config: {{command: c}}, mappings: {{target_prefix: fs}}}}
+  - {{name: chat, type: openai_chat_sse, config: {{base_url: 'http://a', model: m}}}}
+  - {{name: chat2, type: openclaw_chat_sse, config: {{base_url: 'http://b', model: m}}, mappings: {{target: chat}}}}
+  - {{name: fs.read, type: openai_chat_sse, config: {{base_url: 'http://c', model: m}}}}
+  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!r:hs']}}}}
+  - {{name: other, type: openai_chat_sse, config: {{base_url: 'http://d', model: m}}, mappings: {{target: mx.send}}}}
+  - {{name: tools, type: mcp_tool, config: {{command: d}}, mappings: {{target_prefix: fs.nested}}}}
+"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "bridges[1].name: duplicate bridge name \"fs\" (already used by bridges[0])",
+            "bridges[2].mappings.target_prefix: duplicate target prefix \"fs\": also used by bridge \"fs\" (bridges[0])",
+            "bridges[4].mappings.target: duplicate target \"chat\": also served by bridge \"chat\" (bridges[3])",
+            "bridges[5].name: target \"fs.read\" may clash with a tool of bridge \"fs\" (bridges[0]), which serves every \"fs.<tool>\"",
+            "bridges[7].mappings.target: duplicate target \"mx.send\": also served by bridge \"mx\" (bridges[6])",
+        ]
+    );
+}
+
+#[test]
+fn required_keys_per_transport_and_kind() {
+    let yaml = format!(
+        "{V}bridges:
+  - {{name: a, type: mcp_tool, config: {{transport: stdio, http_url: 'http://x/mcp'}}}}
+  - {{name: b, type: mcp_tool, config: {{transport: streamable_http, command: npx, cwd: /tmp}}}}
+  - {{name: c, type: mcp_tool}}
+  - {{name: d, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: 'bot', room_ids: ['!r:hs']}}}}
+  - {{name: e, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@b:hs', access_token: t, password: p}}}}
+  - {{name: f, type: openai_chat_sse, config: {{base_url: 'ftp://x', params: {{model: x, stream: false}}}}}}
+"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "bridges[0].config.command: missing required key (transport `stdio` needs it)",
+            "bridges[0].config.http_url: only used with transport `streamable_http`",
+            "bridges[1].config.http_url: missing required key (transport `streamable_http` needs it)",
+            "bridges[1].config.command: only used with transport `stdio`",
+            "bridges[1].config.cwd: only used with transport `stdio`",
+            "bridges[2].config.command: missing required key (transport `stdio` needs it)",
+            "bridges[3].config.user_id: expected a Matrix user id like \"@bot:example.org\"",
+            "bridges[3].config.access_token: missing required key (give `access_token`, or `password` to log in)",
+            "bridges[4].config.password: give either `access_token` or `password`, not both",
+            "bridges[4].config.room_ids: missing required key (or set `allowed_inviters`)",
+            "bridges[5].config.base_url: expected a URL with scheme http or https, found `ftp`",
+            "bridges[5].config.model: missing required key",
+            "bridges[5].config.params.model: not allowed here: set by `config.model`",
+            "bridges[5].config.params.stream: not allowed here: the bridge always streams",
+        ]
+    );
+}
+
+#[test]
+fn subject_names_tenants_and_sections() {
+    let yaml = format!(
+        "{V}bus: {{subject_prefix: 'acp..v1', default_tenant: 'ac.me', nats: {{url: 'http://h', user: u, token: t}}}}
+http: {{tokens: [{{token: same}}, {{token: same, tenant: 'a b'}}], body_limit: 0, cors_origins: ['https://x.org/path']}}
+telemetry: {{log_level: verbose, otlp_endpoint: 'grpc://collector:4317'}}
+shutdown: {{drain_timeout: -1}}
+bridges:
+  - {{name: 'my bridge', type: openai_chat_sse, config: {{base_url: 'http://a', model: m}}}}
+  - {{name: ok, type: openai_chat_sse, config: {{base_url: 'http://a', model: m}}, mappings: {{target: 'a.*'}}}}
+  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: [room]}}, mappings: {{inbound_message_event: 'matrix.>'}}}}
+"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "bus.nats.url: expected a URL with scheme nats or tls or ws or wss, found `http`",
+            "bus.nats.password: missing: `user` needs `password`",
+            "bus.nats.user: give only one way to authenticate: `token`, `user`/`password` or `credentials_file`",
+            "bus.subject_prefix: invalid subject name: has an empty subject token (a leading, trailing or doubled `.`)",
+            "bus.default_tenant: invalid subject token: must be a single subject token (no `.`)",
+            "http.tokens[1].tenant: invalid subject token: must not contain spaces or control characters",
+            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found a number",
+            "http.cors_origins[0]: expected `*` or an origin like \"https://app.example.org\" (no path)",
+            "http.tokens[1].token: duplicate token (the same as tokens[0])",
+            "telemetry.log_level: expected a level (trace, debug, info, warn, error, off) or directives like \"info,openagentio=debug\"",
+            "telemetry.otlp_endpoint: expected a URL with scheme http or https, found `grpc`",
+            "shutdown.drain_timeout: expected a number of seconds that is not negative",
+            "bridges[0].name: invalid bridge name: must not contain spaces or control characters (a bridge's name is part of its target names)",
+            "bridges[1].mappings.target: invalid subject name: must not contain the NATS wildcards `*` or `>`",
+            "bridges[2].mappings.inbound_message_event: invalid subject name: must not contain the NATS wildcards `*` or `>`",
+            "bridges[2].config.room_ids[0]: expected a room id like \"!abc:example.org\" or an alias like \"#room:example.org\"",
+        ]
+    );
+}
+
+#[test]
+fn wrong_shapes_are_reported_not_panicked_on() {
+    assert_eq!(errors("[1, 2]"), ["expected a mapping, found a list"]);
+    assert_eq!(errors(""), ["expected a mapping, found nothing"]);
+    assert_eq!(
+        errors("bridges: {}"),
+        [
+            "version: missing required key",
+            "bridges: expected a list of bridges, found a mapping",
+        ]
+    );
+    assert_eq!(
+        errors(&format!(
+            "{V}bridges: [3, {{name: x, type: mcp_tool, config: [1]}}]\nbus: 7\n"
+        )),
+        [
+            "bus: expected a mapping, found a number",
+            "bridges[0]: expected a mapping, found a number",
+            "bridges[1].config: expected a mapping, found a list",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_are_not_validation_errors() {
+    let e = load_with_env("version: [", Format::Yaml, &no_env).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::Syntax {
+                format: Format::Yaml,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.field_errors().is_empty());
+    let e = load_with_env("{\"version\": 1,}", Format::Json, &no_env).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::Syntax {
+                format: Format::Json,
+                line: Some(1),
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn secrets_never_show_in_debug_output_or_errors() {
+    let secrets = [
+        "sk-live-SECRET1",
+        "hunter2-SECRET2",
+        "nats-SECRET3",
+        "hdr-SECRET4",
+        "env-SECRET5",
+        "gw-SECRET6",
+    ];
+    let yaml = format!(
+        "{V}bus: {{transport: nats, nats: {{user: u, password: {}}}}}
+http: {{tokens: [{{token: {}}}]}}
+bridges:
+  - {{name: a, type: openai_chat_sse, config: {{base_url: 'http://a', model: m, token: {}, headers: {{Authorization: 'Bearer {}'}}}}}}
+  - {{name: b, type: mcp_tool, config: {{command: x, env: {{API_KEY: {}}}}}}}
+  - {{name: c, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@c:hs', password: {}, room_ids: ['!r:hs']}}}}
+",
+        secrets[1], secrets[5], secrets[0], secrets[3], secrets[4], secrets[1]
+    );
+    let cfg = load_with_env(&yaml, Format::Yaml, &no_env).unwrap();
+    let debug = format!("{cfg:?} {cfg:#?}");
+    for s in secrets.iter().filter(|s| yaml.contains(*s)) {
+        assert!(!debug.contains(s), "{s} in Debug output");
+    }
+    assert!(debug.contains("<redacted>"));
+
+    // Wrong types and invalid values around the same secrets: no error text shows them.
+    let bad = format!(
+        "{V}bus: {{nats: {{token: {}, user: u, password: ['{}']}}}}
+http: {{tokens: [{{token: '{}'}}, {{token: '{}'}}]}}
+bridges:
+  - {{name: a, type: openai_chat_sse, config: {{base_url: 'https://u:{}@a', model: m, token: 5, headers: {{X-K: \"{}\\n\"}}}}}}
+",
+        secrets[2], secrets[1], secrets[5], secrets[5], secrets[0], secrets[3]
+    );
+    let e = load_with_env(&bad, Format::Yaml, &no_env).unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(e.field_errors().len() >= 5, "{text}");
+    for s in secrets {
+        assert!(!text.contains(s), "{s} in: {text}");
+    }
+}

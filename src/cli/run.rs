@@ -1,0 +1,119 @@
+//! `run`, `validate` and `schema`: the service side of the command line.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use openagentio_config::{Config, Transport};
+use openagentio_host::from_config::{spec_from_config, telemetry_settings};
+use openagentio_host::signals::shutdown_signal;
+use openagentio_host::{Service, telemetry};
+
+use super::{Exit, RunArgs};
+
+fn load(path: &Path) -> Result<Config, Exit> {
+    openagentio_config::load_file(path).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        Exit::Config
+    })
+}
+
+/// `openagentio validate FILE`.
+pub fn validate(path: &Path) -> Exit {
+    match load(path) {
+        Ok(cfg) => {
+            println!(
+                "{}: valid ({} bridge{})",
+                path.display(),
+                cfg.bridges.len(),
+                if cfg.bridges.len() == 1 { "" } else { "s" }
+            );
+            Exit::Ok
+        }
+        Err(e) => e,
+    }
+}
+
+/// `openagentio schema`.
+pub fn schema() -> Exit {
+    match serde_json::to_string_pretty(&openagentio_config::json_schema()) {
+        Ok(s) => {
+            println!("{s}");
+            Exit::Ok
+        }
+        Err(e) => Exit::Service(format!("cannot print the schema: {e}")),
+    }
+}
+
+/// Applies `--bus` and `--listen` over the file.
+fn apply_overrides(cfg: &mut Config, args: &RunArgs) -> Result<(), Exit> {
+    if let Some(bus) = &args.bus {
+        if bus == "memory" {
+            cfg.bus.transport = Transport::Memory;
+        } else {
+            let url = url_of(bus)?;
+            cfg.bus.transport = Transport::Nats;
+            cfg.bus.nats.url = vec![url];
+        }
+    }
+    if let Some(listen) = &args.listen {
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            Exit::usage(format!(
+                "--listen {listen:?}: expected HOST:PORT, e.g. 127.0.0.1:8080"
+            ))
+        })?;
+        cfg.http.listen = addr;
+        cfg.http.enabled = true;
+    }
+    Ok(())
+}
+
+fn url_of(bus: &str) -> Result<openagentio_config::url::Url, Exit> {
+    let url = openagentio_config::url::Url::parse(bus).map_err(|e| {
+        Exit::usage(format!(
+            "--bus {bus:?}: {e}; expected `memory` or nats://HOST:PORT"
+        ))
+    })?;
+    if !matches!(url.scheme(), "nats" | "tls") {
+        return Err(Exit::usage(format!(
+            "--bus {bus:?}: expected `memory` or a nats:// URL"
+        )));
+    }
+    Ok(url)
+}
+
+/// `openagentio run -c FILE`.
+pub async fn run(args: RunArgs) -> Exit {
+    let mut cfg = match load(&args.config) {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = apply_overrides(&mut cfg, &args) {
+        return e;
+    }
+    let _telemetry = match telemetry::init(&telemetry_settings(&cfg)) {
+        Ok(g) => g,
+        Err(e) => return Exit::Service(e.to_string()),
+    };
+    let spec = match spec_from_config(&cfg) {
+        Ok(s) => s,
+        Err(e) => return Exit::Service(e.to_string()),
+    };
+    let service = match Service::start(spec).await {
+        Ok(s) => s,
+        Err(e) => return Exit::Service(e.to_string()),
+    };
+    print!("{}", service.summary().await);
+    println!(
+        "  stop with Ctrl-C (drains calls in flight for up to {:?})",
+        cfg.shutdown.drain_timeout
+    );
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    let report = service.shutdown().await;
+    if !report.drained {
+        eprintln!(
+            "some calls were still running at the drain deadline and were ended with an error"
+        );
+    }
+    Exit::Ok
+}

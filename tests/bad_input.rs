@@ -1,0 +1,435 @@
+//! Bad input on every subject the bus listens to, on both transports (the
+//! in-memory one and a real nats-server).
+//!
+//! Proves that bytes which are not an acp envelope, published raw on an invoke
+//! subject, a stream target, an event subscription, a dead-letter subscription,
+//! a caller's reply subject and the cancellation subject:
+//! - are counted in `bus.stats().bad_messages`, exactly once each;
+//! - panic nothing and do not stop the subscription (valid calls, streams and
+//!   events that follow are served);
+//! - when they name a `reply_to` (in a JSON object that is otherwise not an
+//!   envelope) or carry a transport reply subject, are answered there with an
+//!   `agent.response.error` frame of code `CODEC_FAILURE`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openagentio_core::codec;
+use openagentio_core::transport::{Body, Message, Sink};
+use openagentio_core::{Bus, BusError, Envelope, ErrorCode};
+use openagentio_testkit::{BusPair, TransportKind};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        $(mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::bounded(super::$name(openagentio_testkit::TransportKind::Memory)).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() {
+                super::bounded(super::$name(openagentio_testkit::TransportKind::Nats)).await
+            }
+        })*
+    };
+}
+
+on_both_transports!(
+    junk_on_handler_and_subscription_subjects_is_counted_and_serving_goes_on,
+    undecodable_requests_with_a_reply_subject_get_codec_failure,
+    junk_on_a_callers_reply_subject_is_counted_and_skipped,
+    junk_on_the_cancel_subject_is_counted_and_cancellation_still_works,
+);
+
+/// No test may hang: each is bounded.
+async fn bounded(test: impl Future<Output = ()>) {
+    tokio::time::timeout(Duration::from_secs(60), test)
+        .await
+        .expect("test did not finish within 60 s");
+}
+
+/// Waits (bounded) until `cond` holds; the bus offers no notification for its
+/// counters, so this polls them.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + LIMIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(LIMIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing arrived within {LIMIT:?}"))
+        .expect("channel closed")
+}
+
+/// Forwards every message of a raw transport subscription to a channel.
+struct ToChannel(mpsc::UnboundedSender<Message>);
+
+impl Sink for ToChannel {
+    fn deliver(&self, msg: Message) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// Publishes raw bytes on `subject` through `bus`'s transport, bypassing the bus.
+async fn publish_raw(bus: &Bus, subject: &str, bytes: &[u8]) {
+    bus.transport()
+        .publish(Message::bytes(subject.to_owned(), bytes.to_vec()))
+        .await
+        .expect("raw publish");
+}
+
+/// Byte strings that are not acp envelopes, each for a different reason.
+fn junk() -> Vec<(&'static str, Vec<u8>)> {
+    let valid = codec::encode(&Envelope::new("agent.message.received")).unwrap();
+    let obj = |extra: &str| {
+        format!(
+            r#"{{"spec_version":"acp/1.0","schema_version":1,"event_id":"e1","event_type":"t","occurred_at":"2026-05-02T10:00:00Z"{extra}}}"#
+        )
+        .into_bytes()
+    };
+    vec![
+        ("empty", Vec::new()),
+        ("text", b"not json at all".to_vec()),
+        ("invalid utf-8", vec![0xff, 0xfe, 0x00, 0xc3]),
+        ("array", b"[1,2,3]".to_vec()),
+        ("null", b"null".to_vec()),
+        ("string", br#""an envelope?""#.to_vec()),
+        ("empty object", b"{}".to_vec()),
+        ("truncated envelope", valid[..valid.len() / 2].to_vec()),
+        ("bad occurred_at", {
+            let mut v: Value = serde_json::from_slice(&obj("")).unwrap();
+            v["occurred_at"] = json!("yesterday");
+            serde_json::to_vec(&v).unwrap()
+        }),
+        ("spec acp/2.0", {
+            let mut v: Value = serde_json::from_slice(&obj("")).unwrap();
+            v["spec_version"] = json!("acp/2.0");
+            serde_json::to_vec(&v).unwrap()
+        }),
+        ("seq not a number", obj(r#","seq":"three""#)),
+        ("metadata not an object", obj(r#","metadata":[1]"#)),
+        ("deep nesting", {
+            let mut b = vec![b'['; 20_000];
+            b.extend(vec![b']'; 20_000]);
+            b
+        }),
+        ("large", vec![b'x'; 256 * 1024]),
+    ]
+}
+
+async fn junk_on_handler_and_subscription_subjects_is_counted_and_serving_goes_on(
+    kind: TransportKind,
+) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke("echo", |req| async move { Ok(req.payload().clone()) })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("chat", |req, w| async move {
+            for word in req.payload().as_str().unwrap_or_default().split(' ') {
+                w.delta_text(word).await?;
+            }
+            w.finish(json!("done")).await
+        })
+        .await
+        .unwrap();
+    let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+    p.server
+        .subscribe("demo.event", move |env| {
+            let tx = ev_tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    let (dl_tx, mut dl_rx) = mpsc::unbounded_channel();
+    p.server
+        .subscribe_dead_letters(">", move |env| {
+            let tx = dl_tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let s = p.server.subjects().clone();
+    let subjects = [
+        s.invoke("echo", ""),
+        s.invoke("chat", ""),
+        s.event("demo.event", ""),
+        s.dlq("demo.event"),
+    ];
+    let junk = junk();
+    for subject in &subjects {
+        for (_, bytes) in &junk {
+            publish_raw(&p.client, subject, bytes).await;
+        }
+    }
+    p.client.transport().flush().await.unwrap();
+    let expected = (subjects.len() * junk.len()) as u64;
+    wait_until(&format!("{expected} bad messages counted"), || {
+        p.server.stats().bad_messages >= expected
+    })
+    .await;
+
+    // Every subscription still serves.
+    let reply = p
+        .client
+        .invoke("echo", json!({"after": "junk"}))
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, Some(json!({"after": "junk"})));
+    let mut stream = p
+        .client
+        .stream_invoke("chat", json!("a b c"))
+        .await
+        .unwrap();
+    let mut deltas = Vec::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.unwrap();
+        if let Some(d) = frame.payload.as_ref().and_then(|p| p["delta"].as_str()) {
+            deltas.push(d.to_owned());
+        }
+    }
+    assert_eq!(deltas, ["a", "b", "c"]);
+    p.client
+        .emit("demo.event", json!({"valid": true}))
+        .await
+        .unwrap();
+    let ev = recv(&mut ev_rx, "the valid event").await;
+    assert_eq!(ev.payload, Some(json!({"valid": true})));
+    let mut letter = Envelope::new("demo.event").with_payload(json!({"dead": 1}));
+    letter.from = "client".into();
+    p.client
+        .transport()
+        .publish(Message::envelope(s.dlq("demo.event"), letter))
+        .await
+        .unwrap();
+    let dead = recv(&mut dl_rx, "the valid dead letter").await;
+    assert_eq!(dead.payload, Some(json!({"dead": 1})));
+    assert!(ev_rx.try_recv().is_err(), "junk reached the event handler");
+    assert!(
+        dl_rx.try_recv().is_err(),
+        "junk reached the dead-letter handler"
+    );
+
+    let stats = p.server.stats();
+    assert_eq!(
+        stats.bad_messages, expected,
+        "each junk message counted once"
+    );
+    assert_eq!(stats.handler_panics, 0);
+    assert_eq!(p.client.stats().bad_messages, 0);
+}
+
+async fn undecodable_requests_with_a_reply_subject_get_codec_failure(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_invoke("echo", |req| async move { Ok(req.payload().clone()) })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("chat", |_req, w| async move { w.finish(json!("ok")).await })
+        .await
+        .unwrap();
+    let inbox = p.client.transport().new_inbox_prefix();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = p
+        .client
+        .transport()
+        .subscribe(&format!("{inbox}.*"), None, Arc::new(ToChannel(tx)))
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let s = p.server.subjects().clone();
+    let missing_event_type = |n: u32| {
+        json!({
+            "spec_version": "acp/1.0", "schema_version": 1,
+            "event_id": format!("req-{n}"), "occurred_at": "2026-05-02T10:00:00Z",
+            "reply_to": format!("{inbox}.{n}"), "payload": {"text": "hi"},
+            "metadata": {"tenant.tag": "x"}
+        })
+        .to_string()
+    };
+    // (subject, body, transport reply subject, expected reply subject, expected correlation_id)
+    let cases: Vec<(String, String, Option<String>, String, &str)> = vec![
+        (
+            s.invoke("echo", ""),
+            missing_event_type(1),
+            None,
+            format!("{inbox}.1"),
+            "req-1",
+        ),
+        (
+            s.invoke("chat", ""),
+            missing_event_type(2),
+            None,
+            format!("{inbox}.2"),
+            "req-2",
+        ),
+        (
+            s.invoke("echo", ""),
+            json!({"event_id": "req-3", "event_type": 42, "reply_to": format!("{inbox}.3")})
+                .to_string(),
+            None,
+            format!("{inbox}.3"),
+            "req-3",
+        ),
+        (
+            s.invoke("echo", ""),
+            "<<not json>>".to_owned(),
+            Some(format!("{inbox}.4")),
+            format!("{inbox}.4"),
+            "",
+        ),
+    ];
+    for (subject, body, reply, expect_subject, expect_correlation) in &cases {
+        let mut msg = Message::bytes(subject.clone(), body.clone().into_bytes());
+        if let Some(r) = reply {
+            msg = msg.with_reply(r.clone());
+        }
+        p.client.transport().publish(msg).await.unwrap();
+        let answer = recv(&mut rx, &format!("the CODEC_FAILURE reply to {body}")).await;
+        assert_eq!(&answer.subject, expect_subject);
+        let frame = match answer.body {
+            Body::Envelope(env) => *env,
+            Body::Bytes(b) => codec::decode(&b).expect("the error reply is an envelope"),
+        };
+        assert_eq!(frame.event_type, "agent.response.error", "{frame:?}");
+        assert!(frame.is_final);
+        assert_eq!(frame.correlation_id, *expect_correlation);
+        assert_eq!(frame.from, "server");
+        let err = frame.error().expect("an error payload");
+        assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+        assert!(!err.retryable());
+    }
+    assert_eq!(p.server.stats().bad_messages, cases.len() as u64);
+
+    // The handlers still serve.
+    let reply = p.client.invoke("echo", json!(1)).await.unwrap();
+    assert_eq!(reply.payload, Some(json!(1)));
+    let done = p
+        .client
+        .stream_invoke("chat", json!(null))
+        .await
+        .unwrap()
+        .final_payload()
+        .await
+        .unwrap();
+    assert_eq!(done, json!({"result": "ok"}));
+}
+
+async fn junk_on_a_callers_reply_subject_is_counted_and_skipped(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    // The handlers put junk on the caller's reply subject before and between their frames.
+    p.server
+        .handle_stream("junky", |req, w| async move {
+            let reply_to = req.envelope().reply_to.clone();
+            let t = req.bus().transport().clone();
+            t.publish(Message::bytes(reply_to.clone(), &b"garbage"[..]))
+                .await
+                .map_err(BusError::from)?;
+            w.delta_text("one").await?;
+            t.publish(Message::bytes(reply_to, &b"{\"seq\": 1}"[..]))
+                .await
+                .map_err(BusError::from)?;
+            w.finish(json!("two")).await
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("junky-invoke", |req| async move {
+            req.bus()
+                .transport()
+                .publish(Message::bytes(
+                    req.envelope().reply_to.clone(),
+                    &b"\x00\x01"[..],
+                ))
+                .await
+                .map_err(BusError::from)?;
+            Ok(json!("answer"))
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let mut s = p.client.stream_invoke("junky", json!(null)).await.unwrap();
+    let mut frames = Vec::new();
+    while let Some(f) = s.next().await {
+        let f = f.unwrap();
+        frames.push((f.seq, f.event_type.clone()));
+    }
+    assert_eq!(
+        frames,
+        [
+            (0, "agent.response.delta".to_owned()),
+            (1, "agent.response.final".to_owned())
+        ]
+    );
+    let reply = p.client.invoke("junky-invoke", json!(null)).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("answer")));
+    // Same connection, same subject: the junk arrived before the frames that followed it.
+    assert_eq!(p.client.stats().bad_messages, 3);
+    assert_eq!(p.server.stats().bad_messages, 0);
+}
+
+async fn junk_on_the_cancel_subject_is_counted_and_cancellation_still_works(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut cancelled) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("waits", move |req, w| {
+            let tx = tx.clone();
+            async move {
+                w.delta_text("waiting").await?;
+                req.cancellation().cancelled().await;
+                tx.send(()).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    let cancel_subject = p.server.subjects().cancel();
+    for (_, bytes) in junk() {
+        publish_raw(&p.client, &cancel_subject, &bytes).await;
+    }
+    p.client.transport().flush().await.unwrap();
+
+    // Cancellation still reaches the handler.
+    let mut s = p.client.stream_invoke("waits", json!(null)).await.unwrap();
+    let first = s.next().await.unwrap().unwrap();
+    assert_eq!(first.event_type, "agent.response.delta");
+    drop(s);
+    recv(&mut cancelled, "the handler's cancellation").await;
+
+    let expected = junk().len() as u64;
+    let counted = tokio::time::timeout(Duration::from_secs(3), async {
+        while p.server.stats().bad_messages < expected {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        counted.is_ok(),
+        "junk on {cancel_subject} was not counted: bad_messages = {} of {expected} \
+         (runtime/core/src/cancel.rs `Served::deliver` drops undecodable notices silently)",
+        p.server.stats().bad_messages
+    );
+}

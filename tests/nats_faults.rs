@@ -1,0 +1,302 @@
+//! Faults of the NATS server under load, with a real nats-server.
+//!
+//! Proves that:
+//! - when the server is killed (SIGKILL) while 500 invokes (and a few streams)
+//!   are in flight against a slow handler, every call ends within its 3 s
+//!   timeout plus a small margin, with a result or a typed [`BusError`]: none
+//!   hangs, none panics;
+//! - calls made while the server is down also end in time with a typed error;
+//! - once the server restarts on the same port, the same `Bus` instances (not
+//!   rebuilt) reconnect by themselves and serve invokes and streams again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use openagentio_core::{Bus, BusError, CallOptions, ErrorCode};
+use openagentio_testkit::{NatsServer, nats_bus};
+use serde_json::{Value, json};
+
+const IN_FLIGHT: usize = 500;
+const STREAMS: usize = 10;
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Scheduling slack allowed past a call's own timeout.
+const MARGIN: Duration = Duration::from_millis(1500);
+const HANDLER_DELAY: Duration = Duration::from_millis(200);
+
+/// How one call ended.
+#[derive(Debug)]
+enum Outcome {
+    Ok,
+    Failed(ErrorCode),
+    /// Still running at timeout + margin: the failure this test exists to catch.
+    Hung,
+}
+
+async fn wait_until(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `call` and classifies its end, measuring that it ends in time.
+async fn timed<F>(call: F) -> (Outcome, Duration)
+where
+    F: std::future::Future<Output = Result<(), BusError>>,
+{
+    let start = Instant::now();
+    let outcome = match tokio::time::timeout(CALL_TIMEOUT + MARGIN, call).await {
+        Ok(Ok(())) => Outcome::Ok,
+        Ok(Err(e)) => Outcome::Failed(e.code()),
+        Err(_) => Outcome::Hung,
+    };
+    (outcome, start.elapsed())
+}
+
+async fn invoke_slow(bus: &Bus, i: usize) -> Result<(), BusError> {
+    let reply = bus
+        .invoke_with(
+            "slow",
+            json!({"i": i}),
+            CallOptions::new().timeout(CALL_TIMEOUT),
+        )
+        .await?;
+    assert_eq!(
+        reply.payload,
+        Some(json!({"i": i})),
+        "a reply to another call"
+    );
+    Ok(())
+}
+
+async fn stream_ticks(bus: &Bus, n: u64, timeout: Duration) -> Result<(), BusError> {
+    let mut s = bus
+        .stream_invoke_with("ticks", json!(n), CallOptions::new().timeout(timeout))
+        .await?;
+    let mut seqs = Vec::new();
+    while let Some(frame) = s.next().await {
+        let frame = frame?;
+        if let Some(e) = frame.error() {
+            return Err(e);
+        }
+        seqs.push(frame.seq);
+    }
+    assert_eq!(
+        seqs,
+        (0..=n).collect::<Vec<_>>(),
+        "frames in order, once each"
+    );
+    Ok(())
+}
+
+fn tally(outcomes: &[(Outcome, Duration)]) -> BTreeMap<String, usize> {
+    let mut t = BTreeMap::new();
+    for (o, _) in outcomes {
+        let key = match o {
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Failed(c) => c.to_string(),
+            Outcome::Hung => "HUNG".to_owned(),
+        };
+        *t.entry(key).or_insert(0) += 1;
+    }
+    t
+}
+
+/// Every call ended, in time, with a result or a typed error.
+fn assert_all_ended_in_time(what: &str, outcomes: &[(Outcome, Duration)]) {
+    let t = tally(outcomes);
+    let slowest = outcomes.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    assert!(
+        !t.contains_key("HUNG"),
+        "{what}: calls hung past timeout + margin: {t:?}"
+    );
+    assert!(
+        slowest <= CALL_TIMEOUT + MARGIN,
+        "{what}: slowest call took {slowest:?}: {t:?}"
+    );
+    for (o, d) in outcomes {
+        if let Outcome::Failed(code) = o {
+            assert!(
+                matches!(
+                    code,
+                    ErrorCode::AgentTimeout
+                        | ErrorCode::TransportFailure
+                        | ErrorCode::AgentUnavailable
+                        | ErrorCode::NoHandler
+                ),
+                "{what}: unexpected error code {code} after {d:?}"
+            );
+        }
+    }
+    eprintln!("{what}: {t:?}, slowest {slowest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_server_under_load_fails_calls_in_time_and_the_bus_recovers() {
+    tokio::time::timeout(Duration::from_secs(90), scenario())
+        .await
+        .expect("the scenario finished within 90 s");
+}
+
+async fn scenario() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let builder = |id: &str| Bus::builder().agent_id(id).default_timeout(CALL_TIMEOUT);
+    let server = nats_bus(&url, builder("server")).await;
+    let client = nats_bus(&url, builder("client")).await;
+
+    let entered = Arc::new(AtomicUsize::new(0));
+    let counter = entered.clone();
+    server
+        .handle_invoke("slow", move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(HANDLER_DELAY).await;
+                Ok(req.payload().clone())
+            }
+        })
+        .await
+        .unwrap();
+    server
+        .handle_stream("ticks", |req, w| async move {
+            let n = req.payload().as_u64().unwrap_or(3);
+            for i in 0..n {
+                w.delta_text(i.to_string()).await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            w.finish(json!(n)).await
+        })
+        .await
+        .unwrap();
+    client.transport().flush().await.unwrap();
+
+    // Healthy first: a call and a stream succeed.
+    invoke_slow(&client, usize::MAX).await.unwrap();
+    stream_ticks(&client, 3, CALL_TIMEOUT).await.unwrap();
+    entered.store(0, Ordering::SeqCst);
+
+    // 500 invokes and a few long streams in flight...
+    let mut calls = FuturesUnordered::new();
+    for i in 0..IN_FLIGHT {
+        let c = client.clone();
+        calls.push(tokio::spawn(async move { timed(invoke_slow(&c, i)).await }));
+    }
+    for _ in 0..STREAMS {
+        let c = client.clone();
+        calls.push(tokio::spawn(async move {
+            timed(stream_ticks(&c, 1_000, CALL_TIMEOUT)).await
+        }));
+    }
+    // ...all delivered to the handler, which is still sleeping on them...
+    wait_until(
+        "the handler to hold every invoke",
+        Duration::from_secs(10),
+        || entered.load(Ordering::SeqCst) >= IN_FLIGHT,
+    )
+    .await;
+    // ...when the server dies.
+    nats.kill();
+    let killed_at = Instant::now();
+
+    let mut outcomes = Vec::new();
+    while let Some(done) = calls.next().await {
+        outcomes.push(done.expect("a call task panicked"));
+    }
+    assert_eq!(outcomes.len(), IN_FLIGHT + STREAMS);
+    assert_all_ended_in_time("calls in flight at the kill", &outcomes);
+    let failed = outcomes
+        .iter()
+        .filter(|(o, _)| matches!(o, Outcome::Failed(_)))
+        .count();
+    assert!(
+        failed > 0,
+        "the kill did not affect any call: {:?}",
+        tally(&outcomes)
+    );
+    assert!(
+        killed_at.elapsed() <= CALL_TIMEOUT + MARGIN,
+        "the calls outlived the kill by {:?}",
+        killed_at.elapsed()
+    );
+
+    // Calls made while the server is down end in time too.
+    let mut down: Vec<(Outcome, Duration)> = futures::future::join_all((0..5).map(|i| {
+        let c = client.clone();
+        async move { timed(invoke_slow(&c, i)).await }
+    }))
+    .await;
+    down.push(timed(stream_ticks(&client, 3, CALL_TIMEOUT)).await);
+    assert_all_ended_in_time("calls while the server is down", &down);
+    assert!(
+        down.iter().all(|(o, _)| matches!(o, Outcome::Failed(_))),
+        "a call succeeded with no server: {:?}",
+        tally(&down)
+    );
+
+    // The server comes back on the same port: the same buses serve again.
+    nats.restart();
+    let restarted_at = Instant::now();
+    let deadline = restarted_at + Duration::from_secs(10);
+    loop {
+        let last_error = match client
+            .invoke_with(
+                "slow",
+                json!({"i": 0}),
+                CallOptions::new().timeout(Duration::from_secs(1)),
+            )
+            .await
+        {
+            Ok(reply) => {
+                assert_eq!(reply.payload, Some(json!({"i": 0})));
+                eprintln!(
+                    "serving again {:?} after the restart",
+                    restarted_at.elapsed()
+                );
+                break;
+            }
+            Err(e) => e,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "the bus did not serve again within 10 s of the restart; last error: {last_error}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = FuturesUnordered::new();
+    for i in 0..50 {
+        let c = client.clone();
+        again.push(async move { invoke_slow(&c, i).await });
+    }
+    while let Some(r) = again.next().await {
+        r.expect("invoke after the restart");
+    }
+    stream_ticks(&client, 5, CALL_TIMEOUT)
+        .await
+        .expect("stream after the restart");
+    let events: Value = {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        server
+            .subscribe("faults.after", move |env| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(env.payload.unwrap_or_default());
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+        client.emit("faults.after", json!("back")).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("event after the restart")
+            .unwrap()
+    };
+    assert_eq!(events, json!("back"));
+    assert!(server.transport().stats().reconnects >= 1);
+    assert!(client.transport().stats().reconnects >= 1);
+    assert!(server.transport().is_connected() && client.transport().is_connected());
+}
