@@ -917,10 +917,15 @@ async fn invoke_of_a_stream_target_gets_only_the_answer(kind: TransportKind) {
 
 async fn drain_finishes_in_flight_calls_and_stops_intake(kind: TransportKind) {
     let p = BusPair::plain(kind).await;
+    let (started_tx, mut started_rx) = mpsc::unbounded_channel();
     p.server
-        .handle_invoke("quick", |_req| async move {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            Ok(json!("done"))
+        .handle_invoke("quick", move |_req| {
+            let started_tx = started_tx.clone();
+            async move {
+                let _ = started_tx.send(());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(json!("done"))
+            }
         })
         .await
         .unwrap();
@@ -936,6 +941,7 @@ async fn drain_finishes_in_flight_calls_and_stops_intake(kind: TransportKind) {
     p.settle().await;
     let client = p.client.clone();
     let quick = tokio::spawn(async move { client.invoke("quick", json!({})).await });
+    recv(&mut started_rx).await;
     let mut stubborn = p.client.stream_invoke("stubborn", json!({})).await.unwrap();
     stubborn.next().await.unwrap().unwrap();
     let started = Instant::now();

@@ -232,18 +232,35 @@ impl Transport for NatsTransport {
             None => self.client.subscribe(subject_owned).await,
         }
         .map_err(to_transport_error)?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
+            let deliver = |m: async_nats::Message| {
                 sink.deliver(Message {
                     subject: m.subject.to_string(),
                     reply: m.reply.map(|r| r.to_string()),
                     body: Body::Bytes(m.payload),
                     status: m.status.map(|s| s.as_u16()),
-                });
+                })
+            };
+            loop {
+                tokio::select! {
+                    m = sub.next() => match m {
+                        Some(m) => deliver(m),
+                        None => return,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+            // Unsubscribed: hand on what the client had already received, so a
+            // request that reached us before the unsubscription is served, not lost.
+            let _ = sub.unsubscribe().await;
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+                deliver(m);
             }
         });
         Ok(Box::new(NatsSubscription {
-            task: task.abort_handle(),
+            stop: parking_lot::Mutex::new(Some(stop)),
+            task: parking_lot::Mutex::new(Some(task)),
         }))
     }
 
@@ -299,15 +316,37 @@ impl Transport for NatsTransport {
     }
 }
 
-/// Dropping the client-side subscriber (by ending its task) unsubscribes on the server.
+/// A subscription's forwarding task, stopped by [`Subscription::unsubscribe`].
 struct NatsSubscription {
-    task: tokio::task::AbortHandle,
+    stop: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[async_trait]
 impl Subscription for NatsSubscription {
     async fn unsubscribe(&self) -> Result<(), TransportError> {
-        self.task.abort();
+        if let Some(stop) = self.stop.lock().take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.lock().take();
+        if let Some(mut task) = task {
+            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
         Ok(())
+    }
+}
+
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        // Not unsubscribed explicitly: ending the task drops the client-side
+        // subscriber, which unsubscribes on the server.
+        if let Some(task) = self.task.lock().take() {
+            task.abort();
+        }
     }
 }

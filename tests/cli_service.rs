@@ -1,0 +1,194 @@
+//! The binary as a user runs it: `openagentio run` on a config with the NATS
+//! transport, `openagentio invoke` and `openagentio stream` from other
+//! processes, then SIGTERM while a stream is in flight: the stream ends with a
+//! terminal frame and the service exits 0 within its drain deadline.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use openagentio_testkit::{NatsServer, free_port};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openagentio");
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn client(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run the openagentio client")
+}
+
+fn write_config(nats_url: &str, http_port: u16) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let yaml = format!(
+        r#"version: "openagentio.bridge/v1"
+bus:
+  transport: nats
+  nats: {{ url: "{nats_url}" }}
+http:
+  listen: "127.0.0.1:{http_port}"
+shutdown:
+  drain_timeout: 1s
+bridges:
+  - name: echo
+    type: echo
+    config: {{ word_delay: 150ms }}
+"#
+    );
+    std::io::Write::write_all(&mut f, yaml.as_bytes()).unwrap();
+    f
+}
+
+fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM failed");
+}
+
+#[test]
+fn run_invoke_stream_and_drain_on_sigterm() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let cfg = write_config(&url, free_port());
+
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut service = Service(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut summary = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        summary.push_str(&line);
+        summary.push('\n');
+        if line.contains("stop with Ctrl-C") {
+            break;
+        }
+    }
+    assert!(summary.contains(&format!("bus: nats ({url})")), "{summary}");
+    assert!(summary.contains("bridge echo (echo): echo"), "{summary}");
+
+    // invoke and stream from other processes.
+    let out = client(&["invoke", "echo", r#"{"text": "hi"}"#, "--bus", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply, serde_json::json!({"text": "hi"}));
+
+    let out = client(&["stream", "echo", "--text", "one two three", "--bus", &url]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one two three\n");
+
+    let out = client(&["invoke", "nobody", "--bus", &url, "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NO_HANDLER"),
+        "{out:?}"
+    );
+
+    // A long stream, then SIGTERM while it is in flight.
+    let words = vec!["word"; 100].join(" ");
+    let mut stream = Command::new(BIN)
+        .args([
+            "stream",
+            "echo",
+            "--text",
+            &words,
+            "--json",
+            "--bus",
+            &url,
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut frames = BufReader::new(stream.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = frames.next().unwrap().unwrap();
+        let _: Value = serde_json::from_str(&line).unwrap();
+    }
+    let term_at = Instant::now();
+    sigterm(service.0.id());
+    let mut last = Value::Null;
+    for line in frames {
+        last = serde_json::from_str(&line.unwrap()).unwrap();
+    }
+    assert_eq!(
+        last["is_final"],
+        Value::Bool(true),
+        "the stream ended without a terminal frame: {last}"
+    );
+    assert!(
+        matches!(
+            last["event_type"].as_str(),
+            Some("agent.response.final" | "agent.response.error")
+        ),
+        "{last}"
+    );
+    let _ = stream.wait();
+
+    let status = loop {
+        if let Some(s) = service.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            term_at.elapsed() < Duration::from_secs(5),
+            "the service did not exit within the drain deadline"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        term_at.elapsed() < Duration::from_secs(3),
+        "exit took {:?}",
+        term_at.elapsed()
+    );
+}
+
+#[test]
+fn validate_and_schema_exit_codes() {
+    let out = client(&[
+        "validate",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = client(&[
+        "validate",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/tests/data/ten_mistakes.yaml"
+        ),
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bridges[2].config.timeout: expected a positive number"),
+        "{err}"
+    );
+    let out = client(&["schema"]);
+    assert!(out.status.success());
+    let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(schema["properties"]["bridges"].is_object());
+    let out = client(&["invoke", "echo", "{not json", "--bus", "memory"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = client(&["run", "-c", "/nonexistent.yaml"]);
+    assert_eq!(out.status.code(), Some(3));
+}
