@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use openagentio_config::{BridgeConfig, BridgeKind, OpenAiSseConfig};
+use std::path::PathBuf;
+
+use openagentio_config::{BridgeConfig, BridgeKind, MatrixConfig as MatrixFile, OpenAiSseConfig};
 use openagentio_core::Bridge;
+use openagentio_matrix::{MatrixAuth, MatrixBridge, MatrixConfig, Responder};
 use openagentio_openai_sse::{SseBridge, SseConfig};
 
 use crate::echo_bridge::{EchoBridge, EchoConfig};
@@ -41,13 +44,108 @@ pub fn build_bridge(index: usize, b: &BridgeConfig) -> Result<Box<dyn Bridge>, B
             cfg.validate().map_err(|e| fail(e.to_string()))?;
             Box::new(SseBridge::new(&b.name, cfg))
         }
-        BridgeKind::McpTool(_) | BridgeKind::MatrixEvent(_) => {
+        BridgeKind::MatrixEvent(c) => {
+            let cfg = matrix_config(&b.name, c);
+            cfg.validate().map_err(|e| fail(e.to_string()))?;
+            Box::new(MatrixBridge::new(&b.name, cfg))
+        }
+        BridgeKind::McpTool(_) => {
             return Err(fail(format!(
                 "bridge type {:?} is not available in this build",
                 b.type_name
             )));
         }
     })
+}
+
+/// Where a Matrix bridge keeps its state (sync token, session) when the file
+/// does not say: `$OPENAGENTIO_STATE_DIR/matrix/{name}`, by default under
+/// `~/.local/state/openagentio`.
+fn default_state_dir(bridge: &str) -> PathBuf {
+    let base = std::env::var_os("OPENAGENTIO_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".local/state/openagentio")
+        });
+    base.join("matrix").join(bridge)
+}
+
+fn matrix_config(name: &str, c: &MatrixFile) -> MatrixConfig {
+    use openagentio_config::{
+        InitialSyncBehavior as FileSync, OutboundMsgtype as FileMsgtype,
+        SessionStrategy as FileSession,
+    };
+    let s = &c.config;
+    let auth = match (&s.access_token, &s.password) {
+        (Some(token), _) => MatrixAuth::AccessToken {
+            token: token.expose().into(),
+            user_id: s.user_id.clone(),
+            device_id: s.device_id.clone(),
+        },
+        (None, Some(password)) => MatrixAuth::Password {
+            user_id: s.user_id.clone(),
+            password: password.expose().into(),
+        },
+        // The config crate requires one of the two; an empty token fails validation.
+        (None, None) => MatrixAuth::AccessToken {
+            token: "".into(),
+            user_id: s.user_id.clone(),
+            device_id: None,
+        },
+    };
+    let state_dir = s
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| default_state_dir(name));
+    let mut cfg = MatrixConfig::new(
+        s.homeserver_url.to_string(),
+        auth,
+        s.room_ids.clone(),
+        state_dir,
+    );
+    cfg.sync_timeout = s.sync_timeout;
+    cfg.reconnect_delay = s.reconnect_delay;
+    cfg.initial_sync_behavior = match s.initial_sync_behavior {
+        FileSync::Skip => openagentio_matrix::InitialSyncBehavior::Skip,
+        FileSync::Replay => openagentio_matrix::InitialSyncBehavior::Replay,
+    };
+    cfg.outbound_msgtype = match s.outbound_msgtype {
+        FileMsgtype::Text => openagentio_matrix::OutboundMsgType::Text,
+        FileMsgtype::Notice => openagentio_matrix::OutboundMsgType::Notice,
+    };
+    cfg.inbound_message_event = c.mappings.inbound_message_event.clone();
+    cfg.outbound_message_event = c.mappings.outbound_message_event.clone();
+    cfg.session_strategy = match c.mappings.session_strategy {
+        FileSession::Room => openagentio_matrix::SessionStrategy::Room,
+        FileSession::RoomSender => openagentio_matrix::SessionStrategy::RoomSender,
+    };
+    cfg.auto_join = s.auto_join;
+    cfg.allowed_inviters = s
+        .allowed_inviters
+        .iter()
+        .map(|g| g.as_str().to_owned())
+        .collect();
+    cfg.sender_allowlist = s
+        .sender_allowlist
+        .iter()
+        .map(|g| g.as_str().to_owned())
+        .collect();
+    cfg.ignore_notices = s.ignore_notices;
+    cfg.responders = s
+        .responder
+        .iter()
+        .map(|r| Responder {
+            room: r.room.clone(),
+            target: r.target.clone(),
+            edit_interval: r.edit_throttle,
+            max_edits: r.max_edits,
+            ..Responder::new(r.room.clone(), r.target.clone())
+        })
+        .collect();
+    cfg
 }
 
 fn sse_config(c: &OpenAiSseConfig, openclaw: bool) -> SseConfig {

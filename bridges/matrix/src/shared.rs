@@ -1,0 +1,149 @@
+//! What the bridge's handlers and its sync work share.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openagentio_core::{Bus, BusError, WeakBus};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{MatrixConfig, Responder};
+use crate::error::MatrixError;
+use crate::session::Session;
+use crate::state::{StateStore, SyncCursor};
+
+/// Rooms the bridge knows.
+#[derive(Default)]
+pub(crate) struct Rooms {
+    /// Room ids whose messages are published.
+    pub listened: HashSet<String>,
+    /// Responders by room id.
+    pub responders: HashMap<String, Responder>,
+    /// Resolved aliases.
+    pub aliases: HashMap<String, String>,
+    /// Encrypted rooms already warned about.
+    pub warned_encrypted: HashSet<String>,
+}
+
+/// State shared by the bus handlers, the sync work and the responders.
+pub(crate) struct Shared {
+    /// The bridge name.
+    pub name: String,
+    /// The configuration.
+    pub cfg: MatrixConfig,
+    /// The state directory.
+    pub store: StateStore,
+    /// The bus (weak: the bus holds our handlers).
+    pub bus: WeakBus,
+    /// The current session, once logged in.
+    pub session: watch::Sender<Option<Arc<Session>>>,
+    /// Why the sync work stopped for good, if it did (outbound calls then fail fast).
+    pub failed: watch::Sender<Option<String>>,
+    /// Set after the first sync batch has been processed.
+    pub ready: watch::Sender<bool>,
+    /// Known rooms.
+    pub rooms: RwLock<Rooms>,
+    /// The sync cursor, loaded on the first run.
+    pub cursor: Mutex<Option<SyncCursor>>,
+    /// Responder tasks.
+    pub tasks: TaskTracker,
+    /// Cancelled on stop.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// New shared state for `bus`.
+    pub fn new(name: String, cfg: MatrixConfig, store: StateStore, bus: &Bus) -> Self {
+        Shared {
+            name,
+            cfg,
+            store,
+            bus: bus.downgrade(),
+            session: watch::Sender::new(None),
+            failed: watch::Sender::new(None),
+            ready: watch::Sender::new(false),
+            rooms: RwLock::new(Rooms::default()),
+            cursor: Mutex::new(None),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The bus, while it exists.
+    pub fn bus(&self) -> Result<Bus, BusError> {
+        self.bus
+            .upgrade()
+            .ok_or_else(|| BusError::unavailable("the bus is gone"))
+    }
+
+    /// The session, waiting up to `wait` for the login; fails at once when
+    /// the bridge has stopped for good (bad credentials).
+    pub async fn session(&self, wait: Duration) -> Result<Arc<Session>, BusError> {
+        let mut sessions = self.session.subscribe();
+        let mut failures = self.failed.subscribe();
+        let wait_for = async {
+            loop {
+                if let Some(s) = sessions.borrow_and_update().clone() {
+                    return Ok(s);
+                }
+                if let Some(reason) = failures.borrow_and_update().clone() {
+                    return Err(BusError::unavailable(format!(
+                        "matrix bridge {}: {reason}",
+                        self.name
+                    )));
+                }
+                tokio::select! {
+                    r = sessions.changed() => if r.is_err() { break },
+                    r = failures.changed() => if r.is_err() { break },
+                }
+            }
+            Err(BusError::unavailable("the bridge is stopping"))
+        };
+        tokio::time::timeout(wait, wait_for)
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::unavailable(format!(
+                    "matrix bridge {}: not logged in to the homeserver",
+                    self.name
+                )))
+            })
+    }
+
+    /// The room id of a room id or alias (aliases are resolved once and cached).
+    pub async fn resolve_room(&self, session: &Session, room: &str) -> Result<String, MatrixError> {
+        if !room.starts_with('#') {
+            return Ok(room.to_owned());
+        }
+        if let Some(id) = self.rooms.read().aliases.get(room) {
+            return Ok(id.clone());
+        }
+        let id = session
+            .client
+            .resolve_alias(room)
+            .await
+            .map_err(|e| match e {
+                MatrixError::Api { status: 404, .. } => {
+                    MatrixError::Invalid(format!("room alias {room} does not exist"))
+                }
+                other => other,
+            })?;
+        self.rooms
+            .write()
+            .aliases
+            .insert(room.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    /// Saves the cursor, if loaded (logs failures; used on drop paths).
+    pub fn persist_cursor_quietly(&self) {
+        let cursor = self.cursor.lock().clone();
+        if let Some(c) = cursor {
+            if let Err(e) = self.store.save_cursor(&c) {
+                tracing::warn!(bridge = %self.name, error = %e, "matrix: cannot save the sync cursor");
+            }
+        }
+    }
+}

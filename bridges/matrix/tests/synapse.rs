@@ -1,0 +1,558 @@
+//! The Matrix bridge against a real Synapse (see `support/synapse.rs`).
+//! Without Synapse installed these tests FAIL with an install hint.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openagentio_core::{Bridge, Bus, BusError, Envelope, HealthState};
+use openagentio_matrix::{
+    MatrixAuth, MatrixBridge, MatrixConfig, Responder, Secret, SessionStrategy,
+};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use support::client::TestClient;
+use support::logs;
+use support::synapse::{RateLimit, Synapse, SynapseOptions, TestUser};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn token_config(hs: &Synapse, bot: &TestUser, rooms: Vec<String>, state: &Path) -> MatrixConfig {
+    let mut c = MatrixConfig::new(
+        hs.url(),
+        MatrixAuth::AccessToken {
+            token: Secret::new(bot.token.clone()),
+            user_id: bot.user_id.clone(),
+            device_id: None,
+        },
+        rooms,
+        state,
+    );
+    c.sync_timeout = Duration::from_secs(5);
+    c.reconnect_delay = Duration::from_millis(200);
+    c
+}
+
+/// Events of `event_type` as they reach the bus.
+async fn collect(bus: &Bus, event_type: &str) -> mpsc::UnboundedReceiver<Envelope> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    bus.subscribe(event_type, move |env| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(env);
+            Ok::<(), BusError>(())
+        }
+    })
+    .await
+    .unwrap();
+    rx
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>) -> Envelope {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("no event within the wait limit")
+        .expect("channel closed")
+}
+
+async fn started(name: &str, cfg: MatrixConfig, bus: &Bus) -> MatrixBridge {
+    let mut b = MatrixBridge::new(name, cfg);
+    b.start(bus).await.expect("bridge starts");
+    assert!(
+        b.wait_ready(WAIT).await,
+        "bridge not ready: {:?}",
+        b.health()
+    );
+    assert_eq!(b.health().state, HealthState::Healthy);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_messages_reach_the_bus_with_payload_metadata_and_session() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let carol = TestClient::new(&hs, &hs.register("carol").await);
+    let bot = hs.register("bot").await;
+    // A private room known by its alias: the bot accepts the invite (auto_join).
+    let room = alice
+        .create_room(Some("agents"), &[&bot.user_id, &carol.user.user_id])
+        .await;
+    carol.join(&room).await;
+    alice
+        .send_text(&room, "history before the first start")
+        .await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot, vec!["#agents:localhost".into()], state.path());
+    cfg.auto_join = true;
+    cfg.allowed_inviters = vec!["@alice:localhost".into()];
+    cfg.session_strategy = SessionStrategy::RoomSender;
+    cfg.sender_allowlist = vec!["@ali*:localhost".into()];
+    let bus = Bus::memory();
+    let mut received = collect(&bus, "matrix.message.received").await;
+    let mut edited = collect(&bus, "matrix.message.edited").await;
+    let mut bridge = started("matrix", cfg, &bus).await;
+
+    // A plain message with HTML and a traceparent.
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let first = alice
+        .send(&room, json!({"msgtype": "m.text", "body": "hello bot", "format": "org.matrix.custom.html", "formatted_body": "<b>hello</b> bot", "traceparent": tp}))
+        .await;
+    let env = next(&mut received).await;
+    let p = env.payload.clone().unwrap();
+    assert_eq!(
+        p["text"], "hello bot",
+        "history was not skipped on the first start"
+    );
+    assert_eq!(p["html"], "<b>hello</b> bot");
+    assert_eq!(p["room_id"], room.as_str());
+    assert_eq!(p["sender"], "@alice:localhost");
+    assert_eq!(p["event_id"], first.as_str());
+    assert_eq!(p["msgtype"], "m.text");
+    assert!(p["origin_server_ts"].as_i64().unwrap() > 0);
+    assert_eq!(env.metadata["matrix.room_id"], room.as_str());
+    assert_eq!(env.metadata["matrix.sender"], "@alice:localhost");
+    assert_eq!(env.metadata["matrix.event_id"], first.as_str());
+    assert_eq!(env.metadata["matrix.msgtype"], "m.text");
+    assert_eq!(env.metadata["matrix.traceparent"], tp);
+    assert_eq!(env.conversation_id, room);
+    assert_eq!(env.session_id, format!("{room}:@alice:localhost"));
+    assert_eq!(env.correlation_id, first);
+    assert_eq!(env.trace_id, "0af7651916cd43dd8448eb211c80319c");
+
+    // Notices, our own echoes and senders outside the allowlist are not published.
+    alice
+        .send(&room, json!({"msgtype": "m.notice", "body": "a notice"}))
+        .await;
+    carol.send_text(&room, "carol is not allowed").await;
+    bus.publish(
+        Envelope::new("matrix.message.send")
+            .with_payload(json!({"text": "bot speaking", "room_id": room})),
+    )
+    .await
+    .unwrap();
+    alice
+        .wait_messages_from(&room, &bot.user_id, WAIT, |m| m.len() == 1)
+        .await;
+    // A reply: described in metadata, fallback quote stripped.
+    let reply = alice
+        .send(&room, json!({"msgtype": "m.text", "body": "> <@alice:localhost> hello bot\n\nreplying", "m.relates_to": {"m.in_reply_to": {"event_id": first}}}))
+        .await;
+    let env = next(&mut received).await;
+    assert_eq!(
+        env.payload.as_ref().unwrap()["text"],
+        "replying",
+        "notice, echo or carol leaked: {env:?}"
+    );
+    assert_eq!(env.metadata["matrix.in_reply_to_event_id"], first.as_str());
+    assert_eq!(env.metadata["matrix.event_id"], reply.as_str());
+    assert!(env.metadata.get("matrix.thread_root_event_id").is_none());
+
+    // A thread message.
+    alice
+        .send(&room, json!({"msgtype": "m.text", "body": "in a thread", "m.relates_to": {"rel_type": "m.thread", "event_id": first, "is_falling_back": true, "m.in_reply_to": {"event_id": first}}}))
+        .await;
+    let env = next(&mut received).await;
+    assert_eq!(env.payload.as_ref().unwrap()["text"], "in a thread");
+    assert_eq!(env.metadata["matrix.thread_root_event_id"], first.as_str());
+    assert!(env.metadata.get("matrix.in_reply_to_event_id").is_none());
+
+    // An edit: published as an edit, not as a new message.
+    let edit = alice
+        .send(&room, json!({"msgtype": "m.text", "body": "* hello bot!", "m.new_content": {"msgtype": "m.text", "body": "hello bot!"}, "m.relates_to": {"rel_type": "m.replace", "event_id": first}}))
+        .await;
+    let env = next(&mut edited).await;
+    assert_eq!(env.payload.as_ref().unwrap()["text"], "hello bot!");
+    assert_eq!(
+        env.payload.as_ref().unwrap()["replaces_event_id"],
+        first.as_str()
+    );
+    assert_eq!(env.metadata["matrix.replaces_event_id"], first.as_str());
+    assert_eq!(env.metadata["matrix.event_id"], edit.as_str());
+    alice.send_text(&room, "last").await;
+    let env = next(&mut received).await;
+    assert_eq!(
+        env.payload.as_ref().unwrap()["text"],
+        "last",
+        "the edit leaked as a message"
+    );
+    // An invite from an allowed inviter to a room not configured: joined and
+    // listened to, without the messages from before the join.
+    let room2 = alice.create_room(None, &[&bot.user_id]).await;
+    alice.send_text(&room2, "before the bot joined").await;
+    let t0 = Instant::now();
+    while !alice.is_joined(&room2, &bot.user_id).await {
+        assert!(t0.elapsed() < WAIT, "the invite was not accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.send_text(&room2, "in room two").await;
+    let env = next(&mut received).await;
+    assert_eq!(env.payload.as_ref().unwrap()["text"], "in room two");
+    assert_eq!(env.conversation_id, room2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(received.try_recv().is_err(), "published more than once");
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_events_post_messages_once() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    let secret_room = alice
+        .create_room_with(json!({"preset": "private_chat", "invite": [bot_user.user_id], "initial_state": [
+            {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
+        ]}))
+        .await;
+    bot.join(&secret_room).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = token_config(
+        &hs,
+        &bot_user,
+        vec![room.clone(), secret_room.clone()],
+        state.path(),
+    );
+    let bus = Bus::memory();
+    let mut bridge = started("mx", cfg, &bus).await;
+    assert!(
+        logs::captured()
+            .lines()
+            .any(|l| l.contains("end-to-end encrypted") && l.contains(&secret_room)),
+        "no warning about the encrypted room"
+    );
+
+    // A bus event (room from the payload) posts a message; published twice, it posts once.
+    let env = Envelope::new("matrix.message.send").with_payload(
+        json!({"text": "from the bus", "html": "<i>from the bus</i>", "room_id": room}),
+    );
+    bus.publish(env.clone()).await.unwrap();
+    bus.publish(env.clone()).await.unwrap();
+    // Room from `matrix.room_id` metadata, then from the session id.
+    bus.publish(
+        Envelope::new("matrix.message.send")
+            .with_payload(json!({"text": "via metadata"}))
+            .with_metadata("matrix.room_id", json!(room)),
+    )
+    .await
+    .unwrap();
+    bus.publish(
+        Envelope::new("matrix.message.send")
+            .with_payload(json!({"text": "via session"}))
+            .with_session(room.clone()),
+    )
+    .await
+    .unwrap();
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |m| m.len() >= 3)
+        .await;
+    // The invoke target answers with the Matrix event id.
+    let reply = bus
+        .invoke(
+            "mx.send",
+            json!({"text": "invoked", "room_id": room, "reply_to_event_id": msgs[0]["event_id"]}),
+        )
+        .await
+        .unwrap();
+    let event_id = reply.payload.unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |m| m.len() >= 4)
+        .await;
+    let bodies: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["content"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["from the bus", "via metadata", "via session", "invoked"]
+    );
+    assert_eq!(msgs[0]["content"]["formatted_body"], "<i>from the bus</i>");
+    assert_eq!(msgs[3]["event_id"], event_id.as_str());
+    assert_eq!(
+        msgs[3]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        msgs[0]["event_id"]
+    );
+    // A bad payload is an INVALID_REQUEST for the caller.
+    let err = bus
+        .invoke("mx.send", json!({"text": ""}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), openagentio_core::ErrorCode::InvalidRequest);
+    assert_eq!(bridge.targets()[0].name, "mx.send");
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_delivers_missed_messages_once_in_order_and_reuses_the_session() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot = hs.register("bot").await;
+    let room = alice.create_room(None, &[&bot.user_id]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot, vec![room.clone()], state.path());
+    cfg.auth = MatrixAuth::Password {
+        user_id: bot.user_id.clone(),
+        password: Secret::new(bot.password.clone()),
+    };
+    cfg.auto_join = true;
+    cfg.timeline_limit = 5; // 50 messages are many sync pages
+    let bus = Bus::memory();
+    let mut rx = collect(&bus, "matrix.message.received").await;
+
+    let mut bridge = started("matrix", cfg.clone(), &bus).await;
+    let device = bridge.device_id().expect("device id");
+    alice.send_text(&room, "before").await;
+    assert_eq!(next(&mut rx).await.payload.unwrap()["text"], "before");
+    bridge.stop().await.unwrap();
+
+    for i in 0..50 {
+        alice.send_text(&room, &format!("m{i}")).await;
+    }
+    let mut bridge = started("matrix", cfg.clone(), &bus).await;
+    assert_eq!(
+        bridge.device_id().as_deref(),
+        Some(device.as_str()),
+        "a new device was created"
+    );
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got.push(
+            next(&mut rx).await.payload.unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let want: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    alice.send_text(&room, "after").await;
+    assert_eq!(next(&mut rx).await.payload.unwrap()["text"], "after");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rx.try_recv().is_err(), "an event was published twice");
+    bridge.stop().await.unwrap();
+    let session = std::fs::read_to_string(state.path().join("session.json")).unwrap();
+    assert!(session.contains(&device));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_makes_the_bridge_unhealthy_without_logging_it() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let sync_timeout = cfg.sync_timeout;
+    let bus = Bus::memory();
+    let mut bridge = started("matrix", cfg.clone(), &bus).await;
+
+    bot.logout().await;
+    let t0 = Instant::now();
+    while bridge.health().state != HealthState::Unhealthy {
+        assert!(
+            t0.elapsed() < sync_timeout + Duration::from_secs(3),
+            "still {:?} after one sync cycle",
+            bridge.health()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let health = bridge.health();
+    let reason = health.reason.unwrap();
+    assert!(
+        reason.contains("revoked") && reason.contains("M_UNKNOWN_TOKEN"),
+        "{reason}"
+    );
+    assert!(!reason.contains(&bot_user.token));
+    // It does not retry in a loop, and outbound calls fail at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bridge.restarts(), 0);
+    let t1 = Instant::now();
+    let err = bus
+        .invoke("matrix.send", json!({"text": "x", "room_id": room}))
+        .await
+        .unwrap_err();
+    assert!(t1.elapsed() < Duration::from_secs(2), "{err:?}");
+    assert!(err.message().contains("revoked"), "{err:?}");
+    bridge.stop().await.unwrap();
+
+    // Starting with the revoked token fails permanently, with the same reason.
+    let mut again = MatrixBridge::new("matrix", cfg);
+    let err = again.start(&bus).await.unwrap_err();
+    assert!(err.permanent && err.message.contains("revoked"), "{err:?}");
+    assert!(!err.to_string().contains(&bot_user.token));
+
+    let logs = logs::captured();
+    assert!(logs.contains("revoked"), "the failure is logged");
+    assert!(
+        !logs.contains(&bot_user.token),
+        "the token appears in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_burst_of_100_arrives_in_order() {
+    logs::capture();
+    let hs = Synapse::start_with(SynapseOptions {
+        rc_message: Some(RateLimit {
+            per_second: 10.0,
+            burst_count: 5,
+        }),
+    })
+    .await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let bus = Bus::memory();
+    let mut bridge = started("matrix", cfg, &bus).await;
+
+    let t0 = Instant::now();
+    for i in 0..100 {
+        bus.publish(
+            Envelope::new("matrix.message.send")
+                .with_payload(json!({"text": format!("burst {i}"), "room_id": room})),
+        )
+        .await
+        .unwrap();
+    }
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, Duration::from_secs(120), |m| {
+            m.len() >= 100
+        })
+        .await;
+    let elapsed = t0.elapsed();
+    let bodies: Vec<String> = msgs
+        .iter()
+        .map(|m| m["content"]["body"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = (0..100).map(|i| format!("burst {i}")).collect();
+    assert_eq!(bodies, want);
+    // 95 messages beyond the burst at 10/s: the limit was really hit and waited out.
+    assert!(
+        elapsed >= Duration::from_secs(8),
+        "rate limit not exercised: {elapsed:?}"
+    );
+    assert_eq!(bridge.health().state, HealthState::Healthy);
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responder_posts_the_streamed_answer_as_one_message() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice_user = hs.register("alice").await;
+    let alice = TestClient::new(&hs, &alice_user);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    let bus = Bus::memory();
+    let expected_session = room.clone();
+    bus.handle_stream("test.answer", move |req, w| {
+        let expected_session = expected_session.clone();
+        async move {
+            let text = req.payload()["text"].as_str().unwrap_or("").to_owned();
+            assert_eq!(req.envelope().session_id, expected_session);
+            if text.contains("fail") {
+                return Err(BusError::unavailable("the model is down"));
+            }
+            for part in ["The ", "answer ", "is ", "forty", "-two."] {
+                w.delta_text(part).await?;
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            w.finish(json!("The answer is forty-two.")).await
+        }
+    })
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let mut r = Responder::new(room.clone(), "test.answer");
+    r.edit_interval = Duration::from_millis(200);
+    r.max_edits = 3;
+    cfg.responders = vec![r];
+    let mut bridge = started("matrix", cfg, &bus).await;
+
+    let question = alice.send_text(&room, "what is the answer?").await;
+    let is_edit = |m: &Value| m["content"]["m.relates_to"]["rel_type"] == "m.replace";
+    let latest = |msgs: &[Value]| -> Option<String> {
+        let last_edit = msgs.iter().rev().find(|m| is_edit(m));
+        last_edit
+            .map(|m| {
+                m["content"]["m.new_content"]["body"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .or_else(|| {
+                msgs.first()
+                    .map(|m| m["content"]["body"].as_str().unwrap().to_owned())
+            })
+    };
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |m| {
+            latest(m).as_deref() == Some("The answer is forty-two.")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let msgs_after = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |_| true)
+        .await;
+    assert_eq!(
+        msgs.len(),
+        msgs_after.len(),
+        "more was posted after the final answer"
+    );
+    let originals: Vec<&Value> = msgs.iter().filter(|m| !is_edit(m)).collect();
+    assert_eq!(
+        originals.len(),
+        1,
+        "one message holds the answer: {msgs:#?}"
+    );
+    assert_eq!(
+        originals[0]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        question.as_str()
+    );
+    let edits = msgs.iter().filter(|m| is_edit(m)).count();
+    assert!((1..=3).contains(&edits), "{edits} edits");
+    for e in msgs.iter().filter(|m| is_edit(m)) {
+        assert_eq!(
+            e["content"]["m.relates_to"]["event_id"],
+            originals[0]["event_id"]
+        );
+    }
+
+    // An error frame becomes a short notice.
+    alice.send_text(&room, "please fail").await;
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |m| {
+            m.iter().any(|m| m["content"]["msgtype"] == "m.notice")
+        })
+        .await;
+    let notice = msgs
+        .iter()
+        .find(|m| m["content"]["msgtype"] == "m.notice")
+        .unwrap();
+    let body = notice["content"]["body"].as_str().unwrap();
+    assert!(
+        body.contains("test.answer") && body.contains("the model is down"),
+        "{body}"
+    );
+    bridge.stop().await.unwrap();
+}
