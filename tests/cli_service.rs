@@ -95,6 +95,14 @@ fn run_invoke_stream_and_drain_on_sigterm() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "one two three\n");
 
+    let out = client(&["targets", "--bus", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.starts_with("echo ") && listing.contains("stream"),
+        "{listing}"
+    );
+
     let out = client(&["invoke", "nobody", "--bus", &url, "--timeout", "2s"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

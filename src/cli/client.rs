@@ -6,7 +6,7 @@ use openagentio_core::{Bus, BusError, CallOptions, Envelope};
 use openagentio_nats::{NatsOptions, NatsTransport};
 use serde_json::Value;
 
-use super::{BusArgs, CallArgs, Exit, PublishArgs, StreamArgs, SubscribeArgs};
+use super::{BusArgs, CallArgs, Exit, PublishArgs, StreamArgs, SubscribeArgs, TargetsArgs};
 
 async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     let builder = Bus::builder()
@@ -200,6 +200,48 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
             seen += 1;
         }
         bus.close().await;
+        Ok::<_, Exit>(Exit::Ok)
+    };
+    run.await.unwrap_or_else(|e| e)
+}
+
+/// `openagentio targets`.
+pub async fn targets(a: TargetsArgs) -> Exit {
+    let run = async {
+        let bus = connect(&a.bus).await?;
+        let opts = options(&a.bus)?.timeout(a.timeout);
+        let reply = bus
+            .invoke_with(openagentio_host::CATALOG_TARGET, Value::Null, opts)
+            .await;
+        bus.close().await;
+        let list = reply?.payload.unwrap_or(Value::Array(Vec::new()));
+        if a.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+            return Ok(Exit::Ok);
+        }
+        let items = list.as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            println!("no targets");
+        }
+        for t in items {
+            let name = t["name"].as_str().unwrap_or("?");
+            let kind = if t["streaming"].as_bool() == Some(true) {
+                "stream"
+            } else {
+                "invoke"
+            };
+            let bridge = t["bridge"].as_str().unwrap_or("");
+            let desc = t["description"]
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("");
+            println!("{name:<32} {kind:<6} {bridge:<16} {desc}");
+        }
         Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)

@@ -39,6 +39,21 @@ pub enum Command {
     Publish(PublishArgs),
     /// Print events as they arrive, one JSON line each (wildcards `*` and `>` allowed).
     Subscribe(SubscribeArgs),
+    /// List the targets a running service serves (name, streaming, description).
+    Targets(TargetsArgs),
+}
+
+/// `targets` arguments.
+#[derive(Args, Debug)]
+pub struct TargetsArgs {
+    /// Print the catalog as JSON (with input schemas).
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub bus: BusArgs,
 }
 
 /// `run` arguments.
@@ -164,6 +179,7 @@ pub async fn dispatch(command: Command) -> Exit {
         Command::Stream(a) => client::stream(a).await,
         Command::Publish(a) => client::publish(a).await,
         Command::Subscribe(a) => client::subscribe(a).await,
+        Command::Targets(a) => client::targets(a).await,
     }
 }
 

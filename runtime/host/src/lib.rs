@@ -17,5 +17,5 @@ pub mod telemetry;
 
 mod service;
 
-pub use service::{Service, ServiceError, ShutdownReport};
+pub use service::{CATALOG_TARGET, Service, ServiceError, ShutdownReport};
 pub use spec::{ServiceSpec, TransportSpec};

@@ -107,6 +107,10 @@ impl Service {
             metrics,
         });
 
+        if let Err(e) = serve_catalog(&bus, status.clone()).await {
+            tracing::warn!(error = %e, "the catalog target could not be registered");
+        }
+
         let gateway = match spec.gateway {
             None => None,
             Some(cfg) => {
@@ -222,6 +226,22 @@ impl Service {
         tracing::info!(drained, "stopped");
         ShutdownReport { drained }
     }
+}
+
+/// The invoke target that lists this service's targets (what `openagentio
+/// targets` calls): every bridge's targets with description and input schema.
+pub const CATALOG_TARGET: &str = "openagentio.targets";
+
+async fn serve_catalog(
+    bus: &Bus,
+    status: Arc<HostStatus>,
+) -> Result<(), openagentio_core::BusError> {
+    bus.handle_invoke(CATALOG_TARGET, move |_req| {
+        let targets = status.targets();
+        async move { Ok(serde_json::to_value(targets).unwrap_or_default()) }
+    })
+    .await
+    .map(|_| ())
 }
 
 async fn stop_in_reverse(bridges: &mut Vec<Box<dyn Bridge>>) {
