@@ -41,6 +41,14 @@ pub enum Command {
     Subscribe(SubscribeArgs),
     /// List the targets a running service serves (name, streaming, description).
     Targets(TargetsArgs),
+    /// Serve the demo MCP server (stdio; or `--http PORT [--host ADDR] [--token T]`).
+    /// Configs name it as `command: ${OPENAGENTIO_EXE}` with `args: [mcp-demo]`.
+    #[command(hide = true)]
+    McpDemo {
+        /// Arguments of the demo server.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// `targets` arguments.
@@ -180,6 +188,10 @@ pub async fn dispatch(command: Command) -> Exit {
         Command::Publish(a) => client::publish(a).await,
         Command::Subscribe(a) => client::subscribe(a).await,
         Command::Targets(a) => client::targets(a).await,
+        Command::McpDemo { args } => match openagentio_mcp::demo::run(args).await {
+            Ok(()) => Exit::Ok,
+            Err(e) => Exit::Usage(e.to_string()),
+        },
     }
 }
 

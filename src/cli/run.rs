@@ -10,8 +10,19 @@ use openagentio_host::{Service, telemetry};
 
 use super::{Exit, RunArgs};
 
+/// Variables a config file may use besides the environment: `OPENAGENTIO_EXE`,
+/// this binary's path (so a config can start the demo MCP server it carries).
+fn lookup(name: &str) -> Option<String> {
+    openagentio_config::process_env(name).or_else(|| {
+        (name == "OPENAGENTIO_EXE")
+            .then(|| std::env::current_exe().ok())
+            .flatten()
+            .map(|p| p.display().to_string())
+    })
+}
+
 fn load(path: &Path) -> Result<Config, Exit> {
-    openagentio_config::load_file(path).map_err(|e| {
+    openagentio_config::load_file_with_env(path, &lookup).map_err(|e| {
         eprintln!("{}: {e}", path.display());
         Exit::Config
     })

@@ -140,10 +140,10 @@ impl Shared {
     /// Saves the cursor, if loaded (logs failures; used on drop paths).
     pub fn persist_cursor_quietly(&self) {
         let cursor = self.cursor.lock().clone();
-        if let Some(c) = cursor {
-            if let Err(e) = self.store.save_cursor(&c) {
-                tracing::warn!(bridge = %self.name, error = %e, "matrix: cannot save the sync cursor");
-            }
+        if let Some(c) = cursor
+            && let Err(e) = self.store.save_cursor(&c)
+        {
+            tracing::warn!(bridge = %self.name, error = %e, "matrix: cannot save the sync cursor");
         }
     }
 }

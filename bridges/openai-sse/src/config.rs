@@ -125,13 +125,13 @@ impl SseConfig {
         if self.model.trim().is_empty() {
             return Err(ConfigError::new("model", "must not be empty"));
         }
-        if let Some(token) = &self.token {
-            if HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
-                return Err(ConfigError::new(
-                    "token",
-                    "holds characters not allowed in a header",
-                ));
-            }
+        if let Some(token) = &self.token
+            && HeaderValue::from_str(&format!("Bearer {token}")).is_err()
+        {
+            return Err(ConfigError::new(
+                "token",
+                "holds characters not allowed in a header",
+            ));
         }
         for (name, value) in &self.headers {
             if HeaderName::from_bytes(name.as_bytes()).is_err() {
@@ -147,13 +147,13 @@ impl SseConfig {
                 ));
             }
         }
-        if let Some(name) = &self.session_field {
-            if HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(ConfigError::new(
-                    "session_field",
-                    format!("{name:?} is not a header name"),
-                ));
-            }
+        if let Some(name) = &self.session_field
+            && HeaderName::from_bytes(name.as_bytes()).is_err()
+        {
+            return Err(ConfigError::new(
+                "session_field",
+                format!("{name:?} is not a header name"),
+            ));
         }
         if self.text_field.is_empty() {
             return Err(ConfigError::new("text_field", "must not be empty"));

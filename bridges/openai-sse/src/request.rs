@@ -103,10 +103,11 @@ pub fn map_request(cfg: &SseConfig, env: &Envelope) -> Result<ChatRequest, SseEr
             if k.starts_with("acp.") {
                 continue;
             }
-            if let Some(key) = k.strip_prefix(prefix) {
-                if !key.is_empty() && !RESERVED.contains(&key) {
-                    body.insert(key.to_owned(), v.clone());
-                }
+            if let Some(key) = k.strip_prefix(prefix)
+                && !key.is_empty()
+                && !RESERVED.contains(&key)
+            {
+                body.insert(key.to_owned(), v.clone());
             }
         }
     }

@@ -86,12 +86,12 @@ impl ResponseAssembler {
             return out;
         };
         let mut payload = DeltaPayload::default();
-        if let Some(content) = delta.get("content").and_then(Value::as_str) {
-            if !content.is_empty() {
-                self.text.push_str(content);
-                if frames {
-                    content.clone_into(&mut payload.delta);
-                }
+        if let Some(content) = delta.get("content").and_then(Value::as_str)
+            && !content.is_empty()
+        {
+            self.text.push_str(content);
+            if frames {
+                content.clone_into(&mut payload.delta);
             }
         }
         let reasoning = ["reasoning_content", "reasoning"].iter().find_map(|k| {
@@ -106,16 +106,16 @@ impl ResponseAssembler {
                 payload.data.insert("reasoning".into(), Value::from(r));
             }
         }
-        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-            if !calls.is_empty() {
-                for frag in calls {
-                    self.tools.add(frag);
-                }
-                if frames {
-                    payload
-                        .data
-                        .insert("tool_calls".into(), Value::from(calls.clone()));
-                }
+        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array)
+            && !calls.is_empty()
+        {
+            for frag in calls {
+                self.tools.add(frag);
+            }
+            if frames {
+                payload
+                    .data
+                    .insert("tool_calls".into(), Value::from(calls.clone()));
             }
         }
         if frames && (!payload.delta.is_empty() || !payload.data.is_empty()) {
@@ -243,11 +243,11 @@ impl ToolCalls {
             self.by_index.insert(ix, pos);
         }
         let call = &mut self.calls[pos];
-        if let Some(id) = id {
-            if call.id.is_empty() {
-                id.clone_into(&mut call.id);
-                self.by_id.insert(id.to_owned(), pos);
-            }
+        if let Some(id) = id
+            && call.id.is_empty()
+        {
+            id.clone_into(&mut call.id);
+            self.by_id.insert(id.to_owned(), pos);
         }
         if let Some(kind) = frag.get("type").and_then(Value::as_str) {
             kind.clone_into(&mut call.kind);

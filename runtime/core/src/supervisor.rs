@@ -164,10 +164,10 @@ impl Supervised {
     /// Cancels the work and waits for it, at most `grace` before aborting it.
     pub async fn stop(&mut self, grace: Duration) {
         self.cancel.cancel();
-        if let Some(mut t) = self.task.take() {
-            if tokio::time::timeout(grace, &mut t).await.is_err() {
-                t.abort();
-            }
+        if let Some(mut t) = self.task.take()
+            && tokio::time::timeout(grace, &mut t).await.is_err()
+        {
+            t.abort();
         }
     }
 }

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use openagentio_config::{BridgeConfig, BridgeKind, MatrixConfig as MatrixFile, OpenAiSseConfig};
+use openagentio_config::{
+    BridgeConfig, BridgeKind, MatrixConfig as MatrixFile, McpToolConfig, McpUpstream, OpenAiSseConfig,
+    SupervisionConfig,
+};
 use openagentio_core::Bridge;
+use openagentio_core::supervisor::RestartPolicy;
 use openagentio_matrix::{MatrixAuth, MatrixBridge, MatrixConfig, Responder};
+use openagentio_mcp::{McpBridge, McpConfig, McpTransport};
 use openagentio_openai_sse::{SseBridge, SseConfig};
 
 use crate::echo_bridge::{EchoBridge, EchoConfig};
@@ -49,13 +54,48 @@ pub fn build_bridge(index: usize, b: &BridgeConfig) -> Result<Box<dyn Bridge>, B
             cfg.validate().map_err(|e| fail(e.to_string()))?;
             Box::new(MatrixBridge::new(&b.name, cfg))
         }
-        BridgeKind::McpTool(_) => {
-            return Err(fail(format!(
-                "bridge type {:?} is not available in this build",
-                b.type_name
-            )));
+        BridgeKind::McpTool(c) => {
+            let cfg = mcp_config(c).ok_or_else(|| fail("no upstream: set `command` (stdio) or `http_url` (streamable_http)".into()))?;
+            Box::new(McpBridge::new(&b.name, cfg).map_err(|e| fail(e.to_string()))?)
         }
     })
+}
+
+fn restart_policy(s: &SupervisionConfig) -> RestartPolicy {
+    RestartPolicy {
+        max_restarts: s.max_restarts,
+        window: s.restart_window,
+        initial_backoff: s.base_delay,
+        max_backoff: s.max_delay,
+    }
+}
+
+fn mcp_config(c: &McpToolConfig) -> Option<McpConfig> {
+    let s = &c.config;
+    let expose = |m: &std::collections::BTreeMap<String, openagentio_config::Secret>| {
+        m.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect()
+    };
+    let transport = match s.upstream()? {
+        McpUpstream::Stdio { command, args, env, cwd } => McpTransport::Stdio {
+            command: command.to_owned(),
+            args: args.to_vec(),
+            env: expose(env),
+            cwd: cwd.map(|p| p.to_path_buf()),
+        },
+        McpUpstream::StreamableHttp { url, headers, token } => McpTransport::StreamableHttp {
+            url: url.to_string(),
+            headers: expose(headers),
+            token: token.map(|t| t.expose().to_owned()),
+        },
+    };
+    let mut cfg = McpConfig::new(transport);
+    cfg.target_prefix = c.mappings.target_prefix.clone();
+    cfg.timeout = s.timeout;
+    cfg.tool_timeouts = s.tool_timeouts.clone();
+    cfg.include = s.include.iter().map(|g| g.as_str().to_owned()).collect();
+    cfg.exclude = s.exclude.iter().map(|g| g.as_str().to_owned()).collect();
+    cfg.restart = restart_policy(&s.supervision);
+    Some(cfg)
 }
 
 /// Where a Matrix bridge keeps its state (sync token, session) when the file

@@ -329,13 +329,12 @@ impl Subscription for NatsSubscription {
             let _ = stop.send(());
         }
         let task = self.task.lock().take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout(Duration::from_secs(3), &mut task)
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(3), &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
         Ok(())
     }

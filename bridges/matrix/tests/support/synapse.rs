@@ -211,10 +211,10 @@ impl Synapse {
                 };
                 panic!("synapse exited with {status} before it was ready. {hint}\n{err}");
             }
-            if let Ok(r) = self.http.get(&url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.http.get(&url).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(
                 start.elapsed() < limit,
