@@ -6,8 +6,8 @@ use std::time::Duration;
 use std::path::PathBuf;
 
 use openagentio_config::{
-    BridgeConfig, BridgeKind, MatrixConfig as MatrixFile, McpToolConfig, McpUpstream, OpenAiSseConfig,
-    SupervisionConfig,
+    BridgeConfig, BridgeKind, MatrixConfig as MatrixFile, McpToolConfig, McpUpstream,
+    OpenAiSseConfig, SupervisionConfig,
 };
 use openagentio_core::Bridge;
 use openagentio_core::supervisor::RestartPolicy;
@@ -55,7 +55,9 @@ pub fn build_bridge(index: usize, b: &BridgeConfig) -> Result<Box<dyn Bridge>, B
             Box::new(MatrixBridge::new(&b.name, cfg))
         }
         BridgeKind::McpTool(c) => {
-            let cfg = mcp_config(c).ok_or_else(|| fail("no upstream: set `command` (stdio) or `http_url` (streamable_http)".into()))?;
+            let cfg = mcp_config(c).ok_or_else(|| {
+                fail("no upstream: set `command` (stdio) or `http_url` (streamable_http)".into())
+            })?;
             Box::new(McpBridge::new(&b.name, cfg).map_err(|e| fail(e.to_string()))?)
         }
     })
@@ -73,16 +75,27 @@ fn restart_policy(s: &SupervisionConfig) -> RestartPolicy {
 fn mcp_config(c: &McpToolConfig) -> Option<McpConfig> {
     let s = &c.config;
     let expose = |m: &std::collections::BTreeMap<String, openagentio_config::Secret>| {
-        m.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect()
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+            .collect()
     };
     let transport = match s.upstream()? {
-        McpUpstream::Stdio { command, args, env, cwd } => McpTransport::Stdio {
+        McpUpstream::Stdio {
+            command,
+            args,
+            env,
+            cwd,
+        } => McpTransport::Stdio {
             command: command.to_owned(),
             args: args.to_vec(),
             env: expose(env),
             cwd: cwd.map(|p| p.to_path_buf()),
         },
-        McpUpstream::StreamableHttp { url, headers, token } => McpTransport::StreamableHttp {
+        McpUpstream::StreamableHttp {
+            url,
+            headers,
+            token,
+        } => McpTransport::StreamableHttp {
             url: url.to_string(),
             headers: expose(headers),
             token: token.map(|t| t.expose().to_owned()),
