@@ -167,6 +167,9 @@ async fn a_restarted_http_server_gets_a_new_session() {
     let mut cfg = McpConfig::new(McpTransport::streamable_http(first.url()));
     cfg.restart.initial_backoff = Duration::from_millis(100);
     cfg.restart.max_backoff = Duration::from_millis(500);
+    // Fast retries while the new process starts (slowly on a loaded machine):
+    // this test is about the new session, not about giving up.
+    cfg.restart.max_restarts = 1000;
     let (bus, mut bridge) = start("pyhttp", cfg).await;
     let r = bus
         .invoke("pyhttp.echo", json!({"text": "one"}))

@@ -92,6 +92,9 @@ pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryErr
         return Ok(TelemetryGuard { provider: None });
     };
     let url = traces_url(endpoint);
+    // The workspace builds rustls without a default crypto provider (to avoid
+    // aws-lc's C build); the exporter's HTTP client needs one installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(url.clone())
