@@ -373,6 +373,18 @@ async fn serve_http(
     port: u16,
     token: Option<String>,
 ) -> std::io::Result<()> {
+    // rmcp accepts only loopback `Host` headers by default (DNS rebinding
+    // protection); bound to a non-loopback address (a container), the server is
+    // reached by other names (`mcp:8000`), so the check is lifted there.
+    let loopback = host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(host == "localhost");
+    let server_config = if loopback {
+        StreamableHttpServerConfig::default()
+    } else {
+        StreamableHttpServerConfig::default().disable_allowed_hosts()
+    };
     let sessions = Arc::new(LocalSessionManager::default());
     let manager = sessions.clone();
     let service = StreamableHttpService::new(
@@ -383,7 +395,7 @@ async fn serve_http(
             })
         },
         sessions,
-        StreamableHttpServerConfig::default(),
+        server_config,
     );
     let expected = token.map(|t| format!("Bearer {t}"));
     let app = axum::Router::new()
