@@ -232,7 +232,6 @@ impl CallServer {
             writer,
             frames,
             assembler: ResponseAssembler::new(self.config.model.as_str()),
-            sent_delta: false,
         };
         let is_json = opened
             .response
@@ -260,8 +259,6 @@ struct Call<'a> {
     writer: &'a StreamWriter,
     frames: bool,
     assembler: ResponseAssembler,
-    /// Whether a delta frame went out (the first one yields, see `on_chunk`).
-    sent_delta: bool,
 }
 
 impl Call<'_> {
@@ -382,12 +379,6 @@ impl Call<'_> {
         }
         if let Some(delta) = out.delta {
             self.writer.delta(delta).await.map_err(SseError::Bus)?;
-            if !self.sent_delta {
-                // Let the caller's side (woken into this worker's LIFO slot) take
-                // the first token now, not after the rest of this read's chunks.
-                self.sent_delta = true;
-                tokio::task::yield_now().await;
-            }
         }
         Ok(())
     }
