@@ -11,7 +11,6 @@
 //!   envelope) or carry a transport reply subject, are answered there with an
 //!   `agent.response.error` frame of code `CODEC_FAILURE`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,34 +23,12 @@ use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::bounded(super::$name(openagentio_testkit::TransportKind::Memory)).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nats() {
-                super::bounded(super::$name(openagentio_testkit::TransportKind::Nats)).await
-            }
-        })*
-    };
-}
-
-on_both_transports!(
+openagentio_testkit::on_both_transports!(
     junk_on_handler_and_subscription_subjects_is_counted_and_serving_goes_on,
     undecodable_requests_with_a_reply_subject_get_codec_failure,
     junk_on_a_callers_reply_subject_is_counted_and_skipped,
     junk_on_the_cancel_subject_is_counted_and_cancellation_still_works,
 );
-
-/// No test may hang: each is bounded.
-async fn bounded(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test did not finish within 60 s");
-}
 
 /// Waits (bounded) until `cond` holds; the bus offers no notification for its
 /// counters, so this polls them.

@@ -4,7 +4,6 @@
 //! order, duplicates, gaps, timeouts, cancellation, panics, retry, dead letters,
 //! context propagation across nested calls, tenant isolation.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -20,22 +19,7 @@ use tokio::sync::mpsc;
 
 const LIMIT: Duration = Duration::from_secs(10);
 
-macro_rules! on_both_transports {
-    ($($name:ident),* $(,)?) => {
-        $(mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::bounded(super::$name(openagentio_testkit::TransportKind::Memory)).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn nats() {
-                super::bounded(super::$name(openagentio_testkit::TransportKind::Nats)).await
-            }
-        })*
-    };
-}
-
-on_both_transports!(
+openagentio_testkit::on_both_transports!(
     pubsub_fans_out_and_queue_groups_share,
     invoke_returns_payload_and_error_codes,
     invoke_to_nobody_fails_fast_with_no_handler,
@@ -55,13 +39,6 @@ on_both_transports!(
     invoke_of_a_stream_target_gets_only_the_answer,
     drain_finishes_in_flight_calls_and_stops_intake,
 );
-
-/// No test may hang: each is bounded.
-async fn bounded(test: impl Future<Output = ()>) {
-    tokio::time::timeout(Duration::from_secs(60), test)
-        .await
-        .expect("test did not finish within 60 s");
-}
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
     tokio::time::timeout(LIMIT, rx.recv())

@@ -86,13 +86,28 @@ impl Envelope {
     pub fn new(event_type: impl Into<String>) -> Self {
         let event_type = event_type.into();
         let frame_type = frame_type_for(&event_type).unwrap_or_default().to_owned();
+        Envelope::blank(
+            new_event_id(),
+            event_type,
+            frame_type,
+            Utc::now().fixed_offset(),
+        )
+    }
+
+    /// An envelope with the given identity and every optional field absent.
+    pub(crate) fn blank(
+        event_id: String,
+        event_type: String,
+        frame_type: String,
+        occurred_at: DateTime<FixedOffset>,
+    ) -> Self {
         Envelope {
             spec_version: SPEC_VERSION.to_owned(),
             schema_version: SCHEMA_VERSION,
-            event_id: new_event_id(),
+            event_id,
             event_type,
             frame_type,
-            occurred_at: Utc::now().fixed_offset(),
+            occurred_at,
             trace_id: String::new(),
             span_id: String::new(),
             traceparent: String::new(),
@@ -272,31 +287,12 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
         let mut event_id: Option<String> = None;
         let mut event_type: Option<String> = None;
         let mut occurred_at: Option<DateTime<FixedOffset>> = None;
-        let mut env = Envelope {
-            spec_version: String::new(),
-            schema_version: SCHEMA_VERSION,
-            event_id: String::new(),
-            event_type: String::new(),
-            frame_type: String::new(),
-            occurred_at: DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
-            trace_id: String::new(),
-            span_id: String::new(),
-            traceparent: String::new(),
-            session_id: String::new(),
-            conversation_id: String::new(),
-            correlation_id: String::new(),
-            reply_to: String::new(),
-            from: String::new(),
-            to: String::new(),
-            channel: String::new(),
-            tenant_id: String::new(),
-            user_id: String::new(),
-            seq: 0,
-            is_final: false,
-            payload: None,
-            metadata: Map::new(),
-            extra: Map::new(),
-        };
+        let mut env = Envelope::blank(
+            String::new(),
+            String::new(),
+            String::new(),
+            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
+        );
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "spec_version" => spec_version = Some(map.next_value()?),

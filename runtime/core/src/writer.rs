@@ -12,9 +12,7 @@ use crate::bus::BusInner;
 use crate::context::STREAM_KEY;
 use crate::envelope::Envelope;
 use crate::error::BusError;
-use crate::event_type::{
-    RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED, SCHEMA_VERSION, SPEC_VERSION,
-};
+use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
 use crate::ids::new_event_id;
 use crate::payload::DeltaPayload;
 use crate::transport::Message;
@@ -94,31 +92,28 @@ pub(crate) fn reply_frame(
     seq: u64,
     payload: Option<Value>,
 ) -> Envelope {
-    Envelope {
-        spec_version: SPEC_VERSION.to_owned(),
-        schema_version: SCHEMA_VERSION,
-        event_id: new_event_id(),
-        event_type: kind.event_type().to_owned(),
-        frame_type: kind.frame_type().to_owned(),
-        occurred_at: Utc::now().fixed_offset(),
-        trace_id: req.trace_id.clone(),
-        span_id: req.span_id.clone(),
-        traceparent: req.traceparent.clone(),
-        session_id: req.session_id.clone(),
-        conversation_id: req.conversation_id.clone(),
-        correlation_id: req.event_id.clone(),
-        reply_to: String::new(),
-        from: agent_id.to_owned(),
-        to: req.from.clone(),
-        channel: req.channel.clone(),
-        tenant_id: req.tenant_id.clone(),
-        user_id: req.user_id.clone(),
-        seq,
-        is_final: kind.is_terminal(),
-        payload: payload.filter(|p| !p.is_null()),
-        metadata: inherited_metadata(&req.metadata),
-        extra: Map::new(),
-    }
+    let mut e = Envelope::blank(
+        new_event_id(),
+        kind.event_type().to_owned(),
+        kind.frame_type().to_owned(),
+        Utc::now().fixed_offset(),
+    );
+    e.trace_id.clone_from(&req.trace_id);
+    e.span_id.clone_from(&req.span_id);
+    e.traceparent.clone_from(&req.traceparent);
+    e.session_id.clone_from(&req.session_id);
+    e.conversation_id.clone_from(&req.conversation_id);
+    e.correlation_id.clone_from(&req.event_id);
+    e.from = agent_id.to_owned();
+    e.to.clone_from(&req.from);
+    e.channel.clone_from(&req.channel);
+    e.tenant_id.clone_from(&req.tenant_id);
+    e.user_id.clone_from(&req.user_id);
+    e.seq = seq;
+    e.is_final = kind.is_terminal();
+    e.payload = payload.filter(|p| !p.is_null());
+    e.metadata = inherited_metadata(&req.metadata);
+    e
 }
 
 impl StreamWriter {

@@ -8,8 +8,10 @@ mod buses;
 mod nats_server;
 mod ports;
 mod python;
+mod suite;
 
 pub use buses::{BusPair, TransportKind, nats_bus};
 pub use nats_server::{NatsServer, nats_server_bin};
 pub use ports::{free_port, wait_for_port};
 pub use python::reference_python;
+pub use suite::bounded;
