@@ -200,7 +200,13 @@ async fn process_batch(
     }
     let cursor = shared.cursor.lock().clone();
     if let Some(c) = cursor {
-        shared.store.save_cursor(&c)?;
+        // The save ends in an fsync: keep it off the runtime's workers.
+        let store = shared.store.clone();
+        tokio::task::spawn_blocking(move || store.save_cursor(&c))
+            .await
+            .map_err(|e| {
+                MatrixError::State(format!("the sync token save did not finish: {e}"))
+            })??;
     }
     guard.armed = false;
     if skip_history {
