@@ -11,7 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,7 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openagentio");
 
-const INSTALL_HINT: &str = "mock-llm (npm @dwmkerr/mock-llm@0.1.29) is not installed: run ./scripts/test, \
-     or `npm install --prefix ~/.cache/openagentio/npm @dwmkerr/mock-llm@0.1.29`, \
-     or set MOCK_LLM_BIN to its mock-llm script (node must be on PATH)";
+use openagentio_testkit::{MOCK_LLM_INSTALL_HINT as INSTALL_HINT, mock_llm_bin};
 
 /// Echoes `<user>|<last message>` (the bridge puts the session into `user`),
 /// 4 characters per chunk, one chunk every 20 ms.
@@ -47,32 +45,6 @@ rules:
           }]
         }
 "#;
-
-fn mock_llm_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("MOCK_LLM_BIN") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "MOCK_LLM_BIN={} does not exist; {INSTALL_HINT}",
-            p.display()
-        );
-        return p;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("mock-llm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let cached = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/openagentio/npm/node_modules/.bin/mock-llm"));
-    on_path
-        .into_iter()
-        .chain(cached)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
-}
 
 /// A child process killed on drop.
 struct Proc(Child);

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -17,9 +16,7 @@ use common::{bus_with, config, error, f, stream_frames};
 use openagentio_core::CallOptions;
 use serde_json::json;
 
-const INSTALL_HINT: &str = "mock-llm (npm @dwmkerr/mock-llm@0.1.29) is not installed: run ./scripts/test, \
-     or `npm install --prefix ~/.cache/openagentio/npm @dwmkerr/mock-llm@0.1.29`, \
-     or set MOCK_LLM_BIN to its mock-llm script (node must be on PATH)";
+use openagentio_testkit::{MOCK_LLM_INSTALL_HINT as INSTALL_HINT, mock_llm_bin};
 
 /// Echoes `<user>|<last message>`; a message containing `rate-limit-me`
 /// gets a 429 error, and a wrong bearer token a 401 error (both sent inside
@@ -59,32 +56,6 @@ rules:
       content: |
         {"error": {"message": "Invalid API key", "type": "authentication_error"}}
 "#;
-
-fn mock_llm_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("MOCK_LLM_BIN") {
-        let p = PathBuf::from(p);
-        assert!(
-            p.exists(),
-            "MOCK_LLM_BIN={} does not exist; {INSTALL_HINT}",
-            p.display()
-        );
-        return p;
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("mock-llm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let cached = std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join(".cache/openagentio/npm/node_modules/.bin/mock-llm"));
-    on_path
-        .into_iter()
-        .chain(cached)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
-}
 
 /// A running mock-llm, killed on drop.
 struct MockLlm {

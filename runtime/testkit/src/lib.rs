@@ -6,12 +6,14 @@
 
 mod buses;
 mod nats_server;
+mod npm;
 mod ports;
 mod python;
 mod suite;
 
 pub use buses::{BusPair, TransportKind, nats_bus};
 pub use nats_server::{NatsServer, nats_server_bin};
+pub use npm::{MOCK_LLM_INSTALL_HINT, mock_llm_bin};
 pub use ports::{free_port, wait_for_port};
 pub use python::reference_python;
 pub use suite::bounded;
