@@ -84,6 +84,22 @@ impl Service {
         }
         let bus = builder.middleware(Logging).build();
 
+        // Bind before starting bridges: a taken port fails at once, before any
+        // child process or connection is made.
+        let listener = match &spec.gateway {
+            None => None,
+            Some(cfg) => match tokio::net::TcpListener::bind(cfg.listen).await {
+                Ok(l) => Some(l),
+                Err(source) => {
+                    bus.close().await;
+                    return Err(ServiceError::Bind {
+                        addr: cfg.listen,
+                        source,
+                    });
+                }
+            },
+        };
+
         let mut started: Vec<Box<dyn Bridge>> = Vec::new();
         for mut bridge in spec.bridges {
             tracing::info!(
@@ -111,19 +127,9 @@ impl Service {
             tracing::warn!(error = %e, "the catalog target could not be registered");
         }
 
-        let gateway = match spec.gateway {
-            None => None,
-            Some(cfg) => {
-                let addr = cfg.listen;
-                let listener = match tokio::net::TcpListener::bind(addr).await {
-                    Ok(l) => l,
-                    Err(source) => {
-                        stop_in_reverse(&mut *bridges.write().await).await;
-                        bus.close().await;
-                        return Err(ServiceError::Bind { addr, source });
-                    }
-                };
-                let addr = listener.local_addr().unwrap_or(addr);
+        let gateway = match (spec.gateway, listener) {
+            (Some(cfg), Some(listener)) => {
+                let addr = listener.local_addr().unwrap_or(cfg.listen);
                 let router = openagentio_http_gateway::router(
                     bus.clone(),
                     cfg,
@@ -143,6 +149,7 @@ impl Service {
                 });
                 Some(Gateway { addr, stop, task })
             }
+            _ => None,
         };
         Ok(Service {
             bus,
