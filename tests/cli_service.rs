@@ -4,22 +4,14 @@
 //! terminal frame and the service exits 0 within its drain deadline.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use openagentio_testkit::{NatsServer, free_port};
+use openagentio_testkit::{NatsServer, free_port, run_service};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_openagentio");
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn client(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -64,24 +56,7 @@ fn run_invoke_stream_and_drain_on_sigterm() {
     let url = nats.url();
     let cfg = write_config(&url, free_port());
 
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.path().to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut service = Service(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let mut summary = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        summary.push_str(&line);
-        summary.push('\n');
-        if line.contains("stop with Ctrl-C") {
-            break;
-        }
-    }
+    let (mut service, summary) = run_service(BIN, cfg.path(), &[], Path::new("."));
     assert!(summary.contains(&format!("bus: nats ({url})")), "{summary}");
     assert!(summary.contains("bridge echo (echo): echo"), "{summary}");
 

@@ -3,23 +3,14 @@
 //! `examples/config/mcp_http.yaml` (a Streamable HTTP server at
 //! `localhost:8000/mcp`, here our demo server), called through the gateway.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use openagentio_testkit::{free_port, wait_for_port};
+use openagentio_testkit::{ChildGuard, free_port, run_service, wait_for_port};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openagentio");
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The npm prefix where scripts/test installs the MCP servers.
 fn npm_prefix() -> PathBuf {
@@ -41,34 +32,12 @@ fn npm_prefix() -> PathBuf {
 
 /// Runs the service on `config` with the gateway on a free port, from `cwd`;
 /// returns it once it printed its summary, and the gateway's base URL.
-fn run_service(config: &str, cwd: &PathBuf) -> (Killed, String, String) {
+fn start_service(config: &str, cwd: &Path) -> (ChildGuard, String, String) {
     let port = free_port();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(config);
-    let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "-c",
-            path.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let service = Killed(child);
-    let mut summary = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        summary.push_str(&line);
-        summary.push('\n');
-        if line.contains("stop with Ctrl-C") {
-            break;
-        }
-    }
-    (service, format!("http://127.0.0.1:{port}"), summary)
+    let listen = format!("127.0.0.1:{port}");
+    let (service, summary) = run_service(BIN, &path, &["--listen", &listen], cwd);
+    (service, format!("http://{listen}"), summary)
 }
 
 /// Invokes `target` through the gateway until the bridge has connected (its
@@ -102,7 +71,7 @@ async fn invoke_when_ready(base: &str, target: &str, payload: Value) -> Value {
 async fn the_reference_stdio_example_runs_unchanged() {
     // npx finds the installed server in ./node_modules of its working directory.
     let prefix = npm_prefix();
-    let (_service, base, summary) = run_service("examples/config/mcp_stdio.yaml", &prefix);
+    let (_service, base, summary) = start_service("examples/config/mcp_stdio.yaml", &prefix);
     assert!(summary.contains("bridge mcp-fs (mcp_tool)"), "{summary}");
     let reply = invoke_when_ready(&base, "mcp-fs.list_allowed_directories", json!({})).await;
     assert!(
@@ -114,7 +83,7 @@ async fn the_reference_stdio_example_runs_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_http_example_runs_unchanged() {
     // The example names localhost:8000: our demo MCP server listens there.
-    let server = Killed(
+    let server = ChildGuard(
         Command::new(BIN)
             .args(["mcp-demo", "--http", "8000"])
             .stdout(Stdio::null())
@@ -126,8 +95,7 @@ async fn the_reference_http_example_runs_unchanged() {
         wait_for_port(8000, Duration::from_secs(10)),
         "the demo MCP server did not listen on 8000"
     );
-    let (_service, base, summary) =
-        run_service("examples/config/mcp_http.yaml", &PathBuf::from("."));
+    let (_service, base, summary) = start_service("examples/config/mcp_http.yaml", Path::new("."));
     assert!(summary.contains("bridge mcp-http (mcp_tool)"), "{summary}");
     let reply = invoke_when_ready(&base, "mcp-http.echo", json!({"text": "unchanged"})).await;
     assert_eq!(reply["text"], "unchanged", "{reply}");

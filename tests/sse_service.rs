@@ -9,13 +9,13 @@
 //! `npm install --prefix ~/.cache/openagentio/npm @dwmkerr/mock-llm@0.1.29`
 //! (or set `MOCK_LLM_BIN`). Missing, the tests fail with that hint.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use openagentio_testkit::{NatsServer, free_port};
+use openagentio_testkit::{ChildGuard, NatsServer, free_port, run_service};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_openagentio");
@@ -46,19 +46,9 @@ rules:
         }
 "#;
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A running mock-llm on a free loopback port.
 struct MockLlm {
-    _proc: Proc,
+    _proc: ChildGuard,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -83,7 +73,7 @@ impl MockLlm {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}; {INSTALL_HINT}", bin.display()));
-        let mut proc = Proc(child);
+        let mut proc = ChildGuard(child);
         let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         for _ in 0..300 {
             if let Some(status) = proc.0.try_wait().unwrap() {
@@ -110,7 +100,7 @@ impl MockLlm {
 
 /// `openagentio run` on NATS with the gateway on `http_port` and the bridge
 /// `llm` pointed at mock-llm; returns once it has started everything.
-fn run_service(dir: &Path, nats_url: &str, http_port: u16, llm_port: u16) -> Proc {
+fn start_service(dir: &Path, nats_url: &str, http_port: u16, llm_port: u16) -> ChildGuard {
     let cfg = dir.join("service.yaml");
     std::fs::write(
         &cfg,
@@ -136,28 +126,12 @@ bridges:
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let mut summary = String::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        summary.push_str(&line);
-        summary.push('\n');
-        if line.contains("stop with Ctrl-C") {
-            assert!(
-                summary.contains("bridge llm (openai_chat_sse): llm"),
-                "{summary}"
-            );
-            return proc;
-        }
-    }
-    panic!("the service ended before it started: {summary}");
+    let (service, summary) = run_service(BIN, &cfg, &[], Path::new("."));
+    assert!(
+        summary.contains("bridge llm (openai_chat_sse): llm"),
+        "{summary}"
+    );
+    service
 }
 
 /// A raw HTTP/1.1 POST; returns the status line, the headers (names
@@ -258,7 +232,7 @@ fn streams_a_chat_from_mock_llm_through_the_gateway_and_the_cli() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let http_port = free_port();
-    let _service = run_service(dir.path(), &nats.url(), http_port, mock.port);
+    let _service = start_service(dir.path(), &nats.url(), http_port, mock.port);
 
     // (a) Through the gateway's stream route.
     let text = "Streamed by a real OpenAI-compatible server.";

@@ -605,6 +605,14 @@ impl Bus {
         reg
     }
 
+    /// Removes every registration (handlers and subscriptions).
+    async fn unsubscribe_all(&self) {
+        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
+        for r in regs {
+            let _ = r.unsubscribe().await;
+        }
+    }
+
     /// Requests being served by this bus's handlers now.
     pub fn in_flight(&self) -> usize {
         self.inner.cancels.in_flight()
@@ -616,10 +624,7 @@ impl Bus {
     /// `AGENT_UNAVAILABLE` error frame. Calls made by this bus keep working.
     /// Returns true when every request finished by itself.
     pub async fn drain(&self, timeout: Duration) -> bool {
-        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
-        for r in regs {
-            let _ = r.unsubscribe().await;
-        }
+        self.unsubscribe_all().await;
         let deadline = tokio::time::Instant::now() + timeout;
         let grace = (timeout / 4).min(Duration::from_secs(1));
         if self.inner.cancels.wait_idle(deadline - grace).await {
@@ -643,10 +648,7 @@ impl Bus {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
-        for r in regs {
-            let _ = r.unsubscribe().await;
-        }
+        self.unsubscribe_all().await;
         self.inner.replies.close().await;
         self.inner.cancels.close().await;
         self.inner.transport.close().await;
