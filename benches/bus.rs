@@ -120,11 +120,9 @@ async fn bare_channel(in_flight: usize) -> Row {
 }
 
 async fn echo_handlers(bus: &Bus) {
-    bus.handle_invoke("bench.echo", |req| async move {
-        Ok(req.into_envelope().payload.unwrap_or(Value::Null))
-    })
-    .await
-    .unwrap();
+    bus.handle_invoke("bench.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
     bus.handle_stream("bench.stream", |req, w: StreamWriter| async move {
         let n = req.payload()["frames"].as_u64().unwrap_or(0);
         for _ in 0..n {

@@ -87,11 +87,9 @@ fn main() {
         tokio::spawn(serve(bare, app, std::future::pending()));
 
         let bus = Bus::memory();
-        bus.handle_invoke("echo", |req| async move {
-            Ok(req.into_envelope().payload.unwrap_or(Value::Null))
-        })
-        .await
-        .unwrap();
+        bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+            .await
+            .unwrap();
         let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gw_addr = gw.local_addr().unwrap();
         let app = router(bus, GatewayConfig::default(), Arc::new(NoBridges));

@@ -350,7 +350,7 @@ async fn junk_on_a_callers_reply_subject_is_counted_and_skipped(kind: TransportK
     let mut frames = Vec::new();
     while let Some(f) = s.next().await {
         let f = f.unwrap();
-        frames.push((f.seq, f.event_type.clone()));
+        frames.push((f.seq, f.event_type.to_string()));
     }
     assert_eq!(
         frames,

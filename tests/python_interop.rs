@@ -205,7 +205,7 @@ fn meta(v: Value) -> Map<String, Value> {
 fn shape(frames: &[Envelope]) -> Vec<(String, u64, bool)> {
     frames
         .iter()
-        .map(|f| (f.event_type.clone(), f.seq, f.is_final))
+        .map(|f| (f.event_type.to_string(), f.seq, f.is_final))
         .collect()
 }
 

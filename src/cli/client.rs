@@ -144,10 +144,10 @@ pub async fn publish(a: PublishArgs) -> Exit {
         let mut env = Envelope::new(&a.event_type).with_payload(p);
         let opts = options(&a.bus)?;
         if let Some(t) = opts.tenant {
-            env.tenant_id = t;
+            env.tenant_id = t.into();
         }
         if let Some(s) = opts.session {
-            env.session_id = s;
+            env.session_id = s.into();
         }
         env.metadata = opts.metadata;
         bus.publish(env).await?;

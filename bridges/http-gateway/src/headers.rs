@@ -17,7 +17,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use openagentio_core::{CallOptions, Envelope, TraceContext, new_span_id};
+use openagentio_core::{CallOptions, Envelope, Text, TraceContext, new_span_id};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -107,7 +107,7 @@ impl RequestContext {
             Some(tp) => Some(tp),
             None => get(TRACE_ID)?.and_then(|id| {
                 TraceContext::from_ids(&id.to_ascii_lowercase(), &new_span_id())
-                    .map(|t| t.traceparent())
+                    .map(|t| t.traceparent().to_string())
             }),
         };
         Ok(RequestContext {
@@ -135,9 +135,9 @@ impl RequestContext {
 
     /// Writes this context into an envelope to publish.
     pub fn apply(&self, env: &mut Envelope) {
-        let set = |dst: &mut String, src: &Option<String>| {
+        let set = |dst: &mut Text, src: &Option<String>| {
             if let Some(s) = src {
-                dst.clone_from(s);
+                *dst = Text::new(s);
             }
         };
         set(&mut env.tenant_id, &self.tenant);

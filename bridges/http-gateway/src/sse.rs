@@ -43,8 +43,8 @@ fn has_line_break(s: &str) -> bool {
 /// side (timeout, backpressure, transport) after it started.
 pub(crate) fn error_frame(err: &BusError, request_id: &str, seq: u64, from: &str) -> Envelope {
     let mut env = Envelope::new(RESPONSE_ERROR);
-    env.correlation_id = request_id.to_owned();
-    env.from = from.to_owned();
+    env.correlation_id = request_id.into();
+    env.from = from.into();
     env.seq = seq;
     env.is_final = true;
     env.payload = serde_json::to_value(err.to_payload()).ok();

@@ -1,7 +1,7 @@
 //! Matrix room message → bus event: the reference payload, `matrix.*`
 //! metadata, session by strategy, trace context from the message content.
 
-use openagentio_core::{Envelope, TraceContext};
+use openagentio_core::{Envelope, Text, TraceContext};
 use serde_json::{Map, json};
 
 use crate::api::RoomEvent;
@@ -178,12 +178,12 @@ pub(crate) fn to_envelope(room_id: &str, msg: &Inbound, cfg: &MatrixConfig) -> E
     }
     let mut env = Envelope::new(event_type.as_str()).with_payload(payload);
     env.metadata = meta;
-    env.conversation_id = room_id.to_owned();
-    env.correlation_id = msg.event_id.clone();
-    env.channel = "matrix".to_owned();
-    env.session_id = session_id(cfg.session_strategy, room_id, &msg.sender);
+    env.conversation_id = room_id.into();
+    env.correlation_id = msg.event_id.as_str().into();
+    env.channel = Text::new_static("matrix");
+    env.session_id = session_id(cfg.session_strategy, room_id, &msg.sender).into();
     if let Some(tp) = &msg.traceparent {
-        env.traceparent = tp.clone();
+        env.traceparent = tp.as_str().into();
         if let Some(t) = TraceContext::parse(tp) {
             env.trace_id = t.trace_id;
             env.span_id = t.span_id;

@@ -126,13 +126,13 @@ async fn call(
     if !env.session_id.is_empty() {
         meta.insert(
             "session_id".to_owned(),
-            Value::String(env.session_id.clone()),
+            Value::from(env.session_id.as_str()),
         );
     }
     if !env.traceparent.is_empty() {
         meta.insert(
             "traceparent".to_owned(),
-            Value::String(env.traceparent.clone()),
+            Value::from(env.traceparent.as_str()),
         );
     }
     let mut options = PeerRequestOptions::no_options();

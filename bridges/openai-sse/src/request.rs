@@ -116,7 +116,7 @@ pub fn map_request(cfg: &SseConfig, env: &Envelope) -> Result<ChatRequest, SseEr
             body.insert(k.clone(), v.clone());
         }
     }
-    let session = (!env.session_id.is_empty()).then(|| env.session_id.clone());
+    let session = (!env.session_id.is_empty()).then(|| env.session_id.to_string());
     if let Some(s) = &session {
         body.insert("user".into(), Value::from(s.as_str()));
     }

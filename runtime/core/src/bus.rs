@@ -22,6 +22,7 @@ use crate::request::{Call, CallKind, Request};
 use crate::stats::{BusStats, Counters};
 use crate::stream::StreamLimits;
 use crate::subject::{Subjects, check_name, check_tenant};
+use crate::text::Text;
 use crate::transport::{Message, Subscription, Transport};
 use crate::writer::{FrameKind, StreamWriter};
 
@@ -29,9 +30,9 @@ use crate::writer::{FrameKind, StreamWriter};
 #[derive(Clone, Debug)]
 pub struct BusSettings {
     /// This process's agent id, written into `from`.
-    pub agent_id: String,
+    pub agent_id: Text,
     /// Default tenant for calls and registrations ("" = none).
-    pub tenant: String,
+    pub tenant: Text,
     /// Timeout of calls that set none.
     pub default_timeout: Duration,
     /// Reorder limits of streams.
@@ -45,8 +46,8 @@ pub struct BusSettings {
 impl Default for BusSettings {
     fn default() -> Self {
         BusSettings {
-            agent_id: "openagentio".to_owned(),
-            tenant: String::new(),
+            agent_id: Text::new_static("openagentio"),
+            tenant: Text::default(),
             default_timeout: Duration::from_secs(30),
             limits: StreamLimits::default(),
             frame_buffer: 4096,
@@ -104,7 +105,7 @@ impl BusBuilder {
         self
     }
     /// Sets the agent id written into `from`.
-    pub fn agent_id(mut self, id: impl Into<String>) -> Self {
+    pub fn agent_id(mut self, id: impl Into<Text>) -> Self {
         self.settings.agent_id = id.into();
         self
     }
@@ -114,7 +115,7 @@ impl BusBuilder {
         self
     }
     /// Sets the default tenant.
-    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+    pub fn tenant(mut self, tenant: impl Into<Text>) -> Self {
         self.settings.tenant = tenant.into();
         self
     }
@@ -215,7 +216,7 @@ impl BusInner {
         }
         let mut env = Envelope::new(CANCEL_EVENT);
         env.from = self.settings.agent_id.clone();
-        env.correlation_id = request_id.to_owned();
+        env.correlation_id = Text::new(request_id);
         let transport = self.transport.clone();
         let subject = self.subjects.cancel();
         rt.spawn(async move {
@@ -335,7 +336,7 @@ impl Bus {
         crate::call::inherit_context(&mut env, context::current().as_deref());
         self.prepare(&mut env);
         let tenant = if env.tenant_id.is_empty() {
-            self.tenant_or_default(None)?.to_owned()
+            Text::new(self.tenant_or_default(None)?)
         } else {
             check_tenant(&env.tenant_id).map_err(|e| BusError::invalid(e.to_string()))?;
             env.tenant_id.clone()

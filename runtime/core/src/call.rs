@@ -11,6 +11,7 @@ use crate::event_type::MESSAGE_RECEIVED;
 use crate::options::CallOptions;
 use crate::stream::Stream;
 use crate::subject::{check_name, check_tenant};
+use crate::text::Text;
 use crate::trace_context::TraceContext;
 use crate::transport::Message;
 
@@ -36,15 +37,15 @@ pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
     env.span_id = trace.span_id;
 }
 
-fn fill(dst: &mut String, src: &str) {
+fn fill(dst: &mut Text, src: &Text) {
     if dst.is_empty() && !src.is_empty() {
-        dst.push_str(src);
+        dst.clone_from(src);
     }
 }
 
-fn set(dst: &mut String, src: &Option<String>) {
+fn set(dst: &mut Text, src: &Option<String>) {
     if let Some(s) = src {
-        dst.clone_from(s);
+        *dst = Text::new(s);
     }
 }
 
@@ -145,7 +146,7 @@ impl Bus {
             env.from.clone_from(&inner.settings.agent_id);
         }
         if env.to.is_empty() {
-            env.to = target.to_owned();
+            env.to = Text::new(target);
         }
         set(&mut env.tenant_id, &opts.tenant);
         set(&mut env.session_id, &opts.session);
@@ -153,7 +154,7 @@ impl Bus {
         set(&mut env.user_id, &opts.user);
         set(&mut env.channel, &opts.channel);
         if let Some(tp) = &opts.traceparent {
-            env.traceparent.clone_from(tp);
+            env.traceparent = Text::new(tp);
         }
         inherit_context(&mut env, ctx.as_deref());
         if env.tenant_id.is_empty() {
@@ -182,7 +183,7 @@ impl Bus {
             .replies
             .open(&inner.transport, inner.settings.frame_buffer)
             .await?;
-        env.reply_to.clone_from(&slot.subject);
+        env.reply_to = Text::new(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke(target, &env.tenant_id);
         let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());
@@ -199,7 +200,7 @@ impl Bus {
             inner.clone(),
             slot,
             request_id,
-            target.to_owned(),
+            Text::new(target),
             Some(deadline),
             opts.idle_timeout,
             inner.settings.limits,

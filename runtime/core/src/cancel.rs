@@ -9,7 +9,9 @@
 //! The same registry lets [`crate::Bus::drain`] wait for the requests in
 //! flight, cancel the ones that outlive the drain, and end their streams.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::decode_body;
+use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::stats::Counters;
 use crate::transport::{Message, Sink, Subscription, Transport};
@@ -31,8 +34,29 @@ pub(crate) struct CancelRegistry {
     subscription: OnceCell<Box<dyn Subscription>>,
 }
 
+/// A request in the registry, keyed by its `event_id` without copying it.
+#[derive(Clone)]
+struct RequestKey(Arc<Envelope>);
+
+impl PartialEq for RequestKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.event_id == other.0.event_id
+    }
+}
+impl Eq for RequestKey {}
+impl Hash for RequestKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.event_id.as_str().hash(state)
+    }
+}
+impl Borrow<str> for RequestKey {
+    fn borrow(&self) -> &str {
+        &self.0.event_id
+    }
+}
+
 struct Served {
-    calls: Mutex<HashMap<String, (CancellationToken, StreamWriter)>>,
+    calls: Mutex<HashMap<RequestKey, (CancellationToken, StreamWriter)>>,
     idle: Notify,
     counters: Arc<Counters>,
 }
@@ -50,7 +74,7 @@ impl Sink for Served {
         if env.event_type != CANCEL_EVENT {
             return;
         }
-        if let Some((token, _)) = self.calls.lock().get(&env.correlation_id) {
+        if let Some((token, _)) = self.calls.lock().get(env.correlation_id.as_str()) {
             token.cancel();
         }
     }
@@ -59,7 +83,7 @@ impl Sink for Served {
 /// Removes a request from the registry when its handler is done.
 pub(crate) struct CancelGuard {
     served: Arc<Served>,
-    id: String,
+    id: RequestKey,
 }
 
 impl Drop for CancelGuard {
@@ -101,20 +125,18 @@ impl CancelRegistry {
         Ok(())
     }
 
-    /// Tracks request `id` until the guard drops.
+    /// Tracks `request` (by its `event_id`) until the guard drops.
     pub fn register(
         &self,
-        id: &str,
+        request: &Arc<Envelope>,
         token: CancellationToken,
         writer: StreamWriter,
     ) -> CancelGuard {
-        self.served
-            .calls
-            .lock()
-            .insert(id.to_owned(), (token, writer));
+        let id = RequestKey(request.clone());
+        self.served.calls.lock().insert(id.clone(), (token, writer));
         CancelGuard {
             served: self.served.clone(),
-            id: id.to_owned(),
+            id,
         }
     }
 

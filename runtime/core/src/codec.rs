@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
+use crate::text::Text;
 use crate::transport::Body;
 
 /// Why bytes are not an envelope.
@@ -37,7 +38,7 @@ pub fn decode_body(body: Body) -> Result<Envelope, DecodeError> {
 /// From bytes that failed to decode as an envelope, what can still be read to
 /// answer the sender: `(reply_to, event_id)` when the bytes are a JSON object
 /// that names them.
-pub fn salvage_reply_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
+pub fn salvage_reply_fields(bytes: &[u8]) -> (Option<Text>, Option<Text>) {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
         return (None, None);
     };
@@ -45,7 +46,7 @@ pub fn salvage_reply_fields(bytes: &[u8]) -> (Option<String>, Option<String>) {
         map.get(k)
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .map(str::to_owned)
+            .map(Text::new)
     };
     (get("reply_to"), get("event_id"))
 }

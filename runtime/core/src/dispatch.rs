@@ -15,6 +15,7 @@ use crate::error::BusError;
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
+use crate::text::Text;
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
@@ -82,7 +83,10 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
             }
         },
     };
-    let Some(reply_to) = reply_to.filter(|r| !r.is_empty()).or(msg.reply) else {
+    let Some(reply_to) = reply_to
+        .filter(|r| !r.is_empty())
+        .or_else(|| msg.reply.map(Text::from))
+    else {
         return;
     };
     let payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));
@@ -129,9 +133,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
     let env = Arc::new(env);
     let token = CancellationToken::new();
     let writer = StreamWriter::new(bus.clone(), env.clone(), token.clone());
-    let _guard = bus
-        .cancels
-        .register(&env.event_id, token.clone(), writer.clone());
+    let _guard = bus.cancels.register(&env, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::from_request(env.clone()));
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus.clone())),

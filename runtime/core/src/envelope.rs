@@ -14,6 +14,7 @@ use crate::event_type::{
 };
 use crate::ids::new_event_id;
 use crate::payload::ErrorPayload;
+use crate::text::Text;
 
 /// One acp/1.0 message.
 ///
@@ -33,41 +34,41 @@ use crate::payload::ErrorPayload;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {
     /// Protocol version, `"acp/1.0"`.
-    pub spec_version: String,
+    pub spec_version: Text,
     /// Envelope structure version, `1`.
     pub schema_version: u64,
     /// Globally unique id (UUIDv7 for envelopes made here).
-    pub event_id: String,
+    pub event_id: Text,
     /// Logical event name, e.g. `agent.response.delta`.
-    pub event_type: String,
+    pub event_type: Text,
     /// Frame discriminator, e.g. `response.delta`; empty when absent.
-    pub frame_type: String,
+    pub frame_type: Text,
     /// When the event happened (RFC 3339; the offset is kept as received).
     pub occurred_at: DateTime<FixedOffset>,
     /// W3C trace id (32 hex digits).
-    pub trace_id: String,
+    pub trace_id: Text,
     /// W3C span id (16 hex digits).
-    pub span_id: String,
+    pub span_id: Text,
     /// W3C `traceparent`.
-    pub traceparent: String,
+    pub traceparent: Text,
     /// Session the event belongs to.
-    pub session_id: String,
+    pub session_id: Text,
     /// Conversation the event belongs to.
-    pub conversation_id: String,
+    pub conversation_id: Text,
     /// The `event_id` of the request this frame answers.
-    pub correlation_id: String,
+    pub correlation_id: Text,
     /// Subject the answer frames go to.
-    pub reply_to: String,
+    pub reply_to: Text,
     /// Sender agent (wire key `from`).
-    pub from: String,
+    pub from: Text,
     /// Recipient agent.
-    pub to: String,
+    pub to: Text,
     /// Originating channel (e.g. `matrix`, `http`).
-    pub channel: String,
+    pub channel: Text,
     /// Tenant scope.
-    pub tenant_id: String,
+    pub tenant_id: Text,
     /// End user.
-    pub user_id: String,
+    pub user_id: Text,
     /// Frame number within a response, from 0; absent means 0.
     pub seq: u64,
     /// True on the last frame of a response.
@@ -83,9 +84,9 @@ pub struct Envelope {
 impl Envelope {
     /// A new envelope of `event_type` with a fresh UUIDv7 id, the current UTC time
     /// and the matching `frame_type` for known event types.
-    pub fn new(event_type: impl Into<String>) -> Self {
+    pub fn new(event_type: impl Into<Text>) -> Self {
         let event_type = event_type.into();
-        let frame_type = frame_type_for(&event_type).unwrap_or_default().to_owned();
+        let frame_type = frame_type_for(&event_type).map_or_else(Text::default, Text::new_static);
         Envelope::blank(
             new_event_id(),
             event_type,
@@ -96,30 +97,30 @@ impl Envelope {
 
     /// An envelope with the given identity and every optional field absent.
     pub(crate) fn blank(
-        event_id: String,
-        event_type: String,
-        frame_type: String,
+        event_id: Text,
+        event_type: Text,
+        frame_type: Text,
         occurred_at: DateTime<FixedOffset>,
     ) -> Self {
         Envelope {
-            spec_version: SPEC_VERSION.to_owned(),
+            spec_version: Text::new_static(SPEC_VERSION),
             schema_version: SCHEMA_VERSION,
             event_id,
             event_type,
             frame_type,
             occurred_at,
-            trace_id: String::new(),
-            span_id: String::new(),
-            traceparent: String::new(),
-            session_id: String::new(),
-            conversation_id: String::new(),
-            correlation_id: String::new(),
-            reply_to: String::new(),
-            from: String::new(),
-            to: String::new(),
-            channel: String::new(),
-            tenant_id: String::new(),
-            user_id: String::new(),
+            trace_id: Text::default(),
+            span_id: Text::default(),
+            traceparent: Text::default(),
+            session_id: Text::default(),
+            conversation_id: Text::default(),
+            correlation_id: Text::default(),
+            reply_to: Text::default(),
+            from: Text::default(),
+            to: Text::default(),
+            channel: Text::default(),
+            tenant_id: Text::default(),
+            user_id: Text::default(),
             seq: 0,
             is_final: false,
             payload: None,
@@ -141,13 +142,13 @@ impl Envelope {
     }
 
     /// Sets the session id.
-    pub fn with_session(mut self, session_id: impl Into<String>) -> Self {
+    pub fn with_session(mut self, session_id: impl Into<Text>) -> Self {
         self.session_id = session_id.into();
         self
     }
 
     /// Sets the tenant id.
-    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Self {
+    pub fn with_tenant(mut self, tenant_id: impl Into<Text>) -> Self {
         self.tenant_id = tenant_id.into();
         self
     }
@@ -270,8 +271,8 @@ impl<'de> Deserialize<'de> for Envelope {
 struct EnvelopeVisitor;
 
 /// Reads an optional string field: `null` counts as absent.
-fn opt_string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<String, A::Error> {
-    Ok(map.next_value::<Option<String>>()?.unwrap_or_default())
+fn opt_string<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Text, A::Error> {
+    Ok(map.next_value::<Option<Text>>()?.unwrap_or_default())
 }
 
 impl<'de> Visitor<'de> for EnvelopeVisitor {
@@ -282,15 +283,15 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
-        let mut spec_version: Option<String> = None;
+        let mut spec_version: Option<Text> = None;
         let mut schema_version: Option<u64> = None;
-        let mut event_id: Option<String> = None;
-        let mut event_type: Option<String> = None;
+        let mut event_id: Option<Text> = None;
+        let mut event_type: Option<Text> = None;
         let mut occurred_at: Option<DateTime<FixedOffset>> = None;
         let mut env = Envelope::blank(
-            String::new(),
-            String::new(),
-            String::new(),
+            Text::default(),
+            Text::default(),
+            Text::default(),
             DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
         );
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {

@@ -6,6 +6,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::text::Text;
+
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A fresh UUIDv7 event id (RFC 9562: 48-bit Unix milliseconds, version 7,
@@ -17,7 +19,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// assert_eq!(&id[14..15], "7");
 /// assert!(uuid::Uuid::parse_str(&id).is_ok());
 /// ```
-pub fn new_event_id() -> String {
+pub fn new_event_id() -> Text {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -28,33 +30,37 @@ pub fn new_event_id() -> String {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = 0x70 | (b[6] & 0x0F);
     b[8] = 0x80 | (b[8] & 0x3F);
-    let mut s = String::with_capacity(36);
+    let mut out = [0u8; 36];
+    let mut n = 0;
     for (i, byte) in b.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
+            out[n] = b'-';
+            n += 1;
         }
-        s.push(HEX[(byte >> 4) as usize] as char);
-        s.push(HEX[(byte & 0xF) as usize] as char);
+        out[n] = HEX[(byte >> 4) as usize];
+        out[n + 1] = HEX[(byte & 0xF) as usize];
+        n += 2;
     }
-    s
+    Text::new(std::str::from_utf8(&out).expect("hex digits are ASCII"))
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        s.push(HEX[(byte >> 4) as usize] as char);
-        s.push(HEX[(byte & 0xF) as usize] as char);
+/// Lower-case hex of `bytes` (at most 16), made on the stack.
+fn hex(bytes: &[u8]) -> Text {
+    let mut out = [0u8; 32];
+    for (i, byte) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(byte >> 4) as usize];
+        out[2 * i + 1] = HEX[(byte & 0xF) as usize];
     }
-    s
+    Text::new(std::str::from_utf8(&out[..bytes.len() * 2]).expect("hex digits are ASCII"))
 }
 
 /// A random, non-zero 16-byte W3C trace id as 32 lower-case hex digits.
-pub fn new_trace_id() -> String {
+pub fn new_trace_id() -> Text {
     hex(&fastrand::u128(1..).to_be_bytes())
 }
 
 /// A random, non-zero 8-byte W3C span id as 16 lower-case hex digits.
-pub fn new_span_id() -> String {
+pub fn new_span_id() -> Text {
     hex(&fastrand::u64(1..).to_be_bytes())
 }
 

@@ -3,7 +3,7 @@
 //! The runtime bus of OpenAgentIO and the acp/1.0 envelope it carries. Bridges
 //! depend on this crate alone; it holds no network client.
 //!
-//! - **Message model**: [`Envelope`], its [event types](event_type), typed
+//! - **Message model**: [`Envelope`] (its strings are [`Text`]), its [event types](event_type), typed
 //!   [payloads](payload), [`ErrorCode`] and [`BusError`], the [`codec`].
 //! - **Bus API**: [`Bus`] (publish/subscribe, invoke/handle_invoke,
 //!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options](options),
@@ -36,6 +36,7 @@ mod reply_router;
 mod request;
 mod stats;
 mod stream;
+mod text;
 mod trace_context;
 mod writer;
 
@@ -53,6 +54,7 @@ pub use request::{Call, CallKind, Request};
 pub use stats::BusStats;
 pub use stream::{Stream, StreamLimits};
 pub use subject::Subjects;
+pub use text::Text;
 pub use trace_context::TraceContext;
 pub use transport::{Transport, TransportError};
 pub use writer::{FrameKind, StreamWriter};

@@ -45,6 +45,16 @@ impl Request {
         Arc::try_unwrap(self.envelope).unwrap_or_else(|shared| (*shared).clone())
     }
 
+    /// Takes the payload (`null` when absent), cloning only the payload when
+    /// the envelope is shared (the bus keeps a reference while the handler
+    /// runs), never the whole envelope as [`Request::into_envelope`] may.
+    pub fn into_payload(self) -> Value {
+        match Arc::try_unwrap(self.envelope) {
+            Ok(env) => env.payload.unwrap_or(Value::Null),
+            Err(shared) => shared.payload.clone().unwrap_or(Value::Null),
+        }
+    }
+
     /// The payload, or `null`.
     pub fn payload(&self) -> &Value {
         self.envelope.payload_or_null()

@@ -14,6 +14,7 @@ use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::reply_router::ReplySlot;
 use crate::stats::Counters;
+use crate::text::Text;
 use crate::transport::STATUS_NO_RESPONDERS;
 
 /// Limits that end a stream with `BACKPRESSURE_DROP`.
@@ -42,8 +43,8 @@ impl Default for StreamLimits {
 pub struct Stream {
     bus: Arc<BusInner>,
     slot: ReplySlot,
-    request_id: String,
-    target: String,
+    request_id: Text,
+    target: Text,
     expected: u64,
     pending: BTreeMap<u64, Envelope>,
     deadline: Option<Instant>,
@@ -59,8 +60,8 @@ impl Stream {
     pub(crate) fn new(
         bus: Arc<BusInner>,
         slot: ReplySlot,
-        request_id: String,
-        target: String,
+        request_id: Text,
+        target: Text,
         deadline: Option<Instant>,
         idle: Option<Duration>,
         limits: StreamLimits,
@@ -150,6 +151,14 @@ impl Stream {
                     continue;
                 }
             };
+            if env.seq == self.expected && self.pending.is_empty() {
+                // In order, nothing held back: the common case skips the map.
+                self.expected += 1;
+                if env.is_terminal() {
+                    self.done = true;
+                }
+                return Some(Ok(env));
+            }
             if env.seq < self.expected || self.pending.contains_key(&env.seq) {
                 continue; // duplicate or late
             }

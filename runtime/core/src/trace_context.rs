@@ -1,6 +1,7 @@
 //! W3C trace context (`traceparent`) parsing and formatting.
 
 use crate::ids::{new_span_id, new_trace_id};
+use crate::text::Text;
 
 /// A parsed W3C `traceparent`: version 00, trace id, parent span id, flags.
 ///
@@ -15,9 +16,9 @@ use crate::ids::{new_span_id, new_trace_id};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceContext {
     /// 32 lower-case hex digits.
-    pub trace_id: String,
+    pub trace_id: Text,
     /// 16 lower-case hex digits.
-    pub span_id: String,
+    pub span_id: Text,
     /// Trace flags (bit 0: sampled).
     pub flags: u8,
 }
@@ -65,8 +66,8 @@ impl TraceContext {
             return None;
         }
         Some(TraceContext {
-            trace_id: trace_id.to_ascii_lowercase(),
-            span_id: span_id.to_ascii_lowercase(),
+            trace_id: lower(trace_id),
+            span_id: lower(span_id),
             flags: u8::from_str_radix(flags, 16).ok()?,
         })
     }
@@ -77,9 +78,9 @@ impl TraceContext {
     }
 
     /// The `traceparent` header value.
-    pub fn traceparent(&self) -> String {
+    pub fn traceparent(&self) -> Text {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(55);
+        let mut s = smol_str::SmolStrBuilder::new();
         s.push_str("00-");
         s.push_str(&self.trace_id);
         s.push('-');
@@ -87,7 +88,16 @@ impl TraceContext {
         s.push('-');
         s.push(HEX[(self.flags >> 4) as usize] as char);
         s.push(HEX[(self.flags & 0xF) as usize] as char);
-        s
+        s.finish()
+    }
+}
+
+/// `s` in lower case, without allocating when it already is.
+fn lower(s: &str) -> Text {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Text::from(s.to_ascii_lowercase())
+    } else {
+        Text::new(s)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::error::BusError;
 use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
 use crate::ids::new_event_id;
 use crate::payload::DeltaPayload;
+use crate::text::Text;
 use crate::transport::Message;
 
 /// The kind of a response frame.
@@ -86,7 +87,7 @@ pub(crate) fn inherited_metadata(src: &Map<String, Value>) -> Map<String, Value>
 
 /// A reply frame to `req`: correlation, session, trace and metadata copied from it.
 pub(crate) fn reply_frame(
-    agent_id: &str,
+    agent_id: &Text,
     req: &Envelope,
     kind: FrameKind,
     seq: u64,
@@ -94,8 +95,8 @@ pub(crate) fn reply_frame(
 ) -> Envelope {
     let mut e = Envelope::blank(
         new_event_id(),
-        kind.event_type().to_owned(),
-        kind.frame_type().to_owned(),
+        Text::new_static(kind.event_type()),
+        Text::new_static(kind.frame_type()),
         Utc::now().fixed_offset(),
     );
     e.trace_id.clone_from(&req.trace_id);
@@ -104,7 +105,7 @@ pub(crate) fn reply_frame(
     e.session_id.clone_from(&req.session_id);
     e.conversation_id.clone_from(&req.conversation_id);
     e.correlation_id.clone_from(&req.event_id);
-    e.from = agent_id.to_owned();
+    e.from = agent_id.clone();
     e.to.clone_from(&req.from);
     e.channel.clone_from(&req.channel);
     e.tenant_id.clone_from(&req.tenant_id);

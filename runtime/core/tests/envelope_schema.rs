@@ -749,23 +749,23 @@ prop_compose! {
         let mut env = Envelope::new(event_type);
         let [trace_id, span_id, traceparent, session_id, conversation_id, correlation_id,
              reply_to, from, to, channel, tenant_id, user_id] = s;
-        env.spec_version = format!("acp/1.{minor}");
+        env.spec_version = format!("acp/1.{minor}").into();
         env.schema_version = schema_version;
-        env.event_id = event_id;
-        env.frame_type = frame_type;
+        env.event_id = event_id.into();
+        env.frame_type = frame_type.into();
         env.occurred_at = occurred_at;
-        env.trace_id = trace_id;
-        env.span_id = span_id;
-        env.traceparent = traceparent;
-        env.session_id = session_id;
-        env.conversation_id = conversation_id;
-        env.correlation_id = correlation_id;
-        env.reply_to = reply_to;
-        env.from = from;
-        env.to = to;
-        env.channel = channel;
-        env.tenant_id = tenant_id;
-        env.user_id = user_id;
+        env.trace_id = trace_id.into();
+        env.span_id = span_id.into();
+        env.traceparent = traceparent.into();
+        env.session_id = session_id.into();
+        env.conversation_id = conversation_id.into();
+        env.correlation_id = correlation_id.into();
+        env.reply_to = reply_to.into();
+        env.from = from.into();
+        env.to = to.into();
+        env.channel = channel.into();
+        env.tenant_id = tenant_id.into();
+        env.user_id = user_id.into();
         env.seq = seq;
         env.is_final = is_final;
         env.payload = payload;
@@ -789,7 +789,7 @@ fn uuid_text(n: u128) -> String {
 
 /// Makes an arbitrary envelope satisfy the schema's extra rules.
 fn schema_conforming(mut env: Envelope, n: u128, code: usize) -> Envelope {
-    env.event_id = uuid_text(n);
+    env.event_id = uuid_text(n).into();
     env.schema_version = env.schema_version.max(1);
     let terminal = openagentio_core::is_terminal(&env.event_type)
         || openagentio_core::event_type::is_terminal_frame(&env.frame_type);

@@ -161,8 +161,8 @@ pub fn stamp_current_span(env: &mut Envelope) {
         return;
     }
     let t = TraceContext {
-        trace_id: sc.trace_id().to_string(),
-        span_id: sc.span_id().to_string(),
+        trace_id: sc.trace_id().to_string().into(),
+        span_id: sc.span_id().to_string().into(),
         flags: sc.trace_flags().to_u8(),
     };
     env.traceparent = t.traceparent();

@@ -33,7 +33,7 @@ impl Middleware for DeadLetter {
         }
         original.metadata.insert(
             DLQ_ORIGINAL_EVENT_TYPE_KEY.to_owned(),
-            Value::from(original.event_type.clone()),
+            Value::from(original.event_type.as_str()),
         );
         original
             .metadata
