@@ -150,14 +150,17 @@ fn run_invoke_stream_and_drain_on_sigterm() {
 fn validate_and_schema_exit_codes() {
     let out = client(&[
         "validate",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quickstart.yaml"),
+        &format!(
+            "{}/examples/quickstart.yaml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        ),
     ]);
     assert!(out.status.success(), "{out:?}");
     let out = client(&[
         "validate",
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/config/tests/data/ten_mistakes.yaml"
+        &format!(
+            "{}/config/tests/data/ten_mistakes.yaml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
         ),
     ]);
     assert_eq!(out.status.code(), Some(3));

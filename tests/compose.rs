@@ -23,14 +23,13 @@ use openagentio_config::url::Url;
 use openagentio_config::{BridgeKind, Config};
 use serde_norway::{Mapping, Value};
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// Where the image documents its config file.
 const CONFIG_IN_IMAGE: &str = "/etc/openagentio/config.yaml";
 /// The service that runs openagentio.
 const SERVICE: &str = "openagentio";
 
-fn root() -> &'static Path {
-    Path::new(ROOT)
+fn root() -> PathBuf {
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
 
 /// docker-compose.yml with YAML merge keys (`<<: *anchor`) applied.

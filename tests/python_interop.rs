@@ -59,9 +59,10 @@ struct PyPeer {
 
 impl PyPeer {
     fn spawn(script: &str, nats_url: &str) -> PyPeer {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/python")
-            .join(script);
+        let path =
+            Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+                .join("tests/python")
+                .join(script);
         let mut child = Command::new(reference_python())
             .arg("-u")
             .arg(&path)

@@ -34,7 +34,9 @@ fn npm_prefix() -> PathBuf {
 /// returns it once it printed its summary, and the gateway's base URL.
 fn start_service(config: &str, cwd: &Path) -> (ChildGuard, String, String) {
     let port = free_port();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(config);
+    let path =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+            .join(config);
     let listen = format!("127.0.0.1:{port}");
     let (service, summary) = run_service(BIN, &path, &["--listen", &listen], cwd);
     (service, format!("http://{listen}"), summary)

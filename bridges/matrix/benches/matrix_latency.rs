@@ -243,7 +243,10 @@ struct Reference {
 
 impl Reference {
     async fn start(hs: &Synapse, client: &TestUser, bot: &TestUser, room: &str) -> Reference {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/matrix_reference.py");
+        let script = format!(
+            "{}/benches/matrix_reference.py",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        );
         let mut child = tokio::process::Command::new(reference_python())
             .arg(script)
             .stdin(Stdio::piped())

@@ -234,7 +234,10 @@ async fn reference(rows: &mut Vec<Row>) {
         "{} not found; {REF_HINT} (or leave `python` out of BENCH_ONLY)",
         py.display()
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mcp_reference.py");
+    let script = format!(
+        "{}/benches/mcp_reference.py",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+    );
     let levels = levels()
         .iter()
         .map(ToString::to_string)

@@ -183,7 +183,7 @@ impl Bus {
             .replies
             .open(&inner.transport, inner.settings.frame_buffer)
             .await?;
-        env.reply_to = Text::new(&slot.subject);
+        env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke(target, &env.tenant_id);
         let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());

@@ -15,7 +15,7 @@ use crate::error::BusError;
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
-use crate::text::Text;
+
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
@@ -83,10 +83,7 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
             }
         },
     };
-    let Some(reply_to) = reply_to
-        .filter(|r| !r.is_empty())
-        .or_else(|| msg.reply.map(Text::from))
-    else {
+    let Some(reply_to) = reply_to.filter(|r| !r.is_empty()).or(msg.reply) else {
         return;
     };
     let payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));

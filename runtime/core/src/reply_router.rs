@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::error::BusError;
+use crate::text::Text;
 use crate::transport::{Message, Sink, Subscription, Transport};
 
 pub(crate) struct ReplyRouter {
@@ -98,7 +99,7 @@ impl ReplyQueue {
 
 /// The receiving end of one call's reply subject. Dropping it frees the slot.
 pub(crate) struct ReplySlot {
-    pub subject: String,
+    pub subject: Text,
     pub queue: Arc<ReplyQueue>,
     id: u64,
     shared: Arc<Shared>,
@@ -173,12 +174,12 @@ impl ReplyRouter {
             }),
         });
         self.shared.slots.lock().insert(id, queue.clone());
-        let mut subject = String::with_capacity(self.shared.prefix.len() + 21);
+        let mut subject = smol_str::SmolStrBuilder::new();
         subject.push_str(&self.shared.prefix);
         subject.push('.');
         let _ = write!(subject, "{id}");
         Ok(ReplySlot {
-            subject,
+            subject: subject.finish(),
             queue,
             id,
             shared: self.shared.clone(),

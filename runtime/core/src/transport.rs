@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::envelope::Envelope;
+use crate::text::Text;
 
 /// A message body: an envelope not yet encoded, or bytes off the wire.
 #[derive(Clone, Debug)]
@@ -25,9 +26,9 @@ pub enum Body {
 #[derive(Clone, Debug)]
 pub struct Message {
     /// The subject it was published on.
-    pub subject: String,
+    pub subject: Text,
     /// The transport-level reply subject, if any (NATS uses it to report "no responders").
-    pub reply: Option<String>,
+    pub reply: Option<Text>,
     /// The body.
     pub body: Body,
     /// A transport status: 503 means nobody was subscribed to a request's subject.
@@ -36,7 +37,7 @@ pub struct Message {
 
 impl Message {
     /// A message carrying an envelope.
-    pub fn envelope(subject: impl Into<String>, env: Envelope) -> Self {
+    pub fn envelope(subject: impl Into<Text>, env: Envelope) -> Self {
         Message {
             subject: subject.into(),
             reply: None,
@@ -46,7 +47,7 @@ impl Message {
     }
 
     /// A message carrying raw bytes.
-    pub fn bytes(subject: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+    pub fn bytes(subject: impl Into<Text>, bytes: impl Into<Bytes>) -> Self {
         Message {
             subject: subject.into(),
             reply: None,
@@ -56,7 +57,7 @@ impl Message {
     }
 
     /// Sets the transport-level reply subject.
-    pub fn with_reply(mut self, reply: impl Into<String>) -> Self {
+    pub fn with_reply(mut self, reply: impl Into<Text>) -> Self {
         self.reply = Some(reply.into());
         self
     }

@@ -35,7 +35,7 @@ use serde_json::{Map, Value, json};
 // Files
 
 fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
 }
 
 fn our_schema_path() -> PathBuf {
@@ -369,7 +369,7 @@ impl Tap {
                 };
                 let v = serde_json::from_slice(&bytes)
                     .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {:?}", m.subject, bytes));
-                (m.subject.clone(), v)
+                (m.subject.to_string(), v)
             })
             .collect()
     }

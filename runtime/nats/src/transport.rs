@@ -205,10 +205,10 @@ impl Transport for NatsTransport {
         let result = match msg.reply {
             Some(reply) => {
                 self.client
-                    .publish_with_reply(msg.subject, reply, payload)
+                    .publish_with_reply(msg.subject.to_string(), reply.to_string(), payload)
                     .await
             }
-            None => self.client.publish(msg.subject, payload).await,
+            None => self.client.publish(msg.subject.to_string(), payload).await,
         };
         result.map_err(to_transport_error)
     }
@@ -236,8 +236,8 @@ impl Transport for NatsTransport {
         let task = tokio::spawn(async move {
             let deliver = |m: async_nats::Message| {
                 sink.deliver(Message {
-                    subject: m.subject.to_string(),
-                    reply: m.reply.map(|r| r.to_string()),
+                    subject: m.subject.as_str().into(),
+                    reply: m.reply.map(|r| r.as_str().into()),
                     body: Body::Bytes(m.payload),
                     status: m.status.map(|s| s.as_u16()),
                 })

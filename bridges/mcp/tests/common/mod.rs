@@ -83,11 +83,10 @@ pub fn python() -> String {
 
 /// Our Python test server script.
 pub fn python_server() -> String {
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/python/mcp_test_server.py"
+    format!(
+        "{}/tests/python/mcp_test_server.py",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
     )
-    .to_owned()
 }
 
 /// A free TCP port on 127.0.0.1.
