@@ -24,6 +24,10 @@ use openagentio_testkit::{NatsServer, nats_bus};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+/// The allocator the `openagentio` binary uses, so the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const STREAM_FRAMES: usize = 1000;
 
 struct Row {

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::{Cli, Exit};
 
+// Messages are built on one worker and freed on another many times a call;
+// mimalloc handles that cross-thread traffic far better than the system
+// allocator (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
