@@ -9,9 +9,7 @@
 //! The same registry lets [`crate::Bus::drain`] wait for the requests in
 //! flight, cancel the ones that outlive the drain, and end their streams.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -23,6 +21,7 @@ use crate::codec::decode_body;
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::stats::Counters;
+use crate::text::Text;
 use crate::transport::{Message, Sink, Subscription, Transport};
 use crate::writer::StreamWriter;
 
@@ -34,29 +33,9 @@ pub(crate) struct CancelRegistry {
     subscription: OnceCell<Box<dyn Subscription>>,
 }
 
-/// A request in the registry, keyed by its `event_id` without copying it.
-#[derive(Clone)]
-struct RequestKey(Arc<Envelope>);
-
-impl PartialEq for RequestKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.event_id == other.0.event_id
-    }
-}
-impl Eq for RequestKey {}
-impl Hash for RequestKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.event_id.as_str().hash(state)
-    }
-}
-impl Borrow<str> for RequestKey {
-    fn borrow(&self) -> &str {
-        &self.0.event_id
-    }
-}
-
 struct Served {
-    calls: Mutex<HashMap<RequestKey, (CancellationToken, StreamWriter)>>,
+    /// By request `event_id`.
+    calls: Mutex<HashMap<Text, (CancellationToken, StreamWriter)>>,
     idle: Notify,
     counters: Arc<Counters>,
 }
@@ -83,7 +62,7 @@ impl Sink for Served {
 /// Removes a request from the registry when its handler is done.
 pub(crate) struct CancelGuard {
     served: Arc<Served>,
-    id: RequestKey,
+    id: Text,
 }
 
 impl Drop for CancelGuard {
@@ -128,11 +107,11 @@ impl CancelRegistry {
     /// Tracks `request` (by its `event_id`) until the guard drops.
     pub fn register(
         &self,
-        request: &Arc<Envelope>,
+        request: &Envelope,
         token: CancellationToken,
         writer: StreamWriter,
     ) -> CancelGuard {
-        let id = RequestKey(request.clone());
+        let id = request.event_id.clone();
         self.served.calls.lock().insert(id.clone(), (token, writer));
         CancelGuard {
             served: self.served.clone(),

@@ -24,11 +24,13 @@ pub const TIMEOUT_MS_KEY: &str = "acp.timeout_ms";
 /// `stream_invoke`): every frame, as the reference SDKs do.
 pub const STREAM_KEY: &str = "acp.stream";
 
-/// What a request passes on to the calls made while serving it: its envelope
-/// (shared, not copied) and its deadline.
+/// What a request passes on to the calls made while serving it: its context
+/// fields (ids, session, conversation, tenant, user, channel, trace) and its
+/// deadline. The payload and metadata stay with the handler's
+/// [`crate::Request`], which can then take them without a copy.
 #[derive(Clone, Debug)]
 pub struct CallContext {
-    request: Arc<Envelope>,
+    request: Envelope,
     deadline: Option<Instant>,
 }
 
@@ -44,16 +46,19 @@ pub fn current() -> Option<Arc<CallContext>> {
 impl CallContext {
     /// The context a request establishes; its deadline comes from the
     /// `acp.timeout_ms` metadata the caller sent.
-    pub fn from_request(request: Arc<Envelope>) -> Self {
+    pub fn from_request(request: &Envelope) -> Self {
         let deadline = request
             .metadata
             .get(TIMEOUT_MS_KEY)
             .and_then(serde_json::Value::as_u64)
             .map(|ms| Instant::now() + std::time::Duration::from_millis(ms));
-        CallContext { request, deadline }
+        CallContext {
+            request: request.without_body(),
+            deadline,
+        }
     }
 
-    /// The request being served.
+    /// The request being served: its envelope without payload and metadata.
     pub fn request(&self) -> &Envelope {
         &self.request
     }

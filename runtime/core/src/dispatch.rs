@@ -4,14 +4,16 @@ use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Weak};
 
 use futures::{FutureExt, StreamExt};
+use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusInner};
 use crate::codec::{decode_body, salvage_reply_fields};
-use crate::context::CallContext;
+use crate::context::{CallContext, STREAM_KEY};
 use crate::envelope::Envelope;
 use crate::error::BusError;
+use crate::inline::run_inline_first;
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
@@ -29,7 +31,8 @@ pub(crate) struct Route {
     pub limiter: Option<Arc<Semaphore>>,
 }
 
-/// Delivers requests: each one is served on its own task.
+/// Delivers requests. A request that wants only its answer is first run on
+/// the delivering task (see [`crate::inline`]); others get a task of their own.
 pub(crate) struct RequestSink(pub Arc<Route>);
 
 impl Sink for RequestSink {
@@ -54,11 +57,46 @@ impl Sink for RequestSink {
                 }
             },
         };
+        let Some(env) = decode_request(&bus, msg) else {
+            return;
+        };
+        let answer_only = env.metadata.get(STREAM_KEY).and_then(Value::as_bool) == Some(false);
         let route = self.0.clone();
-        tokio::spawn(async move {
-            serve_request(bus, route, msg).await;
+        let serve = async move {
+            serve_request(bus, route, env).await;
             drop(permit);
-        });
+        };
+        if answer_only {
+            run_inline_first(serve);
+        } else {
+            tokio::spawn(serve);
+        }
+    }
+}
+
+/// The request envelope of `msg`; bytes that are not one are counted, logged
+/// and answered with `CODEC_FAILURE` where the sender can be found.
+fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Envelope> {
+    match msg.body {
+        Body::Envelope(env) => Some(*env),
+        Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                Counters::bump(&bus.counters.bad_messages);
+                tracing::warn!(subject = %msg.subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
+                let msg = Message {
+                    subject: msg.subject,
+                    reply: msg.reply,
+                    body: Body::Bytes(bytes),
+                    status: None,
+                };
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    reply_error_to_undecoded(&bus, msg, BusError::codec(e.to_string())).await;
+                });
+                None
+            }
+        },
     }
 }
 
@@ -107,31 +145,14 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
     }
 }
 
-async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, msg: Message) {
-    let subject = msg.subject.clone();
-    let env = match msg.body {
-        Body::Envelope(env) => *env,
-        Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
-            Ok(env) => env,
-            Err(e) => {
-                Counters::bump(&bus.counters.bad_messages);
-                tracing::warn!(%subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
-                let msg = Message {
-                    subject,
-                    reply: msg.reply,
-                    body: Body::Bytes(bytes),
-                    status: None,
-                };
-                reply_error_to_undecoded(&bus, msg, BusError::codec(e.to_string())).await;
-                return;
-            }
-        },
-    };
-    let env = Arc::new(env);
+async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Envelope) {
     let token = CancellationToken::new();
-    let writer = StreamWriter::new(bus.clone(), env.clone(), token.clone());
+    let writer = StreamWriter::new(bus.clone(), &env, token.clone());
     let _guard = bus.cancels.register(&env, token.clone(), writer.clone());
-    let ctx = Arc::new(CallContext::from_request(env.clone()));
+    let ctx = Arc::new(CallContext::from_request(&env));
+    // The handler's request is the envelope's only owner: it can take the
+    // payload without a copy.
+    let env = Arc::new(env);
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus.clone())),
         writer: Some(writer.clone()),
@@ -214,8 +235,8 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
             return;
         }
     };
+    let ctx = Arc::new(CallContext::from_request(&env));
     let env = Arc::new(env);
-    let ctx = Arc::new(CallContext::from_request(env.clone()));
     let call = Call {
         request: Request::new(env, CancellationToken::new(), Bus::from_inner(bus.clone())),
         writer: None,

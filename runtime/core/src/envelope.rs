@@ -12,7 +12,7 @@ use crate::error::BusError;
 use crate::event_type::{
     SCHEMA_VERSION, SPEC_VERSION, frame_type_for, is_terminal, is_terminal_frame,
 };
-use crate::ids::new_event_id;
+use crate::ids::event_id_at;
 use crate::payload::ErrorPayload;
 use crate::text::Text;
 
@@ -87,11 +87,12 @@ impl Envelope {
     pub fn new(event_type: impl Into<Text>) -> Self {
         let event_type = event_type.into();
         let frame_type = frame_type_for(&event_type).map_or_else(Text::default, Text::new_static);
+        let now = Utc::now();
         Envelope::blank(
-            new_event_id(),
+            event_id_at(now.timestamp_millis() as u64),
             event_type,
             frame_type,
-            Utc::now().fixed_offset(),
+            now.fixed_offset(),
         )
     }
 
@@ -151,6 +152,36 @@ impl Envelope {
     pub fn with_tenant(mut self, tenant_id: impl Into<Text>) -> Self {
         self.tenant_id = tenant_id.into();
         self
+    }
+
+    /// A copy of every field but `payload`, `metadata` and unknown fields:
+    /// cheap, as the strings are shared.
+    pub fn without_body(&self) -> Envelope {
+        Envelope {
+            spec_version: self.spec_version.clone(),
+            schema_version: self.schema_version,
+            event_id: self.event_id.clone(),
+            event_type: self.event_type.clone(),
+            frame_type: self.frame_type.clone(),
+            occurred_at: self.occurred_at,
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            traceparent: self.traceparent.clone(),
+            session_id: self.session_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            correlation_id: self.correlation_id.clone(),
+            reply_to: self.reply_to.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            channel: self.channel.clone(),
+            tenant_id: self.tenant_id.clone(),
+            user_id: self.user_id.clone(),
+            seq: self.seq,
+            is_final: self.is_final,
+            payload: None,
+            metadata: Map::new(),
+            extra: Map::new(),
+        }
     }
 
     /// The frame type, falling back to the one implied by `event_type`.

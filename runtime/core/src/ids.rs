@@ -23,8 +23,13 @@ pub fn new_event_id() -> Text {
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-        & 0xFFFF_FFFF_FFFF;
+        .unwrap_or(0);
+    event_id_at(ms)
+}
+
+/// A UUIDv7 for Unix time `ms` (milliseconds), for callers that already read the clock.
+pub(crate) fn event_id_at(ms: u64) -> Text {
+    let ms = ms & 0xFFFF_FFFF_FFFF;
     let rand = fastrand::u128(..);
     let mut b = rand.to_be_bytes();
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);

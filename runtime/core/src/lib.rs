@@ -31,6 +31,7 @@ mod dispatch;
 mod envelope;
 mod error;
 mod ids;
+mod inline;
 mod memory;
 mod reply_router;
 mod request;

@@ -45,9 +45,9 @@ impl Request {
         Arc::try_unwrap(self.envelope).unwrap_or_else(|shared| (*shared).clone())
     }
 
-    /// Takes the payload (`null` when absent), cloning only the payload when
-    /// the envelope is shared (the bus keeps a reference while the handler
-    /// runs), never the whole envelope as [`Request::into_envelope`] may.
+    /// Takes the payload (`null` when absent). The handler's request is the
+    /// envelope's only owner unless it was cloned (a retry layer keeps one), so
+    /// this is normally a move; a shared envelope has just its payload copied.
     pub fn into_payload(self) -> Value {
         match Arc::try_unwrap(self.envelope) {
             Ok(env) => env.payload.unwrap_or(Value::Null),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ use crate::context::STREAM_KEY;
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
-use crate::ids::new_event_id;
+use crate::ids::event_id_at;
 use crate::payload::DeltaPayload;
 use crate::text::Text;
 use crate::transport::Message;
@@ -63,7 +63,10 @@ pub struct StreamWriter {
 
 struct WriterInner {
     bus: Arc<BusInner>,
-    request: Arc<Envelope>,
+    /// Every field a reply copies from the request, made once per request.
+    template: Envelope,
+    /// Where the replies go (the request's `reply_to`).
+    reply_to: Text,
     state: Mutex<WriterState>,
     frames: AtomicU64,
     cancel: CancellationToken,
@@ -85,19 +88,14 @@ pub(crate) fn inherited_metadata(src: &Map<String, Value>) -> Map<String, Value>
         .collect()
 }
 
-/// A reply frame to `req`: correlation, session, trace and metadata copied from it.
-pub(crate) fn reply_frame(
-    agent_id: &Text,
-    req: &Envelope,
-    kind: FrameKind,
-    seq: u64,
-    payload: Option<Value>,
-) -> Envelope {
+/// What every reply to `req` copies from it: correlation, session, trace,
+/// addressing and inherited metadata.
+fn reply_template(agent_id: &Text, req: &Envelope) -> Envelope {
     let mut e = Envelope::blank(
-        new_event_id(),
-        Text::new_static(kind.event_type()),
-        Text::new_static(kind.frame_type()),
-        Utc::now().fixed_offset(),
+        Text::default(),
+        Text::default(),
+        Text::default(),
+        DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
     );
     e.trace_id.clone_from(&req.trace_id);
     e.span_id.clone_from(&req.span_id);
@@ -110,24 +108,44 @@ pub(crate) fn reply_frame(
     e.channel.clone_from(&req.channel);
     e.tenant_id.clone_from(&req.tenant_id);
     e.user_id.clone_from(&req.user_id);
-    e.seq = seq;
-    e.is_final = kind.is_terminal();
-    e.payload = payload.filter(|p| !p.is_null());
     e.metadata = inherited_metadata(&req.metadata);
     e
 }
 
+/// A frame of `kind` made from a reply template: a new id and time, the
+/// frame's event type, `seq`, `is_final` and payload.
+fn frame_from(template: &Envelope, kind: FrameKind, seq: u64, payload: Option<Value>) -> Envelope {
+    let now = Utc::now();
+    let mut e = template.clone();
+    e.event_id = event_id_at(now.timestamp_millis() as u64);
+    e.event_type = Text::new_static(kind.event_type());
+    e.frame_type = Text::new_static(kind.frame_type());
+    e.occurred_at = now.fixed_offset();
+    e.seq = seq;
+    e.is_final = kind.is_terminal();
+    e.payload = payload.filter(|p| !p.is_null());
+    e
+}
+
+/// A reply frame to `req`: correlation, session, trace and metadata copied from it.
+pub(crate) fn reply_frame(
+    agent_id: &Text,
+    req: &Envelope,
+    kind: FrameKind,
+    seq: u64,
+    payload: Option<Value>,
+) -> Envelope {
+    frame_from(&reply_template(agent_id, req), kind, seq, payload)
+}
+
 impl StreamWriter {
-    pub(crate) fn new(
-        bus: Arc<BusInner>,
-        request: Arc<Envelope>,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub(crate) fn new(bus: Arc<BusInner>, request: &Envelope, cancel: CancellationToken) -> Self {
         StreamWriter {
             inner: Arc::new(WriterInner {
-                bus,
                 streaming: request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false),
-                request,
+                template: reply_template(&bus.settings.agent_id, request),
+                reply_to: request.reply_to.clone(),
+                bus,
                 state: Mutex::new(WriterState::default()),
                 frames: AtomicU64::new(0),
                 cancel,
@@ -196,15 +214,14 @@ impl StreamWriter {
             seq
         };
         self.inner.frames.fetch_add(1, Ordering::Relaxed);
-        let req = &self.inner.request;
-        if req.reply_to.is_empty() {
+        if self.inner.reply_to.is_empty() {
             return Ok(()); // nobody asked for an answer
         }
-        let frame = reply_frame(&self.inner.bus.settings.agent_id, req, kind, seq, payload);
+        let frame = frame_from(&self.inner.template, kind, seq, payload);
         self.inner
             .bus
             .transport
-            .publish(Message::envelope(req.reply_to.clone(), frame))
+            .publish(Message::envelope(self.inner.reply_to.clone(), frame))
             .await
             .map_err(BusError::from)
     }

@@ -1,0 +1,99 @@
+//! Running a request's future on the delivering task first.
+//!
+//! A request that wants only its answer (`acp.stream: false`) usually
+//! completes without waiting for anything: the handler computes a value and
+//! the reply is handed to the transport. Polling it once where it is delivered
+//! saves a task spawn and a hop between workers per call, and lets the replies
+//! to a burst of requests leave in one write. A future that is not done after
+//! that first poll continues on a task of its own, exactly as if it had been
+//! spawned at once (futures re-register with the waker of each poll, so the
+//! throw-away waker of the first poll is never relied on).
+
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll, Waker};
+
+/// Nested inline runs allowed on one thread (a handler that invokes a handler
+/// that invokes ...); deeper calls are spawned, which bounds stack use.
+const MAX_DEPTH: u32 = 4;
+
+thread_local! {
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Polls `fut` once here; spawns it on the runtime if it is not done.
+pub(crate) fn run_inline_first<F>(fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let depth = DEPTH.with(Cell::get);
+    if depth >= MAX_DEPTH {
+        tokio::spawn(fut);
+        return;
+    }
+    let mut fut = Box::pin(fut);
+    DEPTH.with(|d| d.set(depth + 1));
+    let mut cx = Context::from_waker(Waker::noop());
+    let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    DEPTH.with(|d| d.set(depth));
+    match polled {
+        Ok(Poll::Ready(())) => {}
+        Ok(Poll::Pending) => {
+            tokio::spawn(fut);
+        }
+        Err(panic) => tracing::error!(
+            panic = %crate::middleware::panic_message(panic.as_ref()),
+            "request dispatch panicked"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_ready_future_runs_here_and_a_pending_one_finishes_on_a_task() {
+        let done = Arc::new(AtomicU32::new(0));
+        let d = done.clone();
+        run_inline_first(async move {
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 1, "ran inline");
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let d = done.clone();
+        run_inline_first(async move {
+            rx.await.unwrap();
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 1, "waits for its input");
+        tx.send(()).unwrap();
+        for _ in 0..100 {
+            if done.load(Ordering::SeqCst) == 2 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the pending future never finished");
+    }
+
+    #[tokio::test]
+    async fn deep_nesting_is_spawned_not_recursed() {
+        fn nest(level: u32, seen: Arc<AtomicU32>) {
+            run_inline_first(async move {
+                seen.fetch_max(DEPTH.with(Cell::get), Ordering::SeqCst);
+                if level < 10 {
+                    nest(level + 1, seen);
+                }
+            });
+        }
+        let seen = Arc::new(AtomicU32::new(0));
+        nest(0, seen.clone());
+        tokio::task::yield_now().await;
+        assert_eq!(seen.load(Ordering::SeqCst), MAX_DEPTH);
+    }
+}
