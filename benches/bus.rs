@@ -123,6 +123,23 @@ async fn bare_channel(in_flight: usize) -> Row {
     .await
 }
 
+/// A request envelope as the bus sends it: the payload with ids, trace
+/// context, reply subject and `acp.*` metadata.
+fn wire_sized_request() -> openagentio_core::Envelope {
+    let mut env = openagentio_core::Envelope::new("agent.message.received").with_payload(payload());
+    let trace = openagentio_core::TraceContext::new_root();
+    env.traceparent = trace.traceparent();
+    env.trace_id = trace.trace_id;
+    env.span_id = trace.span_id;
+    env.from = "bench-client".into();
+    env.to = "bench.echo".into();
+    env.reply_to = "_INBOX.f0252b1e2e0f44c0a18469c1ccad2d56.1".into();
+    env.metadata.insert("acp.stream".into(), Value::Bool(false));
+    env.metadata
+        .insert("acp.timeout_ms".into(), Value::from(29_999));
+    env
+}
+
 async fn echo_handlers(bus: &Bus) {
     bus.handle_invoke("bench.echo", |req| async move { Ok(req.into_payload()) })
         .await
@@ -173,7 +190,8 @@ async fn bus_stream(name: &str, client: Bus, in_flight: usize) -> Row {
     row
 }
 
-async fn raw_nats(url: &str, in_flight: usize) -> Row {
+/// Raw request/reply; `body` is the request (echoed back as the reply).
+async fn raw_nats(name: &str, url: &str, body: bytes::Bytes, in_flight: usize) -> Row {
     let server = async_nats::connect(url).await.unwrap();
     let client = async_nats::connect(url).await.unwrap();
     let mut sub = server
@@ -189,8 +207,7 @@ async fn raw_nats(url: &str, in_flight: usize) -> Row {
         }
     });
     server.flush().await.unwrap();
-    let body = bytes::Bytes::from(serde_json::to_vec(&payload()).unwrap());
-    let row = measure("raw async-nats request/reply", in_flight, move || {
+    let row = measure(name, in_flight, move || {
         let client = client.clone();
         let body = body.clone();
         async move {
@@ -231,7 +248,20 @@ fn main() {
                 rows.push(bus_invoke("bus invoke (memory)", memory.clone(), n).await);
             }
             if selected("raw") {
-                rows.push(raw_nats(&nats.url(), n).await);
+                let body = bytes::Bytes::from(serde_json::to_vec(&payload()).unwrap());
+                rows.push(raw_nats("raw async-nats request/reply", &nats.url(), body, n).await);
+                // The bus's request envelope around the same payload, for a
+                // comparison at equal bytes on the wire.
+                let env = openagentio_core::codec::encode(&wire_sized_request()).unwrap();
+                rows.push(
+                    raw_nats(
+                        &format!("raw async-nats, {}-byte body", env.len()),
+                        &nats.url(),
+                        env,
+                        n,
+                    )
+                    .await,
+                );
             }
             if selected("nats") {
                 rows.push(bus_invoke("bus invoke (NATS)", client.clone(), n).await);
@@ -254,7 +284,7 @@ fn main() {
         }
         let find = |name: &str, n: usize| {
             rows.iter()
-                .find(|r| r.name == name && r.in_flight == n)
+                .find(|r| r.name.starts_with(name) && r.in_flight == n)
                 .map(|r| r.per_sec)
         };
         println!("\n| ratio | value | target |");
@@ -286,6 +316,13 @@ fn main() {
                 "bus invoke (NATS)",
                 "raw async-nats request/reply",
                 1,
+                "",
+            ),
+            (
+                "bus (NATS) / raw async-nats with an envelope-sized body",
+                "bus invoke (NATS)",
+                "raw async-nats, ",
+                64,
                 "",
             ),
         ] {

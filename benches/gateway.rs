@@ -69,6 +69,10 @@ fn wrk(name: &'static str, url: &str, script: &str, secs: u64) -> Result {
     r
 }
 
+/// The allocator the `openagentio` binary uses, so the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS")
         .ok()

@@ -34,6 +34,11 @@ use openagentio_openai_sse::{SseBridge, SseConfig};
 use openagentio_testkit::{NatsServer, nats_bus};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The allocator the `openagentio` binary uses, so the figures are the service's
+/// (the direct path runs with it too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Content chunks per answer.
