@@ -169,13 +169,12 @@ impl Bus {
         self.prepare(&mut env);
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
-        let mut deadline = Instant::now() + timeout;
+        let now = Instant::now();
+        let mut deadline = now + timeout;
         if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline()) {
             deadline = deadline.min(parent);
         }
-        let remaining_ms = deadline
-            .saturating_duration_since(Instant::now())
-            .as_millis() as u64;
+        let remaining_ms = deadline.saturating_duration_since(now).as_millis() as u64;
         env.metadata
             .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
 

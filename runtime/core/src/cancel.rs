@@ -11,8 +11,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::Mutex;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::decode_body;
 use crate::envelope::Envelope;
 use crate::error::BusError;
+use crate::shards::Shards;
 use crate::stats::Counters;
 use crate::text::Text;
 use crate::transport::{Message, Sink, Subscription, Transport};
@@ -35,7 +36,9 @@ pub(crate) struct CancelRegistry {
 
 struct Served {
     /// By request `event_id`.
-    calls: Mutex<HashMap<Text, (CancellationToken, StreamWriter)>>,
+    calls: Shards<HashMap<Text, (CancellationToken, StreamWriter)>>,
+    /// Requests being served (registered and not yet done).
+    in_flight: AtomicUsize,
     idle: Notify,
     counters: Arc<Counters>,
 }
@@ -53,7 +56,8 @@ impl Sink for Served {
         if env.event_type != CANCEL_EVENT {
             return;
         }
-        if let Some((token, _)) = self.calls.lock().get(env.correlation_id.as_str()) {
+        let id = env.correlation_id.as_str();
+        if let Some((token, _)) = self.calls.part_for(id).get(id) {
             token.cancel();
         }
     }
@@ -67,9 +71,8 @@ pub(crate) struct CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        let mut calls = self.served.calls.lock();
-        calls.remove(&self.id);
-        if calls.is_empty() {
+        self.served.calls.part_for(&self.id).remove(&self.id);
+        if self.served.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.served.idle.notify_waiters();
         }
     }
@@ -79,7 +82,8 @@ impl CancelRegistry {
     pub fn new(counters: Arc<Counters>) -> Self {
         CancelRegistry {
             served: Arc::new(Served {
-                calls: Mutex::new(HashMap::new()),
+                calls: Shards::default(),
+                in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 counters,
             }),
@@ -112,7 +116,11 @@ impl CancelRegistry {
         writer: StreamWriter,
     ) -> CancelGuard {
         let id = request.event_id.clone();
-        self.served.calls.lock().insert(id.clone(), (token, writer));
+        self.served.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served
+            .calls
+            .part_for(&id)
+            .insert(id.clone(), (token, writer));
         CancelGuard {
             served: self.served.clone(),
             id,
@@ -121,7 +129,7 @@ impl CancelRegistry {
 
     /// Requests being served now.
     pub fn in_flight(&self) -> usize {
-        self.served.calls.lock().len()
+        self.served.in_flight.load(Ordering::Acquire)
     }
 
     /// Waits until no request is being served, or `deadline`; true when idle.
@@ -139,8 +147,8 @@ impl CancelRegistry {
 
     /// Cancels every request being served.
     pub fn cancel_all(&self) {
-        for (token, _) in self.served.calls.lock().values() {
-            token.cancel();
+        for part in self.served.calls.each() {
+            part.values().for_each(|(token, _)| token.cancel());
         }
     }
 
@@ -149,9 +157,8 @@ impl CancelRegistry {
         let writers: Vec<StreamWriter> = self
             .served
             .calls
-            .lock()
-            .values()
-            .map(|(_, w)| w.clone())
+            .each()
+            .flat_map(|part| part.values().map(|(_, w)| w.clone()).collect::<Vec<_>>())
             .collect();
         for w in writers {
             if !w.is_closed() {

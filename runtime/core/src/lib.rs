@@ -35,6 +35,7 @@ mod inline;
 mod memory;
 mod reply_router;
 mod request;
+mod shards;
 mod stats;
 mod stream;
 mod text;

@@ -101,6 +101,9 @@ impl Transport for MemoryTransport {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
+        // Delivery here never waits, so a loop of calls would never give its
+        // worker back: take part in tokio's cooperative budget as sockets do.
+        tokio::task::coop::consume_budget().await;
         let mut recipients = self.recipients(&msg.subject);
         if recipients.is_empty() {
             if let Some(reply) = msg.reply {

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::error::BusError;
+use crate::shards::Shards;
 use crate::text::Text;
 use crate::transport::{Message, Sink, Subscription, Transport};
 
@@ -25,7 +26,7 @@ pub(crate) struct ReplyRouter {
 struct Shared {
     prefix: String,
     next: AtomicU64,
-    slots: Mutex<HashMap<u64, Arc<ReplyQueue>>>,
+    slots: Shards<HashMap<u64, Arc<ReplyQueue>>>,
 }
 
 /// The unread frames of one call: a small bounded queue with one waiting reader.
@@ -91,6 +92,17 @@ impl ReplyQueue {
         Poll::Pending
     }
 
+    /// The next frame if one is queued (`Ready(None)` once closed and
+    /// drained), without registering for a wake-up.
+    pub fn try_recv(&self) -> Poll<Option<Message>> {
+        let mut st = self.state.lock();
+        match st.items.pop_front() {
+            Some(m) => Poll::Ready(Some(m)),
+            None if st.closed => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
     /// Whether frames were dropped because the queue was full.
     pub fn overflowed(&self) -> bool {
         self.state.lock().overflow
@@ -114,7 +126,7 @@ impl ReplySlot {
 
 impl Drop for ReplySlot {
     fn drop(&mut self) {
-        self.shared.slots.lock().remove(&self.id);
+        self.shared.slots.part(self.id as usize).remove(&self.id);
     }
 }
 
@@ -129,7 +141,7 @@ impl Sink for Shared {
             return;
         };
         // A missing slot is a late frame of a call that has ended.
-        let queue = self.slots.lock().get(&id).cloned();
+        let queue = self.slots.part(id as usize).get(&id).cloned();
         if let Some(q) = queue {
             q.push(msg);
         }
@@ -142,7 +154,7 @@ impl ReplyRouter {
             shared: Arc::new(Shared {
                 prefix,
                 next: AtomicU64::new(1),
-                slots: Mutex::new(HashMap::new()),
+                slots: Shards::default(),
             }),
             subscription: OnceCell::new(),
         }
@@ -173,7 +185,10 @@ impl ReplyRouter {
                 overflow: false,
             }),
         });
-        self.shared.slots.lock().insert(id, queue.clone());
+        self.shared
+            .slots
+            .part(id as usize)
+            .insert(id, queue.clone());
         let mut subject = smol_str::SmolStrBuilder::new();
         subject.push_str(&self.shared.prefix);
         subject.push('.');
@@ -190,8 +205,10 @@ impl ReplyRouter {
         if let Some(sub) = self.subscription.get() {
             let _ = sub.unsubscribe().await;
         }
-        for (_, q) in self.shared.slots.lock().drain() {
-            q.close();
+        for mut part in self.shared.slots.each() {
+            for (_, q) in part.drain() {
+                q.close();
+            }
         }
     }
 }

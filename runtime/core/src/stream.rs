@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -15,7 +16,7 @@ use crate::error::BusError;
 use crate::reply_router::ReplySlot;
 use crate::stats::Counters;
 use crate::text::Text;
-use crate::transport::STATUS_NO_RESPONDERS;
+use crate::transport::{Message, STATUS_NO_RESPONDERS};
 
 /// Limits that end a stream with `BACKPRESSURE_DROP`.
 #[derive(Clone, Copy, Debug)]
@@ -104,24 +105,13 @@ impl Stream {
                 }
                 return Some(Ok(env));
             }
-            let received = match self.wait_limit() {
-                Some(until) => {
-                    let timer = match &mut self.timer {
-                        Some(t) => {
-                            if t.deadline() != until {
-                                t.as_mut().reset(until);
-                            }
-                            t
-                        }
-                        None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
-                    };
-                    tokio::select! {
-                        biased;
-                        m = self.slot.recv() => m,
-                        _ = timer.as_mut() => return Some(Err(self.fail_timeout())),
-                    }
-                }
-                None => self.slot.recv().await,
+            // A frame already queued needs no timer.
+            let received = match self.slot.queue.try_recv() {
+                Poll::Ready(m) => m,
+                Poll::Pending => match self.wait().await {
+                    Some(m) => m,
+                    None => return Some(Err(self.fail_timeout())),
+                },
             };
             let Some(msg) = received else {
                 if self.slot.queue.overflowed() {
@@ -196,6 +186,30 @@ impl Stream {
     /// The frames as a `futures::Stream`.
     pub fn into_stream(self) -> impl futures::Stream<Item = Result<Envelope, BusError>> + Send {
         futures::stream::unfold(self, |mut s| async move { s.next().await.map(|f| (f, s)) })
+    }
+
+    /// Waits for the next message of the reply slot; `None` when the
+    /// deadline or the idle limit passes first.
+    async fn wait(&mut self) -> Option<Option<Message>> {
+        match self.wait_limit() {
+            Some(until) => {
+                let timer = match &mut self.timer {
+                    Some(t) => {
+                        if t.deadline() != until {
+                            t.as_mut().reset(until);
+                        }
+                        t
+                    }
+                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
+                };
+                tokio::select! {
+                    biased;
+                    m = self.slot.recv() => Some(m),
+                    _ = timer.as_mut() => None,
+                }
+            }
+            None => Some(self.slot.recv().await),
+        }
     }
 
     fn wait_limit(&self) -> Option<Instant> {
