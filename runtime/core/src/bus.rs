@@ -586,6 +586,7 @@ impl Bus {
             kind,
             name: Arc::from(name),
             limiter,
+            spawn_always: AtomicBool::new(false),
         })
     }
 

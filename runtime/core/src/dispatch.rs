@@ -1,7 +1,9 @@
 //! Serving deliveries: requests to invoke/stream handlers, events to subscribers.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use serde_json::Value;
@@ -29,7 +31,15 @@ pub(crate) struct Route {
     pub kind: CallKind,
     pub name: Arc<str>,
     pub limiter: Option<Arc<Semaphore>>,
+    /// Set once a request of this route held its delivering task too long on
+    /// its first poll: from then on every request gets a task of its own, so
+    /// slow handlers keep running in parallel.
+    pub spawn_always: AtomicBool,
 }
+
+/// How long a request may hold its delivering task on its first poll before
+/// its route stops running requests there.
+const INLINE_LIMIT: Duration = Duration::from_micros(500);
 
 /// Delivers requests. A request that wants only its answer is first run on
 /// the delivering task (see [`crate::inline`]); others get a task of their own.
@@ -66,8 +76,11 @@ impl Sink for RequestSink {
             serve_request(bus, route, env).await;
             drop(permit);
         };
-        if answer_only {
-            run_inline_first(serve);
+        if answer_only && !self.0.spawn_always.load(Ordering::Relaxed) {
+            if run_inline_first(serve) > INLINE_LIMIT {
+                self.0.spawn_always.store(true, Ordering::Relaxed);
+                tracing::debug!(target = %self.0.name, "handler is slow on its first poll: requests get their own task from now on");
+            }
         } else {
             tokio::spawn(serve);
         }

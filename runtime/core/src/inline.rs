@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// Nested inline runs allowed on one thread (a handler that invokes a handler
 /// that invokes ...); deeper calls are spawned, which bounds stack use.
@@ -23,19 +24,22 @@ thread_local! {
 }
 
 /// Polls `fut` once here; spawns it on the runtime if it is not done.
-pub(crate) fn run_inline_first<F>(fut: F)
+/// Returns how long that first poll held this task.
+pub(crate) fn run_inline_first<F>(fut: F) -> Duration
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let depth = DEPTH.with(Cell::get);
     if depth >= MAX_DEPTH {
         tokio::spawn(fut);
-        return;
+        return Duration::ZERO;
     }
     let mut fut = Box::pin(fut);
     DEPTH.with(|d| d.set(depth + 1));
     let mut cx = Context::from_waker(Waker::noop());
+    let started = Instant::now();
     let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
+    let held = started.elapsed();
     DEPTH.with(|d| d.set(depth));
     match polled {
         Ok(Poll::Ready(())) => {}
@@ -47,6 +51,7 @@ where
             "request dispatch panicked"
         ),
     }
+    held
 }
 
 #[cfg(test)]
@@ -79,6 +84,16 @@ mod tests {
             tokio::task::yield_now().await;
         }
         panic!("the pending future never finished");
+    }
+
+    #[tokio::test]
+    async fn reports_how_long_the_first_poll_held_the_task() {
+        let held = run_inline_first(async {
+            std::thread::sleep(Duration::from_millis(2));
+        });
+        assert!(held >= Duration::from_millis(2), "{held:?}");
+        let quick = run_inline_first(async {});
+        assert!(quick < Duration::from_millis(2), "{quick:?}");
     }
 
     #[tokio::test]
