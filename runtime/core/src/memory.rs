@@ -41,11 +41,36 @@ struct Inner {
 #[derive(Default)]
 struct Table {
     exact: HashMap<String, Vec<Entry>>,
-    wildcard: Vec<(String, Entry)>,
+    wildcard: Vec<(Pattern, Entry)>,
 }
 
 /// The members of one queue group that match a subject.
 type QueueGroup = (Arc<str>, Vec<Arc<dyn Sink>>);
+
+/// A wildcard subject pattern with its literal start, checked first: most
+/// subjects differ from most patterns in their first bytes.
+struct Pattern {
+    pattern: String,
+    literal: usize,
+}
+
+impl Pattern {
+    fn new(pattern: &str) -> Self {
+        let literal = pattern
+            .split('.')
+            .take_while(|t| *t != "*" && *t != ">")
+            .map(|t| t.len() + 1)
+            .sum();
+        Pattern {
+            pattern: pattern.to_owned(),
+            literal,
+        }
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        subject.starts_with(&self.pattern[..self.literal]) && matches(&self.pattern, subject)
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -75,7 +100,7 @@ impl MemoryTransport {
             list.iter().for_each(&mut add);
         }
         for (pattern, e) in &table.wildcard {
-            if matches(pattern, subject) {
+            if pattern.matches(subject) {
                 add(e);
             }
         }
@@ -146,7 +171,7 @@ impl Transport for MemoryTransport {
         };
         let mut table = self.inner.table.write();
         if has_wildcard(subject) {
-            table.wildcard.push((subject.to_owned(), entry));
+            table.wildcard.push((Pattern::new(subject), entry));
         } else {
             table
                 .exact
@@ -235,6 +260,21 @@ mod tests {
         }
         assert_eq!(a.0.lock().len() + b.0.lock().len(), 100);
         assert_eq!(c.0.lock().len(), 100);
+    }
+
+    #[test]
+    fn patterns_check_their_literal_start_then_every_token() {
+        let p = Pattern::new("a.*.c");
+        assert!(p.matches("a.b.c"));
+        assert!(!p.matches("a.b.d"));
+        assert!(!p.matches("ab.b.c"));
+        assert!(!p.matches("a.b"));
+        let all = Pattern::new(">");
+        assert!(all.matches("x.y"));
+        let tail = Pattern::new("_INBOX.k.>");
+        assert!(tail.matches("_INBOX.k.1.2"));
+        assert!(!tail.matches("_INBOX.k"));
+        assert!(!tail.matches("_INBOX.kk.1"));
     }
 
     #[tokio::test]

@@ -5,7 +5,6 @@
 //! to `{inbox}.*` and routes by `n`: no subscription round trip per call.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -130,6 +129,22 @@ impl Drop for ReplySlot {
     }
 }
 
+impl Shared {
+    /// `{prefix}.{id}`, formatted on the stack (one allocation, for the result).
+    fn subject_of(&self, id: u64) -> Text {
+        use std::io::Write;
+        let mut buf = [0u8; 128];
+        let mut rest = &mut buf[..];
+        match write!(rest, "{}.{id}", self.prefix) {
+            Ok(()) => {
+                let len = 128 - rest.len();
+                Text::new(std::str::from_utf8(&buf[..len]).expect("formatted from str"))
+            }
+            Err(_) => Text::from(format!("{}.{id}", self.prefix)),
+        }
+    }
+}
+
 impl Sink for Shared {
     fn deliver(&self, msg: Message) {
         let Some(id) = msg
@@ -189,12 +204,8 @@ impl ReplyRouter {
             .slots
             .part(id as usize)
             .insert(id, queue.clone());
-        let mut subject = smol_str::SmolStrBuilder::new();
-        subject.push_str(&self.shared.prefix);
-        subject.push('.');
-        let _ = write!(subject, "{id}");
         Ok(ReplySlot {
-            subject: subject.finish(),
+            subject: self.shared.subject_of(id),
             queue,
             id,
             shared: self.shared.clone(),

@@ -79,16 +79,23 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> Text {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = smol_str::SmolStrBuilder::new();
-        s.push_str("00-");
-        s.push_str(&self.trace_id);
-        s.push('-');
-        s.push_str(&self.span_id);
-        s.push('-');
-        s.push(HEX[(self.flags >> 4) as usize] as char);
-        s.push(HEX[(self.flags & 0xF) as usize] as char);
-        s.finish()
+        use std::io::Write;
+        // Formatted on the stack: one allocation, for the result.
+        let mut buf = [0u8; 64];
+        let mut rest = &mut buf[..];
+        let written = write!(
+            rest,
+            "00-{}-{}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        );
+        let len = 64 - rest.len();
+        match written {
+            Ok(()) => Text::new(std::str::from_utf8(&buf[..len]).expect("formatted from str")),
+            Err(_) => Text::from(format!(
+                "00-{}-{}-{:02x}",
+                self.trace_id, self.span_id, self.flags
+            )),
+        }
     }
 }
 
