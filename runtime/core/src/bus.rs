@@ -586,7 +586,7 @@ impl Bus {
             kind,
             name: Arc::from(name),
             limiter,
-            spawn_always: AtomicBool::new(false),
+            inline: Default::default(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Serving deliveries: requests to invoke/stream handlers, events to subscribers.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -31,14 +31,51 @@ pub(crate) struct Route {
     pub kind: CallKind,
     pub name: Arc<str>,
     pub limiter: Option<Arc<Semaphore>>,
-    /// Set once a request of this route held its delivering task too long on
-    /// its first poll: from then on every request gets a task of its own, so
-    /// slow handlers keep running in parallel.
-    pub spawn_always: AtomicBool,
+    /// How the first polls of this route's requests went: see [`InlinePolicy`].
+    pub inline: InlinePolicy,
 }
 
-/// How long a request may hold its delivering task on its first poll before
-/// its route stops running requests there.
+/// Whether a route's answer-only requests run on the delivering task first.
+///
+/// A first poll that holds the task longer than [`INLINE_LIMIT`] is a strike,
+/// a quick one takes a strike away. From [`STRIKES_TO_SPAWN`] strikes on, each
+/// request gets a task of its own (slow handlers keep running in parallel),
+/// except one in [`PROBE_EVERY`], which still runs inline so that a handler
+/// that became quick again wins its fast path back. A single hiccup (the
+/// thread preempted once) changes nothing.
+#[derive(Default)]
+pub(crate) struct InlinePolicy {
+    strikes: AtomicU32,
+    requests: AtomicU32,
+}
+
+const STRIKES_TO_SPAWN: u32 = 4;
+const PROBE_EVERY: u32 = 256;
+
+impl InlinePolicy {
+    fn run_inline(&self) -> bool {
+        self.strikes.load(Ordering::Relaxed) < STRIKES_TO_SPAWN
+            || self
+                .requests
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(PROBE_EVERY)
+    }
+
+    fn record(&self, held: Duration) {
+        let strikes = self.strikes.load(Ordering::Relaxed);
+        let next = if held > INLINE_LIMIT {
+            (strikes + 1).min(2 * STRIKES_TO_SPAWN)
+        } else {
+            strikes.saturating_sub(1)
+        };
+        if next != strikes {
+            self.strikes.store(next, Ordering::Relaxed);
+        }
+    }
+}
+
+/// How long a request may hold its delivering task on its first poll without
+/// counting as slow (see [`InlinePolicy`]).
 const INLINE_LIMIT: Duration = Duration::from_micros(500);
 
 /// Delivers requests. A request that wants only its answer is first run on
@@ -76,11 +113,8 @@ impl Sink for RequestSink {
             serve_request(bus, route, env).await;
             drop(permit);
         };
-        if answer_only && !self.0.spawn_always.load(Ordering::Relaxed) {
-            if run_inline_first(serve) > INLINE_LIMIT {
-                self.0.spawn_always.store(true, Ordering::Relaxed);
-                tracing::debug!(target = %self.0.name, "handler is slow on its first poll: requests get their own task from now on");
-            }
+        if answer_only && self.0.inline.run_inline() {
+            self.0.inline.record(run_inline_first(serve));
         } else {
             tokio::spawn(serve);
         }
@@ -267,5 +301,30 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
             Counters::bump(&bus.counters.handler_panics);
             tracing::error!(subscription = %route.name, panic = %panic_message(panic.as_ref()), "event handler panicked");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_hiccup_keeps_the_fast_path_and_a_slow_handler_loses_it_until_quick_again() {
+        let p = InlinePolicy::default();
+        let slow = INLINE_LIMIT * 2;
+        p.record(slow);
+        assert!(p.run_inline(), "a single slow poll changes nothing");
+        for _ in 0..STRIKES_TO_SPAWN {
+            p.record(slow);
+        }
+        let inline = (0..PROBE_EVERY).filter(|_| p.run_inline()).count();
+        assert_eq!(inline, 1, "only probes run inline");
+        for _ in 0..2 * STRIKES_TO_SPAWN {
+            p.record(Duration::ZERO);
+        }
+        assert!(
+            (0..10).all(|_| p.run_inline()),
+            "quick probes win the fast path back"
+        );
     }
 }
