@@ -12,7 +12,7 @@
 //!   same upstream directly with `reqwest` + `eventsource-stream` (and
 //!   `serde_json` to read each chunk, as any consumer must);
 //! - chunk throughput (content chunks per second of wall time), one stream at
-//!   a time and 16 at a time, the same three ways, in 7 alternating rounds
+//!   a time and 16 at a time, the same three ways, in 11 alternating rounds
 //!   (the median round is reported);
 //! - 1,000 concurrent streams through the bridge over NATS: every stream must
 //!   end with `final`, with `seq` 0, 1, 2, … and the 200 chunks in order.
@@ -45,8 +45,14 @@ use tokio::net::{TcpListener, TcpStream};
 const CHUNKS: usize = 200;
 /// Concurrent streams of the load check.
 const LOAD_STREAMS: usize = 1000;
-/// Alternating rounds of the throughput measurement.
-const ROUNDS: usize = 7;
+/// Alternating rounds of the throughput measurement (`BENCH_ROUNDS`, default 11).
+fn round_count() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(11)
+}
 
 /// The whole answer.
 static WHOLE_TEXT: LazyLock<String> = LazyLock::new(|| (0..CHUNKS).map(piece).collect());
@@ -389,7 +395,7 @@ async fn measure(upstream: SocketAddr, iters: usize, load_before: String) {
     // is reported, so a burst of background load does not pick a winner.
     let mut rounds: [[Vec<f64>; 2]; 3] = Default::default();
     let mut ratios: [[Vec<f64>; 2]; 3] = Default::default();
-    for r in 0..ROUNDS {
+    for r in 0..round_count() {
         for (c, (in_flight, streams)) in [(1, 100), (16, 320)].into_iter().enumerate() {
             let mut got = [0.0f64; 3];
             for j in 0..PATHS.len() {
@@ -470,18 +476,26 @@ async fn measure(upstream: SocketAddr, iters: usize, load_before: String) {
         );
     }
     println!(
-        "\nChunk throughput (content chunks/s of wall time, median of {ROUNDS} alternating rounds of 100 streams one at a time and 320 streams 16 at a time):\n"
+        "\nChunk throughput (content chunks/s of wall time, median of {} alternating rounds of 100 streams one at a time and 320 streams 16 at a time; the ratio is the median of the rounds' ratios, their lowest and highest in brackets):\n",
+        round_count()
     );
     println!("| path | 1 stream in flight | vs direct | 16 in flight | vs direct |");
     println!("|---|---:|---:|---:|---:|");
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("({lo:.2}–{hi:.2})")
+    };
     for (i, p) in PATHS.into_iter().enumerate() {
         println!(
-            "| {} | {:.0} | {:.2}x | {:.0} | {:.2}x |",
+            "| {} | {:.0} | {:.2}x {} | {:.0} | {:.2}x {} |",
             p.name(),
             tput[i][0].0,
             tput[i][0].1,
+            spread(&ratios[i][0]),
             tput[i][1].0,
             tput[i][1].1,
+            spread(&ratios[i][1]),
         );
     }
     let frames = load_ttft.len() * (CHUNKS + 2);

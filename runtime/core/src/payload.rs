@@ -29,6 +29,25 @@ pub struct DeltaPayload {
 }
 
 impl DeltaPayload {
+    /// The payload as JSON, moving the text and data instead of copying them
+    /// (what `serde_json::to_value` would do).
+    ///
+    /// ```
+    /// use openagentio_core::DeltaPayload;
+    /// let d = DeltaPayload::text("hi");
+    /// assert_eq!(d.clone().into_value(), serde_json::to_value(d).unwrap());
+    /// ```
+    pub fn into_value(self) -> Value {
+        let mut out = Map::new();
+        if !self.delta.is_empty() {
+            out.insert("delta".to_owned(), Value::String(self.delta));
+        }
+        if !self.data.is_empty() {
+            out.insert("data".to_owned(), Value::Object(self.data));
+        }
+        Value::Object(out)
+    }
+
     /// A delta with text only.
     pub fn text(text: impl Into<String>) -> Self {
         DeltaPayload {

@@ -172,8 +172,7 @@ impl StreamWriter {
 
     /// Sends `agent.response.delta` with a typed payload.
     pub async fn delta(&self, delta: DeltaPayload) -> Result<(), BusError> {
-        let payload = serde_json::to_value(delta).map_err(|e| BusError::codec(e.to_string()))?;
-        self.send(FrameKind::Delta, Some(payload)).await
+        self.send(FrameKind::Delta, Some(delta.into_value())).await
     }
 
     /// Sends `agent.response.delta` with payload `{"delta": text}`.
