@@ -19,7 +19,6 @@ use crate::inline::run_inline_first;
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
-
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
