@@ -15,7 +15,7 @@ use crate::codec::{decode_body, salvage_reply_fields};
 use crate::context::{CallContext, STREAM_KEY};
 use crate::envelope::Envelope;
 use crate::error::BusError;
-use crate::inline::run_inline_first;
+use crate::inline::{FirstPoll, run_inline_first};
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
@@ -36,8 +36,9 @@ pub(crate) struct Route {
 
 /// Whether a route's answer-only requests run on the delivering task first.
 ///
-/// A first poll that holds the task longer than [`INLINE_LIMIT`] is a strike,
-/// a quick one takes a strike away. From [`STRIKES_TO_SPAWN`] strikes on, each
+/// A first poll that does not finish the request (the handler waits for I/O:
+/// running it here gained nothing) or that holds the task longer than
+/// [`INLINE_LIMIT`] is a strike; a quick, finished one takes a strike away. From [`STRIKES_TO_SPAWN`] strikes on, each
 /// request gets a task of its own (slow handlers keep running in parallel),
 /// except one in [`PROBE_EVERY`], which still runs inline so that a handler
 /// that became quick again wins its fast path back. A single hiccup (the
@@ -60,9 +61,9 @@ impl InlinePolicy {
                 .is_multiple_of(PROBE_EVERY)
     }
 
-    fn record(&self, held: Duration) {
+    fn record(&self, poll: FirstPoll) {
         let strikes = self.strikes.load(Ordering::Relaxed);
-        let next = if held > INLINE_LIMIT {
+        let next = if !poll.finished || poll.held > INLINE_LIMIT {
             (strikes + 1).min(2 * STRIKES_TO_SPAWN)
         } else {
             strikes.saturating_sub(1)
@@ -310,7 +311,14 @@ mod tests {
     #[test]
     fn one_hiccup_keeps_the_fast_path_and_a_slow_handler_loses_it_until_quick_again() {
         let p = InlinePolicy::default();
-        let slow = INLINE_LIMIT * 2;
+        let slow = FirstPoll {
+            held: INLINE_LIMIT * 2,
+            finished: true,
+        };
+        let quick = FirstPoll {
+            held: Duration::ZERO,
+            finished: true,
+        };
         p.record(slow);
         assert!(p.run_inline(), "a single slow poll changes nothing");
         for _ in 0..STRIKES_TO_SPAWN {
@@ -319,11 +327,26 @@ mod tests {
         let inline = (0..PROBE_EVERY).filter(|_| p.run_inline()).count();
         assert_eq!(inline, 1, "only probes run inline");
         for _ in 0..2 * STRIKES_TO_SPAWN {
-            p.record(Duration::ZERO);
+            p.record(quick);
         }
         assert!(
             (0..10).all(|_| p.run_inline()),
             "quick probes win the fast path back"
         );
+    }
+
+    #[test]
+    fn handlers_that_wait_for_io_get_their_own_task() {
+        let p = InlinePolicy::default();
+        let waited = FirstPoll {
+            held: Duration::from_micros(5),
+            finished: false,
+        };
+        for _ in 0..STRIKES_TO_SPAWN {
+            assert!(p.run_inline());
+            p.record(waited);
+        }
+        let inline = (0..PROBE_EVERY).filter(|_| p.run_inline()).count();
+        assert_eq!(inline, 1, "only probes run inline");
     }
 }

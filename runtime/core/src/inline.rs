@@ -23,16 +23,27 @@ thread_local! {
     static DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
+/// How a first poll here went.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FirstPoll {
+    /// How long it held this task.
+    pub held: Duration,
+    /// Whether the future finished (else it went on on a task of its own).
+    pub finished: bool,
+}
+
 /// Polls `fut` once here; spawns it on the runtime if it is not done.
-/// Returns how long that first poll held this task.
-pub(crate) fn run_inline_first<F>(fut: F) -> Duration
+pub(crate) fn run_inline_first<F>(fut: F) -> FirstPoll
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let depth = DEPTH.with(Cell::get);
     if depth >= MAX_DEPTH {
         tokio::spawn(fut);
-        return Duration::ZERO;
+        return FirstPoll {
+            held: Duration::ZERO,
+            finished: false,
+        };
     }
     let mut fut = Box::pin(fut);
     DEPTH.with(|d| d.set(depth + 1));
@@ -41,17 +52,21 @@ where
     let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
     let held = started.elapsed();
     DEPTH.with(|d| d.set(depth));
-    match polled {
-        Ok(Poll::Ready(())) => {}
+    let finished = match polled {
+        Ok(Poll::Ready(())) => true,
         Ok(Poll::Pending) => {
             tokio::spawn(fut);
+            false
         }
-        Err(panic) => tracing::error!(
-            panic = %crate::middleware::panic_message(panic.as_ref()),
-            "request dispatch panicked"
-        ),
-    }
-    held
+        Err(panic) => {
+            tracing::error!(
+                panic = %crate::middleware::panic_message(panic.as_ref()),
+                "request dispatch panicked"
+            );
+            true
+        }
+    };
+    FirstPoll { held, finished }
 }
 
 #[cfg(test)]
@@ -88,12 +103,15 @@ mod tests {
 
     #[tokio::test]
     async fn reports_how_long_the_first_poll_held_the_task() {
-        let held = run_inline_first(async {
+        let slow = run_inline_first(async {
             std::thread::sleep(Duration::from_millis(2));
         });
-        assert!(held >= Duration::from_millis(2), "{held:?}");
+        assert!(slow.held >= Duration::from_millis(2), "{slow:?}");
+        assert!(slow.finished);
         let quick = run_inline_first(async {});
-        assert!(quick < Duration::from_millis(2), "{quick:?}");
+        assert!(quick.held < Duration::from_millis(2), "{quick:?}");
+        let waiting = run_inline_first(std::future::pending());
+        assert!(!waiting.finished);
     }
 
     #[tokio::test]
