@@ -34,13 +34,14 @@ impl Request {
         &self.envelope
     }
 
-    /// The request envelope, mutable (middleware stamps metadata on it). The
-    /// envelope is shared with the request's context; the first change copies it.
+    /// The request envelope, mutable (middleware stamps metadata on it). A
+    /// request cloned by a middleware (retry keeps one) shares its envelope;
+    /// the first change then copies it.
     pub fn envelope_mut(&mut self) -> &mut Envelope {
         Arc::make_mut(&mut self.envelope)
     }
 
-    /// Takes the envelope (copying it only if it is still shared).
+    /// Takes the envelope: a move, unless a clone of this request still shares it.
     pub fn into_envelope(self) -> Envelope {
         Arc::try_unwrap(self.envelope).unwrap_or_else(|shared| (*shared).clone())
     }
