@@ -154,12 +154,10 @@ impl CancelRegistry {
 
     /// Ends the streams of requests still being served with `err`.
     pub async fn fail_all(&self, err: &BusError) {
-        let writers: Vec<StreamWriter> = self
-            .served
-            .calls
-            .each()
-            .flat_map(|part| part.values().map(|(_, w)| w.clone()).collect::<Vec<_>>())
-            .collect();
+        let mut writers: Vec<StreamWriter> = Vec::new();
+        for part in self.served.calls.each() {
+            writers.extend(part.values().map(|(_, w)| w.clone()));
+        }
         for w in writers {
             if !w.is_closed() {
                 let _ = w.error(err).await;

@@ -14,7 +14,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::BusError;
 use crate::shards::Shards;
-use crate::text::Text;
+use crate::text::{Text, format_text};
 use crate::transport::{Message, Sink, Subscription, Transport};
 
 pub(crate) struct ReplyRouter {
@@ -130,18 +130,9 @@ impl Drop for ReplySlot {
 }
 
 impl Shared {
-    /// `{prefix}.{id}`, formatted on the stack (one allocation, for the result).
+    /// `{prefix}.{id}`.
     fn subject_of(&self, id: u64) -> Text {
-        use std::io::Write;
-        let mut buf = [0u8; 128];
-        let mut rest = &mut buf[..];
-        match write!(rest, "{}.{id}", self.prefix) {
-            Ok(()) => {
-                let len = 128 - rest.len();
-                Text::new(std::str::from_utf8(&buf[..len]).expect("formatted from str"))
-            }
-            Err(_) => Text::from(format!("{}.{id}", self.prefix)),
-        }
+        format_text(format_args!("{}.{id}", self.prefix))
     }
 }
 

@@ -17,3 +17,32 @@
 /// assert_eq!(env.user_id.as_str(), "u-1");
 /// ```
 pub type Text = smol_str::SmolStr;
+
+/// Formats `args` into a [`Text`] with one allocation at most: on the stack
+/// first, on the heap only when the result is longer than 128 bytes.
+/// (`smol_str::format_smolstr!` grows a `String` step by step past 23 bytes.)
+pub(crate) fn format_text(args: std::fmt::Arguments<'_>) -> Text {
+    use std::io::Write;
+    const CAP: usize = 128;
+    let mut buf = [0u8; CAP];
+    let mut rest = &mut buf[..];
+    match rest.write_fmt(args) {
+        Ok(()) => {
+            let len = CAP - rest.len();
+            Text::new(std::str::from_utf8(&buf[..len]).expect("formatted from str"))
+        }
+        Err(_) => Text::from(args.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_long_results_are_whole() {
+        assert_eq!(format_text(format_args!("a.{}", 7)), "a.7");
+        let long = "x".repeat(300);
+        assert_eq!(format_text(format_args!("{long}.1")), format!("{long}.1"));
+    }
+}

@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`) parsing and formatting.
 
 use crate::ids::{new_span_id, new_trace_id};
-use crate::text::Text;
+use crate::text::{Text, format_text};
 
 /// A parsed W3C `traceparent`: version 00, trace id, parent span id, flags.
 ///
@@ -79,23 +79,10 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> Text {
-        use std::io::Write;
-        // Formatted on the stack: one allocation, for the result.
-        let mut buf = [0u8; 64];
-        let mut rest = &mut buf[..];
-        let written = write!(
-            rest,
+        format_text(format_args!(
             "00-{}-{}-{:02x}",
             self.trace_id, self.span_id, self.flags
-        );
-        let len = 64 - rest.len();
-        match written {
-            Ok(()) => Text::new(std::str::from_utf8(&buf[..len]).expect("formatted from str")),
-            Err(_) => Text::from(format!(
-                "00-{}-{}-{:02x}",
-                self.trace_id, self.span_id, self.flags
-            )),
-        }
+        ))
     }
 }
 
