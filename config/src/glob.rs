@@ -32,27 +32,7 @@ impl Glob {
 
     /// Whether `text` matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
-        let p: Vec<char> = self.0.chars().collect();
-        let t: Vec<char> = text.chars().collect();
-        // Iterative wildcard matching with backtracking to the last `*`.
-        let (mut pi, mut ti) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while ti < t.len() {
-            if pi < p.len() && p[pi] == '*' {
-                star = Some((pi, ti));
-                pi += 1;
-            } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-                pi += 1;
-                ti += 1;
-            } else if let Some((sp, st)) = star {
-                pi = sp + 1;
-                ti = st + 1;
-                star = Some((sp, st + 1));
-            } else {
-                return false;
-            }
-        }
-        p[pi..].iter().all(|&c| c == '*')
+        openagentio_core::glob::glob_match(&self.0, text)
     }
 
     /// Whether any of `globs` matches `text`.
@@ -88,27 +68,5 @@ impl JsonSchema for Glob {
             "minLength": 1,
             "description": "A glob: `*` matches any run of characters, `?` any one character.",
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Glob;
-
-    #[test]
-    fn matching() {
-        let m = |p: &str, t: &str| Glob::new(p).matches(t);
-        assert!(m("*", ""));
-        assert!(m("*", "anything"));
-        assert!(m("a*c", "abbbc"));
-        assert!(m("a*c", "ac"));
-        assert!(!m("a*c", "acb"));
-        assert!(m("*.txt", "notes.txt"));
-        assert!(m("a?c", "abc"));
-        assert!(!m("a?c", "ac"));
-        assert!(m("*a*b*", "xxaxxbxx"));
-        assert!(!m("exact", "exactly"));
-        assert!(m("héllo*", "héllo wörld"));
-        assert!(m("a*", "a*b"));
     }
 }

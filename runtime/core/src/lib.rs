@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod codec;
 pub mod context;
 pub mod event_type;
+pub mod glob;
 pub mod middleware;
 pub mod options;
 pub mod payload;
