@@ -99,11 +99,7 @@ impl Stream {
         }
         loop {
             if let Some(env) = self.pending.remove(&self.expected) {
-                self.expected += 1;
-                if env.is_terminal() {
-                    self.done = true;
-                }
-                return Some(Ok(env));
+                return Some(Ok(self.hand_out(env)));
             }
             // A frame already queued needs no timer.
             let received = match self.slot.queue.try_recv() {
@@ -143,11 +139,7 @@ impl Stream {
             };
             if env.seq == self.expected && self.pending.is_empty() {
                 // In order, nothing held back: the common case skips the map.
-                self.expected += 1;
-                if env.is_terminal() {
-                    self.done = true;
-                }
-                return Some(Ok(env));
+                return Some(Ok(self.hand_out(env)));
             }
             if env.seq < self.expected || self.pending.contains_key(&env.seq) {
                 continue; // duplicate or late
@@ -186,6 +178,15 @@ impl Stream {
     /// The frames as a `futures::Stream`.
     pub fn into_stream(self) -> impl futures::Stream<Item = Result<Envelope, BusError>> + Send {
         futures::stream::unfold(self, |mut s| async move { s.next().await.map(|f| (f, s)) })
+    }
+
+    /// Gives out the frame with the expected `seq`; a terminal one ends the stream.
+    fn hand_out(&mut self, env: Envelope) -> Envelope {
+        self.expected += 1;
+        if env.is_terminal() {
+            self.done = true;
+        }
+        env
     }
 
     /// Waits for the next message of the reply slot; `None` when the
