@@ -10,7 +10,8 @@
 //!   (the NATS baseline),
 //! - the bus over NATS (two connections, as two processes would have).
 //!
-//! `BENCH_SECS` sets the seconds per measurement (default 3). Results are
+//! `BENCH_SECS` sets the seconds per measurement (default 3), `BENCH_ROUNDS`
+//! the alternating rounds (default 5), `BENCH_ONLY` the groups. Results are
 //! printed as a Markdown table for BENCHMARKS.md.
 
 use std::future::Future;
@@ -225,6 +226,50 @@ fn selected(group: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
 }
 
+/// Alternating rounds of the invoke measurements (`BENCH_ROUNDS`, default 5).
+/// Rows report medians; each ratio is taken within a round, then the median
+/// and range over rounds are shown. (The bare channel in particular swings by
+/// 2x between runs, with where tokio happens to place its server task.)
+fn round_count() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(5)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The rows of every round merged: medians of each measurement.
+fn merge(rounds: &[Vec<Row>]) -> Vec<Row> {
+    rounds[0]
+        .iter()
+        .map(|first| {
+            let same: Vec<&Row> = rounds
+                .iter()
+                .flat_map(|r| r.iter())
+                .filter(|r| r.name == first.name && r.in_flight == first.in_flight)
+                .collect();
+            let med = |f: fn(&Row) -> f64| median(same.iter().map(|r| f(r)).collect());
+            Row {
+                name: first.name.clone(),
+                in_flight: first.in_flight,
+                per_sec: med(|r| r.per_sec),
+                p50_us: med(|r| r.p50_us),
+                p99_us: med(|r| r.p99_us),
+            }
+        })
+        .collect()
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -232,7 +277,6 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let mut rows = Vec::new();
         let nats = NatsServer::start();
 
         let memory = Bus::builder().agent_id("bench").build();
@@ -240,55 +284,65 @@ fn main() {
         let server = nats_bus(&nats.url(), Bus::builder().agent_id("bench-server")).await;
         echo_handlers(&server).await;
         let client = nats_bus(&nats.url(), Bus::builder().agent_id("bench-client")).await;
-        for n in [1, 64] {
-            if selected("channel") {
-                rows.push(bare_channel(n).await);
+        let mut rounds: Vec<Vec<Row>> = Vec::new();
+        for round in 1..=round_count() {
+            eprintln!("-- round {round}");
+            let mut rows = Vec::new();
+            for n in [1, 64] {
+                if selected("channel") {
+                    rows.push(bare_channel(n).await);
+                }
+                if selected("memory") {
+                    rows.push(bus_invoke("bus invoke (memory)", memory.clone(), n).await);
+                }
+                if selected("raw") {
+                    let body = bytes::Bytes::from(serde_json::to_vec(&payload()).unwrap());
+                    rows.push(raw_nats("raw async-nats request/reply", &nats.url(), body, n).await);
+                    // The bus's request envelope around the same payload, for a
+                    // comparison at equal bytes on the wire.
+                    let env = openagentio_core::codec::encode(&wire_sized_request()).unwrap();
+                    rows.push(
+                        raw_nats(
+                            &format!("raw async-nats, {}-byte body", env.len()),
+                            &nats.url(),
+                            env,
+                            n,
+                        )
+                        .await,
+                    );
+                }
+                if selected("nats") {
+                    rows.push(bus_invoke("bus invoke (NATS)", client.clone(), n).await);
+                }
             }
-            if selected("memory") {
-                rows.push(bus_invoke("bus invoke (memory)", memory.clone(), n).await);
+            if round == 1 && selected("stream") {
+                for n in [1, 16] {
+                    rows.push(bus_stream("bus stream deltas (memory)", memory.clone(), n).await);
+                    rows.push(bus_stream("bus stream deltas (NATS)", client.clone(), n).await);
+                }
             }
-            if selected("raw") {
-                let body = bytes::Bytes::from(serde_json::to_vec(&payload()).unwrap());
-                rows.push(raw_nats("raw async-nats request/reply", &nats.url(), body, n).await);
-                // The bus's request envelope around the same payload, for a
-                // comparison at equal bytes on the wire.
-                let env = openagentio_core::codec::encode(&wire_sized_request()).unwrap();
-                rows.push(
-                    raw_nats(
-                        &format!("raw async-nats, {}-byte body", env.len()),
-                        &nats.url(),
-                        env,
-                        n,
-                    )
-                    .await,
-                );
-            }
-            if selected("nats") {
-                rows.push(bus_invoke("bus invoke (NATS)", client.clone(), n).await);
-            }
-        }
-        if selected("stream") {
-            for n in [1, 16] {
-                rows.push(bus_stream("bus stream deltas (memory)", memory.clone(), n).await);
-                rows.push(bus_stream("bus stream deltas (NATS)", client.clone(), n).await);
-            }
+            rounds.push(rows);
         }
 
-        println!("\n| measurement | in flight | per second | p50 µs | p99 µs |");
+        println!(
+            "\n{} round(s); each row is the median over rounds.\n",
+            rounds.len()
+        );
+        println!("| measurement | in flight | per second | p50 µs | p99 µs |");
         println!("|---|---:|---:|---:|---:|");
-        for r in &rows {
+        for r in &merge(&rounds) {
             println!(
                 "| {} | {} | {:.0} | {:.1} | {:.1} |",
                 r.name, r.in_flight, r.per_sec, r.p50_us, r.p99_us
             );
         }
-        let find = |name: &str, n: usize| {
+        let find = |rows: &[Row], name: &str, n: usize| {
             rows.iter()
                 .find(|r| r.name.starts_with(name) && r.in_flight == n)
                 .map(|r| r.per_sec)
         };
-        println!("\n| ratio | value | target |");
-        println!("|---|---:|---:|");
+        println!("\n| ratio (within each round) | median | range | target |");
+        println!("|---|---:|---:|---:|");
         for (label, ours, base, n, target) in [
             (
                 "bus (memory) / bare channel",
@@ -326,9 +380,19 @@ fn main() {
                 "",
             ),
         ] {
-            if let (Some(a), Some(b)) = (find(ours, n), find(base, n)) {
-                println!("| {label}, {n} in flight | {:.2}x | {target} |", a / b);
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .filter_map(|rows| Some(find(rows, ours, n)? / find(rows, base, n)?))
+                .collect();
+            if ratios.is_empty() {
+                continue;
             }
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            println!(
+                "| {label}, {n} in flight | {:.2}x | {lo:.2}–{hi:.2}x | {target} |",
+                median(ratios)
+            );
         }
     });
 }

@@ -285,7 +285,7 @@ async fn undecodable_requests_with_a_reply_subject_get_codec_failure(kind: Trans
         let answer = recv(&mut rx, &format!("the CODEC_FAILURE reply to {body}")).await;
         assert_eq!(&answer.subject, expect_subject);
         let frame = match answer.body {
-            Body::Envelope(env) => *env,
+            Body::Envelope(env) => std::sync::Arc::unwrap_or_clone(env),
             Body::Bytes(b) => codec::decode(&b).expect("the error reply is an envelope"),
         };
         assert_eq!(frame.event_type, "agent.response.error", "{frame:?}");

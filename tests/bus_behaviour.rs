@@ -251,7 +251,7 @@ impl Sink for RawResponder {
         let plan = self.plan.clone();
         tokio::spawn(async move {
             let req = match msg.body {
-                Body::Envelope(e) => *e,
+                Body::Envelope(e) => std::sync::Arc::unwrap_or_clone(e),
                 Body::Bytes(b) => openagentio_core::codec::decode(&b).unwrap(),
             };
             for (seq, fin) in plan {

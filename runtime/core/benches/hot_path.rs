@@ -87,6 +87,25 @@ fn main() {
             }
         })
         .await;
+        // The in-memory baseline of benches/bus.rs: a request on a tokio mpsc
+        // channel, its reply on a oneshot, served by a task.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(Value, tokio::sync::oneshot::Sender<Value>)>(1024);
+        tokio::spawn(async move {
+            while let Some((v, reply)) = rx.recv().await {
+                let _ = reply.send(v);
+            }
+        });
+        run("bare mpsc + oneshot round trip", 200_000, || {
+            let tx = tx.clone();
+            let p = p.clone();
+            async move {
+                let (rtx, rrx) = tokio::sync::oneshot::channel();
+                tx.send((p, rtx)).await.unwrap();
+                rrx.await.unwrap();
+            }
+        })
+        .await;
         run("invoke, memory bus", 200_000, || {
             let bus = bus.clone();
             let p = p.clone();

@@ -184,7 +184,7 @@ impl Bus {
             .await?;
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
-        let subject = inner.subjects.invoke(target, &env.tenant_id);
+        let subject = inner.subjects.invoke_text(target, &env.tenant_id);
         let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());
         match tokio::time::timeout_at(deadline, inner.transport.publish(msg)).await {
             Ok(Ok(())) => {}

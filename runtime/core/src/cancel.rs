@@ -9,10 +9,10 @@
 //! The same registry lets [`crate::Bus::drain`] wait for the requests in
 //! flight, cancel the ones that outlive the drain, and end their streams.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use foldhash::HashMap;
 use tokio::sync::{Notify, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

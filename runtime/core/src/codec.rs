@@ -1,5 +1,7 @@
 //! JSON encoding of envelopes, and the lenient read of broken ones.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -33,8 +35,16 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
 /// Takes the envelope out of a body, decoding bytes.
 pub fn decode_body(body: Body) -> Result<Envelope, DecodeError> {
     match body {
-        Body::Envelope(env) => Ok(*env),
+        Body::Envelope(env) => Ok(Arc::unwrap_or_clone(env)),
         Body::Bytes(b) => decode(&b),
+    }
+}
+
+/// [`decode_body`] for a receiver that may share the envelope.
+pub(crate) fn decode_body_shared(body: Body) -> Result<Arc<Envelope>, DecodeError> {
+    match body {
+        Body::Envelope(env) => Ok(env),
+        Body::Bytes(b) => decode(&b).map(Arc::new),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusInner};
-use crate::codec::{decode_body, salvage_reply_fields};
+use crate::codec::{decode_body_shared, salvage_reply_fields};
 use crate::context::{CallContext, STREAM_KEY};
 use crate::envelope::Envelope;
 use crate::error::BusError;
@@ -38,7 +38,11 @@ pub(crate) struct Route {
 ///
 /// A first poll that does not finish the request (the handler waits for I/O:
 /// running it here gained nothing) or that holds the task longer than
-/// [`INLINE_LIMIT`] is a strike; a quick, finished one takes a strike away. From [`STRIKES_TO_SPAWN`] strikes on, each
+/// [`INLINE_LIMIT`] is a strike; a quick, finished one takes a strike away.
+/// Polls are timed while a route has strikes, else one in [`TIME_EVERY`] on
+/// each thread (reading the clock twice a call showed in profiles); a route
+/// whose polls are slow is thus found within some dozens of calls. From
+/// [`STRIKES_TO_SPAWN`] strikes on, each
 /// request gets a task of its own (slow handlers keep running in parallel),
 /// except one in [`PROBE_EVERY`], which still runs inline so that a handler
 /// that became quick again wins its fast path back. A single hiccup (the
@@ -51,6 +55,12 @@ pub(crate) struct InlinePolicy {
 
 const STRIKES_TO_SPAWN: u32 = 4;
 const PROBE_EVERY: u32 = 256;
+const TIME_EVERY: u32 = 16;
+
+thread_local! {
+    /// Inline polls on this thread, for [`InlinePolicy::should_time`].
+    static POLLS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
 
 impl InlinePolicy {
     fn run_inline(&self) -> bool {
@@ -61,12 +71,23 @@ impl InlinePolicy {
                 .is_multiple_of(PROBE_EVERY)
     }
 
+    /// Whether to time the next inline poll.
+    fn should_time(&self) -> bool {
+        let n = POLLS.with(|p| {
+            let n = p.get().wrapping_add(1);
+            p.set(n);
+            n
+        });
+        self.strikes.load(Ordering::Relaxed) > 0 || n.is_multiple_of(TIME_EVERY)
+    }
+
     fn record(&self, poll: FirstPoll) {
         let strikes = self.strikes.load(Ordering::Relaxed);
-        let next = if !poll.finished || poll.held > INLINE_LIMIT {
-            (strikes + 1).min(2 * STRIKES_TO_SPAWN)
-        } else {
-            strikes.saturating_sub(1)
+        let next = match poll.held {
+            _ if !poll.finished => (strikes + 1).min(2 * STRIKES_TO_SPAWN),
+            Some(held) if held > INLINE_LIMIT => (strikes + 1).min(2 * STRIKES_TO_SPAWN),
+            Some(_) => strikes.saturating_sub(1),
+            None => strikes,
         };
         if next != strikes {
             self.strikes.store(next, Ordering::Relaxed);
@@ -114,7 +135,8 @@ impl Sink for RequestSink {
             drop(permit);
         };
         if answer_only && self.0.inline.run_inline() {
-            self.0.inline.record(run_inline_first(serve));
+            let timed = self.0.inline.should_time();
+            self.0.inline.record(run_inline_first(serve, timed));
         } else {
             tokio::spawn(serve);
         }
@@ -123,11 +145,11 @@ impl Sink for RequestSink {
 
 /// The request envelope of `msg`; bytes that are not one are counted, logged
 /// and answered with `CODEC_FAILURE` where the sender can be found.
-fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Envelope> {
+fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Arc<Envelope>> {
     match msg.body {
-        Body::Envelope(env) => Some(*env),
+        Body::Envelope(env) => Some(env),
         Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
-            Ok(env) => Some(env),
+            Ok(env) => Some(Arc::new(env)),
             Err(e) => {
                 Counters::bump(&bus.counters.bad_messages);
                 tracing::warn!(subject = %msg.subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
@@ -154,7 +176,7 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
         Body::Envelope(env) => (
             Some(env.reply_to.clone()),
             Some(env.event_id.clone()),
-            Some(*env),
+            Some(Arc::unwrap_or_clone(env)),
         ),
         Body::Bytes(b) => match crate::codec::decode(&b) {
             Ok(env) => (
@@ -192,14 +214,13 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
     }
 }
 
-async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Envelope) {
+async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>) {
     let token = CancellationToken::new();
     let writer = StreamWriter::new(bus.clone(), &env, token.clone());
     let _guard = bus.cancels.register(&env, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::from_request(&env));
-    // The handler's request is the envelope's only owner: it can take the
-    // payload without a copy.
-    let env = Arc::new(env);
+    // The handler's request is normally the envelope's only owner: it can
+    // take the payload without a copy.
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus.clone())),
         writer: Some(writer.clone()),
@@ -274,7 +295,7 @@ fn tokio_stream_from(mut rx: mpsc::Receiver<Message>) -> impl futures::Stream<It
 
 async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
     let subject = msg.subject.clone();
-    let env = match decode_body(msg.body) {
+    let env = match decode_body_shared(msg.body) {
         Ok(env) => env,
         Err(e) => {
             Counters::bump(&bus.counters.bad_messages);
@@ -283,7 +304,6 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
         }
     };
     let ctx = Arc::new(CallContext::from_request(&env));
-    let env = Arc::new(env);
     let call = Call {
         request: Request::new(env, CancellationToken::new(), Bus::from_inner(bus.clone())),
         writer: None,
@@ -312,11 +332,11 @@ mod tests {
     fn one_hiccup_keeps_the_fast_path_and_a_slow_handler_loses_it_until_quick_again() {
         let p = InlinePolicy::default();
         let slow = FirstPoll {
-            held: INLINE_LIMIT * 2,
+            held: Some(INLINE_LIMIT * 2),
             finished: true,
         };
         let quick = FirstPoll {
-            held: Duration::ZERO,
+            held: Some(Duration::ZERO),
             finished: true,
         };
         p.record(slow);
@@ -336,10 +356,27 @@ mod tests {
     }
 
     #[test]
+    fn untimed_polls_change_nothing_and_routes_with_strikes_are_always_timed() {
+        let p = InlinePolicy::default();
+        let timed = (0..TIME_EVERY * 4).filter(|_| p.should_time()).count();
+        assert_eq!(timed, 4, "one poll in TIME_EVERY is timed");
+        p.record(FirstPoll {
+            held: None,
+            finished: true,
+        });
+        assert_eq!(p.strikes.load(Ordering::Relaxed), 0);
+        p.record(FirstPoll {
+            held: Some(INLINE_LIMIT * 2),
+            finished: true,
+        });
+        assert!((0..TIME_EVERY).all(|_| p.should_time()));
+    }
+
+    #[test]
     fn handlers_that_wait_for_io_get_their_own_task() {
         let p = InlinePolicy::default();
         let waited = FirstPoll {
-            held: Duration::from_micros(5),
+            held: Some(Duration::from_micros(5)),
             finished: false,
         };
         for _ in 0..STRIKES_TO_SPAWN {

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::text::Text;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A fresh UUIDv7 event id (RFC 9562: 48-bit Unix milliseconds, version 7,
 /// variant 10, 74 random bits), hyphenated and lower case.
@@ -35,27 +35,29 @@ pub(crate) fn event_id_at(ms: u64) -> Text {
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b[6] = 0x70 | (b[6] & 0x0F);
     b[8] = 0x80 | (b[8] & 0x3F);
-    let mut out = [0u8; 36];
-    let mut n = 0;
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[n] = b'-';
-            n += 1;
-        }
-        out[n] = HEX[(byte >> 4) as usize];
-        out[n + 1] = HEX[(byte & 0xF) as usize];
-        n += 2;
-    }
+    let mut digits = [0u8; 32];
+    hex_into(&b, &mut digits);
+    let mut out = [b'-'; 36];
+    out[..8].copy_from_slice(&digits[..8]);
+    out[9..13].copy_from_slice(&digits[8..12]);
+    out[14..18].copy_from_slice(&digits[12..16]);
+    out[19..23].copy_from_slice(&digits[16..20]);
+    out[24..].copy_from_slice(&digits[20..]);
     Text::new(std::str::from_utf8(&out).expect("hex digits are ASCII"))
+}
+
+/// Writes the lower-case hex digits of `bytes` to the start of `out`.
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xF)];
+    }
 }
 
 /// Lower-case hex of `bytes` (at most 16), made on the stack.
 fn hex(bytes: &[u8]) -> Text {
     let mut out = [0u8; 32];
-    for (i, byte) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[(byte >> 4) as usize];
-        out[2 * i + 1] = HEX[(byte & 0xF) as usize];
-    }
+    hex_into(bytes, &mut out);
     Text::new(std::str::from_utf8(&out[..bytes.len() * 2]).expect("hex digits are ASCII"))
 }
 

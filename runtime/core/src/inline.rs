@@ -26,14 +26,15 @@ thread_local! {
 /// How a first poll here went.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FirstPoll {
-    /// How long it held this task.
-    pub held: Duration,
+    /// How long it held this task, when timed.
+    pub held: Option<Duration>,
     /// Whether the future finished (else it went on on a task of its own).
     pub finished: bool,
 }
 
-/// Polls `fut` once here; spawns it on the runtime if it is not done.
-pub(crate) fn run_inline_first<F>(fut: F) -> FirstPoll
+/// Polls `fut` once here; spawns it on the runtime if it is not done. With
+/// `timed`, measures how long the poll held the task (two clock reads).
+pub(crate) fn run_inline_first<F>(fut: F, timed: bool) -> FirstPoll
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -41,16 +42,16 @@ where
     if depth >= MAX_DEPTH {
         tokio::spawn(fut);
         return FirstPoll {
-            held: Duration::ZERO,
+            held: None,
             finished: false,
         };
     }
     let mut fut = Box::pin(fut);
     DEPTH.with(|d| d.set(depth + 1));
     let mut cx = Context::from_waker(Waker::noop());
-    let started = Instant::now();
+    let started = timed.then(Instant::now);
     let polled = std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-    let held = started.elapsed();
+    let held = started.map(|t| t.elapsed());
     DEPTH.with(|d| d.set(depth));
     let finished = match polled {
         Ok(Poll::Ready(())) => true,
@@ -79,17 +80,23 @@ mod tests {
     async fn a_ready_future_runs_here_and_a_pending_one_finishes_on_a_task() {
         let done = Arc::new(AtomicU32::new(0));
         let d = done.clone();
-        run_inline_first(async move {
-            d.fetch_add(1, Ordering::SeqCst);
-        });
+        run_inline_first(
+            async move {
+                d.fetch_add(1, Ordering::SeqCst);
+            },
+            false,
+        );
         assert_eq!(done.load(Ordering::SeqCst), 1, "ran inline");
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = done.clone();
-        run_inline_first(async move {
-            rx.await.unwrap();
-            d.fetch_add(1, Ordering::SeqCst);
-        });
+        run_inline_first(
+            async move {
+                rx.await.unwrap();
+                d.fetch_add(1, Ordering::SeqCst);
+            },
+            false,
+        );
         assert_eq!(done.load(Ordering::SeqCst), 1, "waits for its input");
         tx.send(()).unwrap();
         for _ in 0..100 {
@@ -103,26 +110,33 @@ mod tests {
 
     #[tokio::test]
     async fn reports_how_long_the_first_poll_held_the_task() {
-        let slow = run_inline_first(async {
-            std::thread::sleep(Duration::from_millis(2));
-        });
-        assert!(slow.held >= Duration::from_millis(2), "{slow:?}");
+        let slow = run_inline_first(
+            async {
+                std::thread::sleep(Duration::from_millis(2));
+            },
+            true,
+        );
+        assert!(slow.held >= Some(Duration::from_millis(2)), "{slow:?}");
         assert!(slow.finished);
-        let quick = run_inline_first(async {});
-        assert!(quick.held < Duration::from_millis(2), "{quick:?}");
-        let waiting = run_inline_first(std::future::pending());
+        let quick = run_inline_first(async {}, true);
+        assert!(quick.held < Some(Duration::from_millis(2)), "{quick:?}");
+        assert_eq!(run_inline_first(async {}, false).held, None);
+        let waiting = run_inline_first(std::future::pending(), false);
         assert!(!waiting.finished);
     }
 
     #[tokio::test]
     async fn deep_nesting_is_spawned_not_recursed() {
         fn nest(level: u32, seen: Arc<AtomicU32>) {
-            run_inline_first(async move {
-                seen.fetch_max(DEPTH.with(Cell::get), Ordering::SeqCst);
-                if level < 10 {
-                    nest(level + 1, seen);
-                }
-            });
+            run_inline_first(
+                async move {
+                    seen.fetch_max(DEPTH.with(Cell::get), Ordering::SeqCst);
+                    if level < 10 {
+                        nest(level + 1, seen);
+                    }
+                },
+                false,
+            );
         }
         let seen = Arc::new(AtomicU32::new(0));
         nest(0, seen.clone());

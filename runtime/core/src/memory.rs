@@ -4,13 +4,14 @@
 //! `*`/`>` wildcards, one delivery per queue group, and a status-503 message to
 //! the reply subject of a request that reached nobody.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use foldhash::HashMap;
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 
 use crate::subject::{has_wildcard, matches};
 use crate::transport::{
@@ -44,31 +45,57 @@ struct Table {
     wildcard: Vec<(Pattern, Entry)>,
 }
 
-/// The members of one queue group that match a subject.
-type QueueGroup = (Arc<str>, Vec<Arc<dyn Sink>>);
+/// The sinks one message goes to (most messages have one or two).
+type Recipients = SmallVec<[Arc<dyn Sink>; 2]>;
 
 /// A wildcard subject pattern with its literal start, checked first: most
-/// subjects differ from most patterns in their first bytes.
+/// subjects differ from most patterns in their first bytes. The common
+/// shapes `literal.*` and `literal.>` (a bus's reply inbox is one) need no
+/// more than that check.
 struct Pattern {
     pattern: String,
     literal: usize,
+    tail: Tail,
+}
+
+/// What follows a pattern's literal start.
+enum Tail {
+    /// `*` and nothing after: one more token.
+    OneToken,
+    /// `>`: anything.
+    Rest,
+    /// Anything else: matched token by token.
+    Tokens,
 }
 
 impl Pattern {
     fn new(pattern: &str) -> Self {
-        let literal = pattern
+        let literal: usize = pattern
             .split('.')
             .take_while(|t| *t != "*" && *t != ">")
             .map(|t| t.len() + 1)
             .sum();
+        let tail = match &pattern[literal.min(pattern.len())..] {
+            "*" => Tail::OneToken,
+            ">" => Tail::Rest,
+            _ => Tail::Tokens,
+        };
         Pattern {
             pattern: pattern.to_owned(),
             literal,
+            tail,
         }
     }
 
     fn matches(&self, subject: &str) -> bool {
-        subject.starts_with(&self.pattern[..self.literal]) && matches(&self.pattern, subject)
+        let Some(rest) = subject.strip_prefix(&self.pattern[..self.literal]) else {
+            return false;
+        };
+        match self.tail {
+            Tail::OneToken => !rest.contains('.'),
+            Tail::Rest => true,
+            Tail::Tokens => matches(&self.pattern, subject),
+        }
     }
 }
 
@@ -85,34 +112,40 @@ impl MemoryTransport {
         Self::default()
     }
 
-    fn recipients(&self, subject: &str) -> Vec<Arc<dyn Sink>> {
+    /// Every plain subscriber of `subject` and one member of each queue group.
+    fn recipients(&self, subject: &str) -> Recipients {
         let table = self.inner.table.read();
-        let mut plain: Vec<Arc<dyn Sink>> = Vec::new();
-        let mut groups: Vec<QueueGroup> = Vec::new();
-        let mut add = |e: &Entry| match &e.queue {
-            None => plain.push(e.sink.clone()),
-            Some(q) => match groups.iter_mut().find(|(name, _)| name == q) {
-                Some((_, members)) => members.push(e.sink.clone()),
-                None => groups.push((q.clone(), vec![e.sink.clone()])),
-            },
-        };
+        let mut matched: SmallVec<[&Entry; 4]> = SmallVec::new();
         if let Some(list) = table.exact.get(subject) {
-            list.iter().for_each(&mut add);
+            matched.extend(list.iter());
         }
-        for (pattern, e) in &table.wildcard {
-            if pattern.matches(subject) {
-                add(e);
+        matched.extend(
+            table
+                .wildcard
+                .iter()
+                .filter(|(pattern, _)| pattern.matches(subject))
+                .map(|(_, e)| e),
+        );
+        let mut out = Recipients::new();
+        for (i, e) in matched.iter().enumerate() {
+            let Some(q) = &e.queue else {
+                out.push(e.sink.clone());
+                continue;
+            };
+            let same_group = |other: &&&Entry| other.queue.as_ref() == Some(q);
+            if matched[..i].iter().any(|e| same_group(&e)) {
+                continue; // this group has been served
             }
-        }
-        for (_, members) in groups {
-            let pick = if members.len() == 1 {
+            let members = matched[i..].iter().filter(same_group).count();
+            let pick = if members == 1 {
                 0
             } else {
-                fastrand::usize(..members.len())
+                fastrand::usize(..members)
             };
-            plain.push(members[pick].clone());
+            let chosen = matched[i..].iter().filter(same_group).nth(pick);
+            out.extend(chosen.map(|e| e.sink.clone()));
         }
-        plain
+        out
     }
 }
 
@@ -275,6 +308,12 @@ mod tests {
         assert!(tail.matches("_INBOX.k.1.2"));
         assert!(!tail.matches("_INBOX.k"));
         assert!(!tail.matches("_INBOX.kk.1"));
+        let one = Pattern::new("_INBOX.k.*");
+        assert!(one.matches("_INBOX.k.1"));
+        assert!(!one.matches("_INBOX.k.1.2"));
+        assert!(!one.matches("_INBOX.k"));
+        assert!(Pattern::new("*").matches("x"));
+        assert!(!Pattern::new("*").matches("x.y"));
     }
 
     #[tokio::test]

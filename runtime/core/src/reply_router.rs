@@ -4,17 +4,18 @@
 //! request's `reply_to`, so any SDK can answer it), but the bus subscribes once
 //! to `{inbox}.*` and routes by `n`: no subscription round trip per call.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
+use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::error::BusError;
 use crate::shards::Shards;
-use crate::text::{Text, format_text};
+use crate::text::{Text, concat_text, decimal};
 use crate::transport::{Message, Sink, Subscription, Transport};
 
 pub(crate) struct ReplyRouter {
@@ -132,7 +133,7 @@ impl Drop for ReplySlot {
 impl Shared {
     /// `{prefix}.{id}`.
     fn subject_of(&self, id: u64) -> Text {
-        format_text(format_args!("{}.{id}", self.prefix))
+        concat_text(&[&self.prefix, ".", decimal(id, &mut [0; 20])])
     }
 }
 

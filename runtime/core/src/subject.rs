@@ -9,6 +9,8 @@
 //! {prefix}.control.cancel                 cancellation notices (this runtime's extension)
 //! ```
 
+use crate::text::{Text, concat_text};
+
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "acp.v1";
 
@@ -70,18 +72,20 @@ impl Subjects {
     }
 
     fn scoped(&self, kind: &str, name: &str, tenant: &str) -> String {
-        let mut s =
-            String::with_capacity(self.prefix.len() + tenant.len() + kind.len() + name.len() + 3);
-        s.push_str(&self.prefix);
-        s.push('.');
-        if !tenant.is_empty() {
-            s.push_str(tenant);
-            s.push('.');
+        self.scoped_text(kind, name, tenant).into()
+    }
+
+    /// [`Subjects::invoke`] as the bus uses it on every call: no `String`.
+    pub(crate) fn invoke_text(&self, target: &str, tenant: &str) -> Text {
+        self.scoped_text("invoke", target, tenant)
+    }
+
+    fn scoped_text(&self, kind: &str, name: &str, tenant: &str) -> Text {
+        if tenant.is_empty() {
+            concat_text(&[&self.prefix, ".", kind, ".", name])
+        } else {
+            concat_text(&[&self.prefix, ".", tenant, ".", kind, ".", name])
         }
-        s.push_str(kind);
-        s.push('.');
-        s.push_str(name);
-        s
     }
 }
 
@@ -200,15 +204,47 @@ pub fn check_tenant(tenant: &str) -> Result<(), SubjectError> {
 /// assert!(!matches("a.*", "a.b.c"));
 /// ```
 pub fn matches(pattern: &str, subject: &str) -> bool {
-    let mut p = pattern.split('.');
-    let mut s = subject.split('.');
+    let mut p = Tokens::of(pattern);
+    let mut s = Tokens::of(subject);
     loop {
         match (p.next(), s.next()) {
-            (Some(">"), Some(_)) => return true,
-            (Some("*"), Some(_)) => {}
+            (Some(b">"), Some(_)) => return true,
+            (Some(b"*"), Some(_)) => {}
             (Some(a), Some(b)) if a == b => {}
             (None, None) => return true,
             _ => return false,
+        }
+    }
+}
+
+/// The `.`-separated tokens of a subject, as `str::split('.')` gives them
+/// (a plain byte scan: subjects are matched on every message).
+struct Tokens<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Tokens<'a> {
+    fn of(s: &'a str) -> Self {
+        Tokens {
+            rest: Some(s.as_bytes()),
+        }
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match rest.iter().position(|&b| b == b'.') {
+            Some(dot) => {
+                self.rest = Some(&rest[dot + 1..]);
+                Some(&rest[..dot])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
         }
     }
 }
@@ -221,6 +257,25 @@ pub fn has_wildcard(pattern: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wildcards_match_as_nats_does() {
+        for (pattern, subject, want) in [
+            ("a.b", "a.b", true),
+            ("a.b", "a.c", false),
+            ("a.*", "a.b", true),
+            ("a.*", "a.b.c", false),
+            ("a.*", "a", false),
+            ("a.>", "a.b.c", true),
+            ("a.>", "a", false),
+            ("*.b.>", "x.b.y", true),
+            ("*.b.>", "x.c.y", false),
+            (">", "a", true),
+            ("a.b", "a.b.c", false),
+        ] {
+            assert_eq!(matches(pattern, subject), want, "{pattern} ~ {subject}");
+        }
+    }
 
     #[test]
     fn tenants_are_checked() {

@@ -1,7 +1,7 @@
 //! W3C trace context (`traceparent`) parsing and formatting.
 
 use crate::ids::{new_span_id, new_trace_id};
-use crate::text::{Text, format_text};
+use crate::text::{Text, concat_text};
 
 /// A parsed W3C `traceparent`: version 00, trace id, parent span id, flags.
 ///
@@ -79,10 +79,13 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> Text {
-        format_text(format_args!(
-            "00-{}-{}-{:02x}",
-            self.trace_id, self.span_id, self.flags
-        ))
+        use crate::ids::HEX;
+        let flags = [
+            HEX[usize::from(self.flags >> 4)],
+            HEX[usize::from(self.flags & 0xF)],
+        ];
+        let flags = std::str::from_utf8(&flags).expect("hex digits are ASCII");
+        concat_text(&["00-", &self.trace_id, "-", &self.span_id, "-", flags])
     }
 }
 

@@ -16,8 +16,10 @@ use crate::text::Text;
 /// A message body: an envelope not yet encoded, or bytes off the wire.
 #[derive(Clone, Debug)]
 pub enum Body {
-    /// An envelope (the in-memory transport never encodes).
-    Envelope(Box<Envelope>),
+    /// An envelope (the in-memory transport never encodes). Shared, so that
+    /// a message delivered to several subscribers is not copied for each; a
+    /// receiver that is the only one takes it without a copy.
+    Envelope(Arc<Envelope>),
     /// Raw bytes, normally a JSON envelope.
     Bytes(Bytes),
 }
@@ -41,7 +43,7 @@ impl Message {
         Message {
             subject: subject.into(),
             reply: None,
-            body: Body::Envelope(Box::new(env)),
+            body: Body::Envelope(Arc::new(env)),
             status: None,
         }
     }

@@ -63,8 +63,6 @@ pub struct StreamWriter {
 
 struct WriterInner {
     bus: Arc<BusInner>,
-    /// Every field a reply copies from the request, made once per request.
-    template: Envelope,
     /// Where the replies go (the request's `reply_to`).
     reply_to: Text,
     state: Mutex<WriterState>,
@@ -73,11 +71,13 @@ struct WriterInner {
     streaming: bool,
 }
 
-#[derive(Default)]
 struct WriterState {
     seq: u64,
     started: bool,
     closed: bool,
+    /// Every field a reply copies from the request, made once per request;
+    /// the terminal frame takes it.
+    template: Option<Envelope>,
 }
 
 /// Non-`acp.*` metadata of a request, inherited by its replies.
@@ -114,9 +114,9 @@ fn reply_template(agent_id: &Text, req: &Envelope) -> Envelope {
 
 /// A frame of `kind` made from a reply template: a new id and time, the
 /// frame's event type, `seq`, `is_final` and payload.
-fn frame_from(template: &Envelope, kind: FrameKind, seq: u64, payload: Option<Value>) -> Envelope {
+fn frame_from(template: Envelope, kind: FrameKind, seq: u64, payload: Option<Value>) -> Envelope {
     let now = Utc::now();
-    let mut e = template.clone();
+    let mut e = template;
     e.event_id = event_id_at(now.timestamp_millis() as u64);
     e.event_type = Text::new_static(kind.event_type());
     e.frame_type = Text::new_static(kind.frame_type());
@@ -135,7 +135,7 @@ pub(crate) fn reply_frame(
     seq: u64,
     payload: Option<Value>,
 ) -> Envelope {
-    frame_from(&reply_template(agent_id, req), kind, seq, payload)
+    frame_from(reply_template(agent_id, req), kind, seq, payload)
 }
 
 impl StreamWriter {
@@ -143,10 +143,14 @@ impl StreamWriter {
         StreamWriter {
             inner: Arc::new(WriterInner {
                 streaming: request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false),
-                template: reply_template(&bus.settings.agent_id, request),
                 reply_to: request.reply_to.clone(),
+                state: Mutex::new(WriterState {
+                    seq: 0,
+                    started: false,
+                    closed: false,
+                    template: Some(reply_template(&bus.settings.agent_id, request)),
+                }),
                 bus,
-                state: Mutex::new(WriterState::default()),
                 frames: AtomicU64::new(0),
                 cancel,
             }),
@@ -195,7 +199,7 @@ impl StreamWriter {
 
     /// Sends a frame of `kind` with `payload` exactly as given.
     pub async fn send(&self, kind: FrameKind, payload: Option<Value>) -> Result<(), BusError> {
-        let seq = {
+        let (seq, template) = {
             let mut st = self.inner.state.lock();
             if st.closed {
                 return Err(BusError::invalid(
@@ -210,13 +214,20 @@ impl StreamWriter {
             }
             let seq = st.seq;
             st.seq += 1;
-            seq
+            let template = if self.inner.reply_to.is_empty() {
+                None // nobody asked for an answer
+            } else if kind.is_terminal() {
+                st.template.take()
+            } else {
+                st.template.clone()
+            };
+            (seq, template)
         };
         self.inner.frames.fetch_add(1, Ordering::Relaxed);
-        if self.inner.reply_to.is_empty() {
-            return Ok(()); // nobody asked for an answer
-        }
-        let frame = frame_from(&self.inner.template, kind, seq, payload);
+        let Some(template) = template else {
+            return Ok(());
+        };
+        let frame = frame_from(template, kind, seq, payload);
         self.inner
             .bus
             .transport
