@@ -208,6 +208,14 @@ async fn raw_nats(name: &str, url: &str, body: bytes::Bytes, in_flight: usize) -
         }
     });
     server.flush().await.unwrap();
+    // `flush` does not wait for the server to take the subscription: wait
+    // until a request gets through.
+    for _ in 0..200 {
+        if client.request("raw.echo", body.clone()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let row = measure(name, in_flight, move || {
         let client = client.clone();
         let body = body.clone();
