@@ -11,7 +11,8 @@
 //! - the bus over NATS (two connections, as two processes would have).
 //!
 //! `BENCH_SECS` sets the seconds per measurement (default 3), `BENCH_ROUNDS`
-//! the alternating rounds (default 5), `BENCH_ONLY` the groups. Results are
+//! the alternating rounds (default 5), `BENCH_ONLY` the groups and
+//! `BENCH_IN_FLIGHT` the calls in flight (default `1,64`). Results are
 //! printed as a Markdown table for BENCHMARKS.md.
 
 use std::future::Future;
@@ -234,6 +235,16 @@ fn selected(group: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
 }
 
+/// Calls in flight of the invoke measurements: 1 and 64, or the
+/// comma-separated list in `BENCH_IN_FLIGHT`.
+fn in_flight_counts() -> Vec<usize> {
+    std::env::var("BENCH_IN_FLIGHT")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .filter(|v: &Vec<usize>| !v.is_empty())
+        .unwrap_or_else(|| vec![1, 64])
+}
+
 /// Alternating rounds of the invoke measurements (`BENCH_ROUNDS`, default 5).
 /// Rows report medians; each ratio is taken within a round, then the median
 /// and range over rounds are shown. (The bare channel in particular swings by
@@ -296,7 +307,7 @@ fn main() {
         for round in 1..=round_count() {
             eprintln!("-- round {round}");
             let mut rows = Vec::new();
-            for n in [1, 64] {
+            for n in in_flight_counts() {
                 if selected("channel") {
                     rows.push(bare_channel(n).await);
                 }

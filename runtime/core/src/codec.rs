@@ -12,7 +12,22 @@ use crate::transport::Body;
 /// Why bytes are not an envelope.
 #[derive(Debug, thiserror::Error)]
 #[error("not an acp envelope: {0}")]
-pub struct DecodeError(#[from] serde_json::Error);
+pub struct DecodeError(#[from] Invalid);
+
+/// The fault [`DecodeError`] found.
+#[derive(Debug, thiserror::Error)]
+enum Invalid {
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the bytes are not UTF-8 ({0})")]
+    Utf8(#[from] std::str::Utf8Error),
+}
+
+impl From<serde_json::Error> for DecodeError {
+    fn from(e: serde_json::Error) -> Self {
+        DecodeError(Invalid::Json(e))
+    }
+}
 
 /// Encodes an envelope as compact JSON.
 pub fn encode(env: &Envelope) -> Result<Bytes, serde_json::Error> {
@@ -29,7 +44,10 @@ pub fn encode(env: &Envelope) -> Result<Bytes, serde_json::Error> {
 /// assert!(err.to_string().starts_with("not an acp envelope"));
 /// ```
 pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
-    Ok(serde_json::from_slice(bytes)?)
+    // One UTF-8 check of the whole message: `from_slice` checks each string
+    // on its own, which cost more than the rest of the string parsing.
+    let text = std::str::from_utf8(bytes).map_err(Invalid::from)?;
+    Ok(serde_json::from_str(text)?)
 }
 
 /// Takes the envelope out of a body, decoding bytes.
@@ -62,4 +80,23 @@ pub fn salvage_reply_fields(bytes: &[u8]) -> (Option<Text>, Option<Text>) {
             .map(Text::new)
     };
     (get("reply_to"), get("event_id"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_what_it_encodes_and_names_what_is_wrong() {
+        let env = Envelope::new("agent.message.received")
+            .with_payload(serde_json::json!({"text": "grüße \u{1F600}"}));
+        assert_eq!(decode(&encode(&env).unwrap()).unwrap(), env);
+        let mut bytes = encode(&env).unwrap().to_vec();
+        let at = bytes.windows(2).position(|w| w == "ü".as_bytes()).unwrap();
+        bytes[at] = 0xFF;
+        let err = decode(&bytes).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+        let err = decode(b"{\"spec_version\": 1}").unwrap_err().to_string();
+        assert!(err.starts_with("not an acp envelope: invalid type"), "{err}");
+    }
 }
