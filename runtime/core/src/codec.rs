@@ -97,6 +97,9 @@ mod tests {
         let err = decode(&bytes).unwrap_err().to_string();
         assert!(err.contains("not UTF-8"), "{err}");
         let err = decode(b"{\"spec_version\": 1}").unwrap_err().to_string();
-        assert!(err.starts_with("not an acp envelope: invalid type"), "{err}");
+        assert!(
+            err.starts_with("not an acp envelope: invalid type"),
+            "{err}"
+        );
     }
 }

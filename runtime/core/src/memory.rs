@@ -36,6 +36,7 @@ pub struct MemoryTransport {
 struct Inner {
     table: RwLock<Table>,
     next_id: AtomicU64,
+    next_inbox: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -220,7 +221,11 @@ impl Transport for MemoryTransport {
     }
 
     fn new_inbox_prefix(&self) -> String {
-        format!("_INBOX.{}", uuid::Uuid::new_v4().simple())
+        // Unique within this transport, which is all a process-local inbox
+        // needs; short, so that reply subjects (`_INBOX.7.1234`) fit a
+        // `Text` inline and a call allocates none for them.
+        let n = self.inner.next_inbox.fetch_add(1, Ordering::Relaxed);
+        format!("_INBOX.{n}")
     }
 
     async fn flush(&self) -> Result<(), TransportError> {

@@ -36,7 +36,11 @@ pub(crate) struct ReplyQueue {
 }
 
 struct QueueState {
-    items: VecDeque<Message>,
+    /// The oldest unread frame: most calls get one frame, which then needs
+    /// no queue allocation.
+    first: Option<Message>,
+    /// Frames after `first`, oldest first (empty while `first` is `None`).
+    rest: VecDeque<Message>,
     capacity: usize,
     waker: Option<Waker>,
     closed: bool,
@@ -51,11 +55,13 @@ impl ReplyQueue {
             if st.closed {
                 return false;
             }
-            if st.items.len() >= st.capacity {
+            if st.len() >= st.capacity {
                 st.overflow = true;
                 st.closed = true;
+            } else if st.first.is_none() {
+                st.first = Some(msg);
             } else {
-                st.items.push_back(msg);
+                st.rest.push_back(msg);
             }
             st.waker.take()
         };
@@ -79,7 +85,7 @@ impl ReplyQueue {
     /// The next frame; `None` once closed and drained.
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
         let mut st = self.state.lock();
-        if let Some(m) = st.items.pop_front() {
+        if let Some(m) = st.pop() {
             return Poll::Ready(Some(m));
         }
         if st.closed {
@@ -96,7 +102,7 @@ impl ReplyQueue {
     /// drained), without registering for a wake-up.
     pub fn try_recv(&self) -> Poll<Option<Message>> {
         let mut st = self.state.lock();
-        match st.items.pop_front() {
+        match st.pop() {
             Some(m) => Poll::Ready(Some(m)),
             None if st.closed => Poll::Ready(None),
             None => Poll::Pending,
@@ -106,6 +112,18 @@ impl ReplyQueue {
     /// Whether frames were dropped because the queue was full.
     pub fn overflowed(&self) -> bool {
         self.state.lock().overflow
+    }
+}
+
+impl QueueState {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn pop(&mut self) -> Option<Message> {
+        let next = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(next)
     }
 }
 
@@ -185,7 +203,8 @@ impl ReplyRouter {
         let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(ReplyQueue {
             state: Mutex::new(QueueState {
-                items: VecDeque::new(),
+                first: None,
+                rest: VecDeque::new(),
                 capacity: capacity.max(1),
                 waker: None,
                 closed: false,
@@ -213,5 +232,50 @@ impl ReplyRouter {
                 q.close();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue(capacity: usize) -> ReplyQueue {
+        ReplyQueue {
+            state: Mutex::new(QueueState {
+                first: None,
+                rest: VecDeque::new(),
+                capacity,
+                waker: None,
+                closed: false,
+                overflow: false,
+            }),
+        }
+    }
+
+    fn subject(p: Poll<Option<Message>>) -> Option<String> {
+        match p {
+            Poll::Ready(Some(m)) => Some(m.subject.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn frames_come_out_in_the_order_they_went_in_up_to_the_capacity() {
+        let q = queue(3);
+        for s in ["a", "b"] {
+            assert!(q.push(Message::bytes(s, "")));
+        }
+        assert_eq!(subject(q.try_recv()).as_deref(), Some("a"));
+        for s in ["c", "d"] {
+            assert!(q.push(Message::bytes(s, "")));
+        }
+        assert!(
+            q.push(Message::bytes("e", "")),
+            "full: closes, reports overflow"
+        );
+        assert!(q.overflowed());
+        let drained: Vec<_> = std::iter::from_fn(|| subject(q.try_recv())).collect();
+        assert_eq!(drained, ["b", "c", "d"]);
+        assert!(matches!(q.try_recv(), Poll::Ready(None)));
     }
 }
