@@ -489,6 +489,29 @@ async fn panics_become_error_frames(kind: TransportKind) {
     // The handler still serves.
     let err = p.client.invoke("boom", json!({})).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::AgentUnavailable);
+
+    // Without the recover middleware, the bus itself answers for a panic,
+    // also one raised while the handler makes its future, before any poll.
+    let bare = BusPair::new(kind, |b, _| b).await;
+    bare.server
+        .handle_invoke(
+            "boom-early",
+            |_req| -> std::future::Ready<Result<Value, openagentio_core::BusError>> {
+                panic!("early kaboom")
+            },
+        )
+        .await
+        .unwrap();
+    bare.settle().await;
+    for _ in 0..2 {
+        let err = bare
+            .client
+            .invoke("boom-early", json!({}))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::AgentUnavailable);
+        assert!(err.message().contains("early kaboom"), "{err}");
+    }
 }
 
 async fn retry_retries_only_retryable_failures(kind: TransportKind) {

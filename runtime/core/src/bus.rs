@@ -416,11 +416,8 @@ impl Bus {
         F: Fn(Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
         let endpoint: Endpoint = Arc::new(move |call: Call| {
-            let handler = handler.clone();
-            Box::pin(async move { handler(call.request.into_envelope()).await })
-                as BoxFuture<'static, _>
+            Box::pin(handler(call.request.into_envelope())) as BoxFuture<'static, _>
         });
         let route = self.route(CallKind::Event, event_type, endpoint, None);
         let (tx, rx) = mpsc::channel(self.inner.settings.event_buffer);
@@ -484,12 +481,13 @@ impl Bus {
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Value, BusError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
         let endpoint: Endpoint = Arc::new(move |call: Call| {
-            let handler = handler.clone();
+            // The handler's future is made here, not in the boxed one: no
+            // handle on the handler to carry along.
+            let writer = call.writer;
+            let answer = handler(call.request);
             Box::pin(async move {
-                let writer = call.writer.clone();
-                let value = handler(call.request).await?;
+                let value = answer.await?;
                 match writer {
                     Some(w) => w.send(FrameKind::Final, Some(value)).await,
                     None => Ok(()),
@@ -527,16 +525,11 @@ impl Bus {
         F: Fn(Request, StreamWriter) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        let handler = Arc::new(handler);
-        let endpoint: Endpoint = Arc::new(move |call: Call| {
-            let handler = handler.clone();
-            Box::pin(async move {
-                let writer = call
-                    .writer
-                    .clone()
-                    .ok_or_else(|| BusError::invalid("stream handler called without a writer"))?;
-                handler(call.request, writer).await
-            }) as BoxFuture<'static, _>
+        let endpoint: Endpoint = Arc::new(move |call: Call| match call.writer {
+            Some(writer) => Box::pin(handler(call.request, writer)) as BoxFuture<'static, _>,
+            None => Box::pin(std::future::ready(Err(BusError::invalid(
+                "stream handler called without a writer",
+            )))),
         });
         self.register_handler(CallKind::Stream, target, opts, endpoint)
             .await

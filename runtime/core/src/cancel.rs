@@ -35,12 +35,24 @@ pub(crate) struct CancelRegistry {
 }
 
 struct Served {
-    /// By request `event_id`.
-    calls: Shards<HashMap<Text, (CancellationToken, StreamWriter)>>,
-    /// Requests being served (registered and not yet done).
-    in_flight: AtomicUsize,
+    calls: Shards<ServedPart>,
+    /// Drains waiting for the requests in flight to end: only then does
+    /// the end of a request notify `idle`.
+    drains: AtomicUsize,
     idle: Notify,
     counters: Arc<Counters>,
+}
+
+/// One part of the requests being served. Each part counts its own, under
+/// its own lock: a shared counter would be a cache line that every call on
+/// every worker writes twice.
+#[derive(Default)]
+struct ServedPart {
+    /// By request `event_id`.
+    calls: HashMap<Text, (CancellationToken, StreamWriter)>,
+    /// Requests registered and not yet done (two with the same `event_id`
+    /// count twice).
+    serving: usize,
 }
 
 impl Sink for Served {
@@ -57,7 +69,7 @@ impl Sink for Served {
             return;
         }
         let id = env.correlation_id.as_str();
-        if let Some((token, _)) = self.calls.part_for(id).get(id) {
+        if let Some((token, _)) = self.calls.part_for(id).calls.get(id) {
             token.cancel();
         }
     }
@@ -71,8 +83,14 @@ pub(crate) struct CancelGuard {
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        self.served.calls.part_for(&self.id).remove(&self.id);
-        if self.served.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+        let emptied = {
+            let mut part = self.served.calls.part_for(&self.id);
+            part.calls.remove(&self.id);
+            part.serving -= 1;
+            part.serving == 0
+        };
+        // A waiting drain re-counts every part when woken.
+        if emptied && self.served.drains.load(Ordering::SeqCst) > 0 {
             self.served.idle.notify_waiters();
         }
     }
@@ -83,7 +101,7 @@ impl CancelRegistry {
         CancelRegistry {
             served: Arc::new(Served {
                 calls: Shards::default(),
-                in_flight: AtomicUsize::new(0),
+                drains: AtomicUsize::new(0),
                 idle: Notify::new(),
                 counters,
             }),
@@ -116,11 +134,11 @@ impl CancelRegistry {
         writer: StreamWriter,
     ) -> CancelGuard {
         let id = request.event_id.clone();
-        self.served.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.served
-            .calls
-            .part_for(&id)
-            .insert(id.clone(), (token, writer));
+        {
+            let mut part = self.served.calls.part_for(&id);
+            part.calls.insert(id.clone(), (token, writer));
+            part.serving += 1;
+        }
         CancelGuard {
             served: self.served.clone(),
             id,
@@ -129,11 +147,19 @@ impl CancelRegistry {
 
     /// Requests being served now.
     pub fn in_flight(&self) -> usize {
-        self.served.in_flight.load(Ordering::Acquire)
+        self.served.calls.each().map(|part| part.serving).sum()
     }
 
     /// Waits until no request is being served, or `deadline`; true when idle.
     pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.served.drains.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.served.drains);
         loop {
             let notified = self.served.idle.notified();
             if self.in_flight() == 0 {
@@ -148,7 +174,7 @@ impl CancelRegistry {
     /// Cancels every request being served.
     pub fn cancel_all(&self) {
         for part in self.served.calls.each() {
-            part.values().for_each(|(token, _)| token.cancel());
+            part.calls.values().for_each(|(token, _)| token.cancel());
         }
     }
 
@@ -156,7 +182,7 @@ impl CancelRegistry {
     pub async fn fail_all(&self, err: &BusError) {
         let mut writers: Vec<StreamWriter> = Vec::new();
         for part in self.served.calls.each() {
-            writers.extend(part.values().map(|(_, w)| w.clone()));
+            writers.extend(part.calls.values().map(|(_, w)| w.clone()));
         }
         for w in writers {
             if !w.is_closed() {

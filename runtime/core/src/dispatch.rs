@@ -221,17 +221,21 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     let ctx = Arc::new(CallContext::from_request(&env));
     // The handler's request is normally the envelope's only owner: it can
     // take the payload without a copy.
+    // The bus handle moves into the request (the writer holds one too): a
+    // handle less to count up and down, on a count every call shares.
     let call = Call {
-        request: Request::new(env, token, Bus::from_inner(bus.clone())),
+        request: Request::new(env, token, Bus::from_inner(bus)),
         writer: Some(writer.clone()),
         kind: route.kind,
         name: route.name.clone(),
         attempt: Arc::default(),
     };
-    let run = Next::new(&route.chain, &route.endpoint).run(call);
+    // The chain is entered inside the guard: a middleware or handler may
+    // panic before its future exists, too.
+    let run = async { Next::new(&route.chain, &route.endpoint).run(call).await };
     let outcome = ctx.scope(AssertUnwindSafe(run).catch_unwind()).await;
     let result = outcome.unwrap_or_else(|panic| {
-        Counters::bump(&bus.counters.handler_panics);
+        Counters::bump(&writer.bus().counters.handler_panics);
         Err(BusError::unavailable(format!(
             "handler panicked: {}",
             panic_message(panic.as_ref())
@@ -311,7 +315,7 @@ async fn serve_event(bus: Arc<BusInner>, route: &Route, msg: Message) {
         name: route.name.clone(),
         attempt: Arc::default(),
     };
-    let run = Next::new(&route.chain, &route.endpoint).run(call);
+    let run = async { Next::new(&route.chain, &route.endpoint).run(call).await };
     match ctx.scope(AssertUnwindSafe(run).catch_unwind()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use foldhash::HashMap;
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::subject::{has_wildcard, matches};
@@ -34,25 +35,31 @@ pub struct MemoryTransport {
 
 #[derive(Default)]
 struct Inner {
-    table: RwLock<Table>,
+    /// Who is subscribed: read without a lock by every publish (a lock word
+    /// written by each reader is a cache line the workers pass back and
+    /// forth), replaced whole by (rare) subscription changes.
+    table: ArcSwap<Table>,
+    /// Serializes subscription changes.
+    edits: Mutex<()>,
     next_id: AtomicU64,
     next_inbox: AtomicU64,
     closed: AtomicBool,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Table {
     exact: HashMap<String, Vec<Entry>>,
     wildcard: Vec<(Pattern, Entry)>,
 }
 
 /// The sinks one message goes to (most messages have one or two).
-type Recipients = SmallVec<[Arc<dyn Sink>; 2]>;
+type Recipients<'a> = SmallVec<[&'a Arc<dyn Sink>; 2]>;
 
 /// A wildcard subject pattern with its literal start, checked first: most
 /// subjects differ from most patterns in their first bytes. The common
 /// shapes `literal.*` and `literal.>` (a bus's reply inbox is one) need no
 /// more than that check.
+#[derive(Clone)]
 struct Pattern {
     pattern: String,
     literal: usize,
@@ -60,6 +67,7 @@ struct Pattern {
 }
 
 /// What follows a pattern's literal start.
+#[derive(Clone, Copy)]
 enum Tail {
     /// `*` and nothing after: one more token.
     OneToken,
@@ -113,9 +121,19 @@ impl MemoryTransport {
         Self::default()
     }
 
+    /// Changes the subscriptions.
+    fn edit(&self, change: impl FnOnce(&mut Table)) {
+        let _one_at_a_time = self.inner.edits.lock();
+        let mut table = Table::clone(&self.inner.table.load());
+        change(&mut table);
+        self.inner.table.store(Arc::new(table));
+    }
+}
+
+impl Table {
     /// Every plain subscriber of `subject` and one member of each queue group.
-    fn recipients(&self, subject: &str) -> Recipients {
-        let table = self.inner.table.read();
+    fn recipients(&self, subject: &str) -> Recipients<'_> {
+        let table = self;
         let mut matched: SmallVec<[&Entry; 4]> = SmallVec::new();
         if let Some(list) = table.exact.get(subject) {
             matched.extend(list.iter());
@@ -130,7 +148,7 @@ impl MemoryTransport {
         let mut out = Recipients::new();
         for (i, e) in matched.iter().enumerate() {
             let Some(q) = &e.queue else {
-                out.push(e.sink.clone());
+                out.push(&e.sink);
                 continue;
             };
             let same_group = |other: &&&Entry| other.queue.as_ref() == Some(q);
@@ -144,7 +162,7 @@ impl MemoryTransport {
                 fastrand::usize(..members)
             };
             let chosen = matched[i..].iter().filter(same_group).nth(pick);
-            out.extend(chosen.map(|e| e.sink.clone()));
+            out.extend(chosen.map(|e| &e.sink));
         }
         out
     }
@@ -163,8 +181,11 @@ impl Transport for MemoryTransport {
         // Delivery here never waits, so a loop of calls would never give its
         // worker back: take part in tokio's cooperative budget as sockets do.
         tokio::task::coop::consume_budget().await;
-        let mut recipients = self.recipients(&msg.subject);
-        if recipients.is_empty() {
+        // The snapshot stays loaded while its sinks take the message (a
+        // handler served inline may publish in turn: it loads its own).
+        let table = self.inner.table.load();
+        let recipients = table.recipients(&msg.subject);
+        let Some((last, others)) = recipients.split_last() else {
             if let Some(reply) = msg.reply {
                 let notice = Message {
                     subject: reply,
@@ -172,14 +193,13 @@ impl Transport for MemoryTransport {
                     body: Body::Bytes(Bytes::new()),
                     status: Some(STATUS_NO_RESPONDERS),
                 };
-                for sink in self.recipients(&notice.subject) {
+                for sink in table.recipients(&notice.subject) {
                     sink.deliver(notice.clone());
                 }
             }
             return Ok(());
-        }
-        let last = recipients.pop().expect("non-empty");
-        for sink in recipients {
+        };
+        for sink in others {
             sink.deliver(msg.clone());
         }
         last.deliver(msg);
@@ -203,16 +223,17 @@ impl Transport for MemoryTransport {
             queue: queue.filter(|q| !q.is_empty()).map(Arc::from),
             sink,
         };
-        let mut table = self.inner.table.write();
-        if has_wildcard(subject) {
-            table.wildcard.push((Pattern::new(subject), entry));
-        } else {
-            table
-                .exact
-                .entry(subject.to_owned())
-                .or_default()
-                .push(entry);
-        }
+        self.edit(|table| {
+            if has_wildcard(subject) {
+                table.wildcard.push((Pattern::new(subject), entry));
+            } else {
+                table
+                    .exact
+                    .entry(subject.to_owned())
+                    .or_default()
+                    .push(entry);
+            }
+        });
         Ok(Box::new(MemorySubscription {
             transport: self.clone(),
             subject: subject.to_owned(),
@@ -242,9 +263,7 @@ impl Transport for MemoryTransport {
 
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        let mut table = self.inner.table.write();
-        table.exact.clear();
-        table.wildcard.clear();
+        self.edit(|table| *table = Table::default());
     }
 }
 
@@ -257,14 +276,15 @@ struct MemorySubscription {
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn unsubscribe(&self) -> Result<(), TransportError> {
-        let mut table = self.transport.inner.table.write();
-        if let Some(list) = table.exact.get_mut(&self.subject) {
-            list.retain(|e| e.id != self.id);
-            if list.is_empty() {
-                table.exact.remove(&self.subject);
+        self.transport.edit(|table| {
+            if let Some(list) = table.exact.get_mut(&self.subject) {
+                list.retain(|e| e.id != self.id);
+                if list.is_empty() {
+                    table.exact.remove(&self.subject);
+                }
             }
-        }
-        table.wildcard.retain(|(_, e)| e.id != self.id);
+            table.wildcard.retain(|(_, e)| e.id != self.id);
+        });
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! request's `reply_to`, so any SDK can answer it), but the bus subscribes once
 //! to `{inbox}.*` and routes by `n`: no subscription round trip per call.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,6 @@ pub(crate) struct ReplyRouter {
 
 struct Shared {
     prefix: String,
-    next: AtomicU64,
     slots: Shards<HashMap<u64, Arc<ReplyQueue>>>,
 }
 
@@ -173,12 +173,31 @@ impl Sink for Shared {
     }
 }
 
+/// A reply slot id, unique in the process (so in every router). Each thread
+/// takes ids from a block of its own: one counter shared by every call on
+/// every worker would be a cache line written back and forth between them.
+fn next_slot_id() -> u64 {
+    const BLOCK: u64 = 1024;
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static CURSOR: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+    CURSOR.with(|cursor| {
+        let (mut next, mut end) = cursor.get();
+        if next == end {
+            next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            end = next + BLOCK;
+        }
+        cursor.set((next + 1, end));
+        next
+    })
+}
+
 impl ReplyRouter {
     pub fn new(prefix: String) -> Self {
         ReplyRouter {
             shared: Arc::new(Shared {
                 prefix,
-                next: AtomicU64::new(1),
                 slots: Shards::default(),
             }),
             subscription: OnceCell::new(),
@@ -200,7 +219,7 @@ impl ReplyRouter {
                     .map_err(BusError::from)
             })
             .await?;
-        let id = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        let id = next_slot_id();
         let queue = Arc::new(ReplyQueue {
             state: Mutex::new(QueueState {
                 first: None,
@@ -257,6 +276,17 @@ mod tests {
             Poll::Ready(Some(m)) => Some(m.subject.to_string()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn slot_ids_are_unique_across_threads() {
+        let ids: Vec<u64> = (0..4)
+            .map(|_| std::thread::spawn(|| (0..3000).map(|_| next_slot_id()).collect::<Vec<_>>()))
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(!ids.contains(&0));
     }
 
     #[test]

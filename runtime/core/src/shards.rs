@@ -10,13 +10,18 @@ const PARTS: usize = 16;
 
 /// `T` (normally a map) in [`PARTS`] parts; the caller picks the part from the key.
 pub(crate) struct Shards<T> {
-    parts: [Mutex<T>; PARTS],
+    parts: [Part<T>; PARTS],
 }
+
+/// One part, on cache lines of its own: parts that shared a line would make
+/// the workers that lock them wait for each other's cache after all.
+#[repr(align(128))]
+struct Part<T>(Mutex<T>);
 
 impl<T: Default> Default for Shards<T> {
     fn default() -> Self {
         Shards {
-            parts: std::array::from_fn(|_| Mutex::new(T::default())),
+            parts: std::array::from_fn(|_| Part(Mutex::new(T::default()))),
         }
     }
 }
@@ -24,7 +29,7 @@ impl<T: Default> Default for Shards<T> {
 impl<T> Shards<T> {
     /// The part for a key whose spread-out number is `n`.
     pub fn part(&self, n: usize) -> MutexGuard<'_, T> {
-        self.parts[n % PARTS].lock()
+        self.parts[n % PARTS].0.lock()
     }
 
     /// The part for a string key, chosen by its last bytes (ids end in random digits).
@@ -40,6 +45,6 @@ impl<T> Shards<T> {
 
     /// Every part, one after the other.
     pub fn each(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
-        self.parts.iter().map(Mutex::lock)
+        self.parts.iter().map(|p| p.0.lock())
     }
 }

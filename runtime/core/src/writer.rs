@@ -157,6 +157,11 @@ impl StreamWriter {
         }
     }
 
+    /// The bus the frames go out on.
+    pub(crate) fn bus(&self) -> &Arc<BusInner> {
+        &self.inner.bus
+    }
+
     /// Sends `agent.response.started` with payload `{"meta": meta}`. At most once,
     /// and only before any other frame.
     pub async fn started(&self, meta: Value) -> Result<(), BusError> {
