@@ -220,9 +220,9 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     let _guard = bus.cancels.register(&env, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::from_request(&env));
     // The handler's request is normally the envelope's only owner: it can
-    // take the payload without a copy.
-    // The bus handle moves into the request (the writer holds one too): a
-    // handle less to count up and down, on a count every call shares.
+    // take the payload without a copy. The bus handle moves into it (the
+    // writer holds one too): one handle less to count up and down, on a count
+    // that every call shares.
     let call = Call {
         request: Request::new(env, token, Bus::from_inner(bus)),
         writer: Some(writer.clone()),

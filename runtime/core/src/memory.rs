@@ -133,14 +133,12 @@ impl MemoryTransport {
 impl Table {
     /// Every plain subscriber of `subject` and one member of each queue group.
     fn recipients(&self, subject: &str) -> Recipients<'_> {
-        let table = self;
         let mut matched: SmallVec<[&Entry; 4]> = SmallVec::new();
-        if let Some(list) = table.exact.get(subject) {
+        if let Some(list) = self.exact.get(subject) {
             matched.extend(list.iter());
         }
         matched.extend(
-            table
-                .wildcard
+            self.wildcard
                 .iter()
                 .filter(|(pattern, _)| pattern.matches(subject))
                 .map(|(_, e)| e),
@@ -151,17 +149,17 @@ impl Table {
                 out.push(&e.sink);
                 continue;
             };
-            let same_group = |other: &&&Entry| other.queue.as_ref() == Some(q);
-            if matched[..i].iter().any(|e| same_group(&e)) {
+            let in_group = |other: &&&Entry| other.queue.as_ref() == Some(q);
+            if matched[..i].iter().any(|other| in_group(&other)) {
                 continue; // this group has been served
             }
-            let members = matched[i..].iter().filter(same_group).count();
+            let members = matched[i..].iter().filter(in_group).count();
             let pick = if members == 1 {
                 0
             } else {
                 fastrand::usize(..members)
             };
-            let chosen = matched[i..].iter().filter(same_group).nth(pick);
+            let chosen = matched[i..].iter().filter(in_group).nth(pick);
             out.extend(chosen.map(|e| &e.sink));
         }
         out
