@@ -577,7 +577,7 @@ impl Bus {
             chain: self.inner.middleware.clone(),
             endpoint,
             kind,
-            name: Arc::from(name),
+            name: Text::new(name),
             limiter,
             inline: Default::default(),
         })

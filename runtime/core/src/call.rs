@@ -180,7 +180,7 @@ impl Bus {
 
         let slot = inner
             .replies
-            .open(&inner.transport, inner.settings.frame_buffer)
+            .open(inner, &inner.transport, inner.settings.frame_buffer)
             .await?;
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
@@ -196,7 +196,6 @@ impl Bus {
             }
         }
         Ok(Stream::new(
-            inner.clone(),
             slot,
             request_id,
             Text::new(target),

@@ -75,24 +75,18 @@ impl Sink for Served {
     }
 }
 
-/// Removes a request from the registry when its handler is done.
+/// Removes a request from the registry when its handler is done. It reaches
+/// the registry through the request's writer, a handle of this request's
+/// own, rather than through one more count on the registry that every call
+/// shares.
 pub(crate) struct CancelGuard {
-    served: Arc<Served>,
+    writer: StreamWriter,
     id: Text,
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        let emptied = {
-            let mut part = self.served.calls.part_for(&self.id);
-            part.calls.remove(&self.id);
-            part.serving -= 1;
-            part.serving == 0
-        };
-        // A waiting drain re-counts every part when woken.
-        if emptied && self.served.drains.load(Ordering::SeqCst) > 0 {
-            self.served.idle.notify_waiters();
-        }
+        self.writer.bus().cancels.release(&self.id);
     }
 }
 
@@ -136,12 +130,24 @@ impl CancelRegistry {
         let id = request.event_id.clone();
         {
             let mut part = self.served.calls.part_for(&id);
-            part.calls.insert(id.clone(), (token, writer));
+            part.calls.insert(id.clone(), (token, writer.clone()));
             part.serving += 1;
         }
-        CancelGuard {
-            served: self.served.clone(),
-            id,
+        CancelGuard { writer, id }
+    }
+
+    /// Ends the tracking of a request [`CancelRegistry::register`] began.
+    fn release(&self, id: &str) {
+        let served = &self.served;
+        let emptied = {
+            let mut part = served.calls.part_for(id);
+            part.calls.remove(id);
+            part.serving -= 1;
+            part.serving == 0
+        };
+        // A waiting drain re-counts every part when woken.
+        if emptied && served.drains.load(Ordering::SeqCst) > 0 {
+            served.idle.notify_waiters();
         }
     }
 

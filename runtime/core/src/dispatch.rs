@@ -19,6 +19,7 @@ use crate::inline::{FirstPoll, run_inline_first};
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
+use crate::text::Text;
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
@@ -28,7 +29,9 @@ pub(crate) struct Route {
     pub chain: Arc<[Arc<dyn Middleware>]>,
     pub endpoint: Endpoint,
     pub kind: CallKind,
-    pub name: Arc<str>,
+    /// Copied into every call: a `Text`, so short names copy without
+    /// touching a shared reference count.
+    pub name: Text,
     pub limiter: Option<Arc<Semaphore>>,
     /// How the first polls of this route's requests went: see [`InlinePolicy`].
     pub inline: InlinePolicy,
@@ -260,7 +263,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
 pub(crate) struct EventSink {
     pub tx: mpsc::Sender<Message>,
     pub bus: Weak<BusInner>,
-    pub name: Arc<str>,
+    pub name: Text,
 }
 
 impl Sink for EventSink {

@@ -14,6 +14,7 @@ use foldhash::HashMap;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
+use crate::bus::BusInner;
 use crate::error::BusError;
 use crate::shards::Shards;
 use crate::text::{Text, concat_text, decimal};
@@ -132,7 +133,9 @@ pub(crate) struct ReplySlot {
     pub subject: Text,
     pub queue: Arc<ReplyQueue>,
     id: u64,
-    shared: Arc<Shared>,
+    /// The bus whose router holds the slot (the call's stream uses it too:
+    /// one handle for both, on a count that every call shares).
+    pub bus: Arc<BusInner>,
 }
 
 impl ReplySlot {
@@ -144,7 +147,8 @@ impl ReplySlot {
 
 impl Drop for ReplySlot {
     fn drop(&mut self) {
-        self.shared.slots.part(self.id as usize).remove(&self.id);
+        let slots = &self.bus.replies.shared.slots;
+        slots.part(self.id as usize).remove(&self.id);
     }
 }
 
@@ -204,9 +208,11 @@ impl ReplyRouter {
         }
     }
 
-    /// A new reply slot holding up to `capacity` unread frames.
+    /// A new reply slot of `bus` (whose router this is) holding up to
+    /// `capacity` unread frames.
     pub async fn open(
         &self,
+        bus: &Arc<BusInner>,
         transport: &Arc<dyn Transport>,
         capacity: usize,
     ) -> Result<ReplySlot, BusError> {
@@ -238,7 +244,7 @@ impl ReplyRouter {
             subject: self.shared.subject_of(id),
             queue,
             id,
-            shared: self.shared.clone(),
+            bus: bus.clone(),
         })
     }
 

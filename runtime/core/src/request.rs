@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::Bus;
 use crate::envelope::Envelope;
 use crate::error::BusError;
+use crate::text::Text;
 use crate::writer::StreamWriter;
 
 /// A request being served.
@@ -116,7 +117,7 @@ pub struct Call {
     pub request: Request,
     pub(crate) writer: Option<StreamWriter>,
     pub(crate) kind: CallKind,
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Text,
     pub(crate) attempt: Arc<AtomicU32>,
 }
 

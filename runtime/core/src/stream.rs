@@ -42,7 +42,6 @@ impl Default for StreamLimits {
 /// the handler comes as `Ok` (see [`Envelope::error`]). Dropping the stream
 /// before its end tells the handler to stop.
 pub struct Stream {
-    bus: Arc<BusInner>,
     slot: ReplySlot,
     request_id: Text,
     target: Text,
@@ -57,9 +56,7 @@ pub struct Stream {
 }
 
 impl Stream {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        bus: Arc<BusInner>,
         slot: ReplySlot,
         request_id: Text,
         target: Text,
@@ -68,7 +65,6 @@ impl Stream {
         limits: StreamLimits,
     ) -> Self {
         Stream {
-            bus,
             slot,
             request_id,
             target,
@@ -80,6 +76,11 @@ impl Stream {
             done: false,
             timer: None,
         }
+    }
+
+    /// The bus the call went out on.
+    fn bus(&self) -> &Arc<BusInner> {
+        &self.slot.bus
     }
 
     /// The `event_id` of the request; frames carry it as `correlation_id`.
@@ -111,7 +112,7 @@ impl Stream {
             };
             let Some(msg) = received else {
                 if self.slot.queue.overflowed() {
-                    Counters::bump(&self.bus.counters.overflowed_calls);
+                    Counters::bump(&self.bus().counters.overflowed_calls);
                     return Some(Err(self.fail(BusError::backpressure(format!(
                         "{}: reply buffer overflowed; frames were dropped",
                         self.target
@@ -132,7 +133,7 @@ impl Stream {
             let env = match decode_body(msg.body) {
                 Ok(env) => env,
                 Err(e) => {
-                    Counters::bump(&self.bus.counters.bad_messages);
+                    Counters::bump(&self.bus().counters.bad_messages);
                     tracing::warn!(target = %self.target, error = %e, "dropped a reply frame that is not an envelope");
                     continue;
                 }
@@ -234,7 +235,7 @@ impl Stream {
     /// Ends the stream locally and tells the handler to stop.
     fn fail(&mut self, err: BusError) -> BusError {
         self.done = true;
-        self.bus.send_cancel(&self.request_id);
+        self.bus().send_cancel(&self.request_id);
         err
     }
 }
@@ -242,7 +243,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if !self.done {
-            self.bus.send_cancel(&self.request_id);
+            self.bus().send_cancel(&self.request_id);
         }
     }
 }
