@@ -192,6 +192,10 @@ pub struct Bus {
     pub(crate) inner: Arc<BusInner>,
 }
 
+/// Aligned so that its fields never share a cache line with the reference
+/// counts in front of it, which every call's handles count up and down from
+/// every worker.
+#[repr(align(128))]
 pub(crate) struct BusInner {
     pub transport: Arc<dyn Transport>,
     pub settings: BusSettings,

@@ -68,9 +68,13 @@ impl Sink for Served {
         if env.event_type != CANCEL_EVENT {
             return;
         }
+        // Requests are filed under the thread that registered them: look in
+        // every part (notices are rare; registrations are every call).
         let id = env.correlation_id.as_str();
-        if let Some((token, _)) = self.calls.part_for(id).calls.get(id) {
-            token.cancel();
+        for part in self.calls.each() {
+            if let Some((token, _)) = part.calls.get(id) {
+                token.cancel();
+            }
         }
     }
 }
@@ -82,11 +86,13 @@ impl Sink for Served {
 pub(crate) struct CancelGuard {
     writer: StreamWriter,
     id: Text,
+    /// The part of the registry it is filed in.
+    part: usize,
 }
 
 impl Drop for CancelGuard {
     fn drop(&mut self) {
-        self.writer.bus().cancels.release(&self.id);
+        self.writer.bus().cancels.release(self.part, &self.id);
     }
 }
 
@@ -128,19 +134,24 @@ impl CancelRegistry {
         writer: StreamWriter,
     ) -> CancelGuard {
         let id = request.event_id.clone();
-        {
-            let mut part = self.served.calls.part_for(&id);
+        let index = {
+            let (index, mut part) = self.served.calls.here();
             part.calls.insert(id.clone(), (token, writer.clone()));
             part.serving += 1;
+            index
+        };
+        CancelGuard {
+            writer,
+            id,
+            part: index,
         }
-        CancelGuard { writer, id }
     }
 
     /// Ends the tracking of a request [`CancelRegistry::register`] began.
-    fn release(&self, id: &str) {
+    fn release(&self, part: usize, id: &str) {
         let served = &self.served;
         let emptied = {
-            let mut part = served.calls.part_for(id);
+            let mut part = served.calls.part(part);
             part.calls.remove(id);
             part.serving -= 1;
             part.serving == 0

@@ -23,7 +23,9 @@ use crate::text::Text;
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
 
-/// Everything needed to serve the deliveries of one registration.
+/// Everything needed to serve the deliveries of one registration. Aligned
+/// like `BusInner`: every delivery clones the handle and reads the fields.
+#[repr(align(128))]
 pub(crate) struct Route {
     pub bus: Weak<BusInner>,
     pub chain: Arc<[Arc<dyn Middleware>]>,

@@ -148,7 +148,7 @@ impl ReplySlot {
 impl Drop for ReplySlot {
     fn drop(&mut self) {
         let slots = &self.bus.replies.shared.slots;
-        slots.part(self.id as usize).remove(&self.id);
+        slots.part(part_of(self.id)).remove(&self.id);
     }
 }
 
@@ -170,18 +170,27 @@ impl Sink for Shared {
             return;
         };
         // A missing slot is a late frame of a call that has ended.
-        let queue = self.slots.part(id as usize).get(&id).cloned();
+        let queue = self.slots.part(part_of(id)).get(&id).cloned();
         if let Some(q) = queue {
             q.push(msg);
         }
     }
 }
 
+/// Reply slot ids a thread takes at a time.
+const ID_BLOCK: u64 = 1024;
+
+/// The part of the slot table that holds slot `id`: one per block of ids, so
+/// the slots of a thread's calls stay in one part (the part's lock and lines
+/// stay with that thread's cache).
+fn part_of(id: u64) -> usize {
+    (id / ID_BLOCK) as usize
+}
+
 /// A reply slot id, unique in the process (so in every router). Each thread
 /// takes ids from a block of its own: one counter shared by every call on
 /// every worker would be a cache line written back and forth between them.
 fn next_slot_id() -> u64 {
-    const BLOCK: u64 = 1024;
     static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static CURSOR: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
@@ -189,8 +198,8 @@ fn next_slot_id() -> u64 {
     CURSOR.with(|cursor| {
         let (mut next, mut end) = cursor.get();
         if next == end {
-            next = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
-            end = next + BLOCK;
+            next = NEXT_BLOCK.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            end = next + ID_BLOCK;
         }
         cursor.set((next + 1, end));
         next
@@ -238,7 +247,7 @@ impl ReplyRouter {
         });
         self.shared
             .slots
-            .part(id as usize)
+            .part(part_of(id))
             .insert(id, queue.clone());
         Ok(ReplySlot {
             subject: self.shared.subject_of(id),

@@ -1,8 +1,10 @@
 //! A table split into independently locked parts.
 //!
 //! The bus keeps per-call state in a few tables that every call touches twice
-//! (insert, remove). Split in parts by key, the workers of a runtime rarely
-//! wait for each other's lock.
+//! (insert, remove). Split in parts, by key or by thread, the workers of a
+//! runtime rarely wait for each other's lock or cache lines.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
@@ -32,15 +34,16 @@ impl<T> Shards<T> {
         self.parts[n % PARTS].0.lock()
     }
 
-    /// The part for a string key, chosen by its last bytes (ids end in random digits).
-    pub fn part_for(&self, key: &str) -> MutexGuard<'_, T> {
-        let b = key.as_bytes();
-        let n = b
-            .iter()
-            .rev()
-            .take(2)
-            .fold(0usize, |acc, &x| acc * 31 + x as usize);
-        self.part(n)
+    /// The part of the calling thread, and its index (for [`Shards::part`]
+    /// later, from any thread). Each thread keeps to one part, so the
+    /// workers of a runtime do not pass a part's cache lines back and forth.
+    pub fn here(&self) -> (usize, MutexGuard<'_, T>) {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % PARTS;
+        }
+        let n = INDEX.with(|n| *n);
+        (n, self.part(n))
     }
 
     /// Every part, one after the other.
