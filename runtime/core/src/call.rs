@@ -37,6 +37,20 @@ pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
     env.span_id = trace.span_id;
 }
 
+/// `fut`, unless `deadline` passes first. A future that is done on its first
+/// poll (an in-memory publish always is) needs no timer: making one reads the
+/// runtime's handle, a reference count that every worker shares.
+async fn finish_by<F: std::future::Future>(
+    deadline: Instant,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+        return Ok(out);
+    }
+    tokio::time::timeout_at(deadline, fut).await
+}
+
 fn fill(dst: &mut Text, src: &Text) {
     if dst.is_empty() && !src.is_empty() {
         dst.clone_from(src);
@@ -186,7 +200,7 @@ impl Bus {
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
         let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());
-        match tokio::time::timeout_at(deadline, inner.transport.publish(msg)).await {
+        match finish_by(deadline, inner.transport.publish(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {

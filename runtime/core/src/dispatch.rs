@@ -221,15 +221,16 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
 
 async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>) {
     let token = CancellationToken::new();
-    let writer = StreamWriter::new(bus.clone(), &env, token.clone());
-    let _guard = bus.cancels.register(&env, token.clone(), writer.clone());
+    let writer = StreamWriter::new(bus, &env, token.clone());
+    let _guard = writer
+        .bus()
+        .cancels
+        .register(&env, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::from_request(&env));
     // The handler's request is normally the envelope's only owner: it can
-    // take the payload without a copy. The bus handle moves into it (the
-    // writer holds one too): one handle less to count up and down, on a count
-    // that every call shares.
+    // take the payload without a copy.
     let call = Call {
-        request: Request::new(env, token, Bus::from_inner(bus)),
+        request: Request::answered_by(env, token, writer.clone()),
         writer: Some(writer.clone()),
         kind: route.kind,
         name: route.name.clone(),

@@ -18,7 +18,16 @@ use crate::writer::StreamWriter;
 pub struct Request {
     envelope: Arc<Envelope>,
     cancel: CancellationToken,
-    bus: Bus,
+    bus: BusSource,
+}
+
+/// Where a request's bus handle lives: an invoke or stream request shares
+/// its writer's (one handle less to count up and down per call, on a count
+/// that every call shares); an event has its own.
+#[derive(Clone)]
+enum BusSource {
+    Own(Bus),
+    Writer(StreamWriter),
 }
 
 impl Request {
@@ -26,7 +35,20 @@ impl Request {
         Request {
             envelope,
             cancel,
-            bus,
+            bus: BusSource::Own(bus),
+        }
+    }
+
+    /// A request answered through `writer`, whose bus it uses.
+    pub(crate) fn answered_by(
+        envelope: Arc<Envelope>,
+        cancel: CancellationToken,
+        writer: StreamWriter,
+    ) -> Self {
+        Request {
+            envelope,
+            cancel,
+            bus: BusSource::Writer(writer),
         }
     }
 
@@ -95,7 +117,10 @@ impl Request {
 
     /// The bus serving this request, for nested calls (which inherit its context).
     pub fn bus(&self) -> &Bus {
-        &self.bus
+        match &self.bus {
+            BusSource::Own(bus) => bus,
+            BusSource::Writer(writer) => writer.bus_handle(),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::BusInner;
+use crate::bus::{Bus, BusInner};
 use crate::context::STREAM_KEY;
 use crate::envelope::Envelope;
 use crate::error::BusError;
@@ -62,7 +62,7 @@ pub struct StreamWriter {
 }
 
 struct WriterInner {
-    bus: Arc<BusInner>,
+    bus: Bus,
     /// Where the replies go (the request's `reply_to`).
     reply_to: Text,
     state: Mutex<WriterState>,
@@ -150,7 +150,7 @@ impl StreamWriter {
                     closed: false,
                     template: Some(reply_template(&bus.settings.agent_id, request)),
                 }),
-                bus,
+                bus: Bus::from_inner(bus),
                 frames: AtomicU64::new(0),
                 cancel,
             }),
@@ -159,6 +159,11 @@ impl StreamWriter {
 
     /// The bus the frames go out on.
     pub(crate) fn bus(&self) -> &Arc<BusInner> {
+        &self.inner.bus.inner
+    }
+
+    /// The bus the frames go out on, as a handle.
+    pub(crate) fn bus_handle(&self) -> &Bus {
         &self.inner.bus
     }
 
@@ -235,6 +240,7 @@ impl StreamWriter {
         let frame = frame_from(template, kind, seq, payload);
         self.inner
             .bus
+            .inner
             .transport
             .publish(Message::envelope(self.inner.reply_to.clone(), frame))
             .await
