@@ -1,5 +1,7 @@
 //! The calling side: `invoke` and `stream_invoke`.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -13,7 +15,7 @@ use crate::stream::Stream;
 use crate::subject::{check_name, check_tenant};
 use crate::text::Text;
 use crate::trace_context::TraceContext;
-use crate::transport::Message;
+use crate::transport::{Body, Message};
 
 /// Fills empty context fields of `env` from the request being served, and gives
 /// it a trace: a child span of the served request's trace, of the envelope's
@@ -79,7 +81,7 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Envelope, BusError> {
-        let request = Envelope::new(MESSAGE_RECEIVED).with_payload(payload);
+        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
         let mut stream = self.send_request(target, request, opts, false).await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
@@ -124,7 +126,7 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        let request = Envelope::new(MESSAGE_RECEIVED).with_payload(payload);
+        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
         self.send_request(target, request, opts, true).await
     }
 
@@ -137,7 +139,7 @@ impl Bus {
         env: Envelope,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        self.send_request(target, env, opts, true).await
+        self.send_request(target, Arc::new(env), opts, true).await
     }
 
     /// Sends `env` to `target`. With `streaming`, the request asks for every
@@ -146,10 +148,13 @@ impl Bus {
     async fn send_request(
         &self,
         target: &str,
-        mut env: Envelope,
+        mut request: Arc<Envelope>,
         opts: CallOptions,
         streaming: bool,
     ) -> Result<Stream, BusError> {
+        // Filled in place: the envelope is not copied again on its way to
+        // the transport.
+        let env = Arc::make_mut(&mut request);
         let inner = &self.inner;
         if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(BusError::transport("bus is closed"));
@@ -170,7 +175,7 @@ impl Bus {
         if let Some(tp) = &opts.traceparent {
             env.traceparent = Text::new(tp);
         }
-        inherit_context(&mut env, ctx.as_deref());
+        inherit_context(env, ctx.as_deref());
         if env.tenant_id.is_empty() {
             env.tenant_id.clone_from(&inner.settings.tenant);
         }
@@ -180,7 +185,7 @@ impl Bus {
         }
         env.metadata
             .insert(STREAM_KEY.to_owned(), Value::Bool(streaming));
-        self.prepare(&mut env);
+        self.prepare(env);
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let now = Instant::now();
@@ -199,7 +204,12 @@ impl Bus {
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
-        let msg = Message::envelope(subject, env).with_reply(slot.subject.clone());
+        let msg = Message {
+            subject,
+            reply: Some(slot.subject.clone()),
+            body: Body::Envelope(request),
+            status: None,
+        };
         match finish_by(deadline, inner.transport.publish(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),

@@ -16,7 +16,7 @@ use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE
 use crate::ids::event_id_at;
 use crate::payload::DeltaPayload;
 use crate::text::Text;
-use crate::transport::Message;
+use crate::transport::{Body, Message};
 
 /// The kind of a response frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,9 @@ struct WriterState {
     closed: bool,
     /// Every field a reply copies from the request, made once per request;
     /// the terminal frame takes it.
-    template: Option<Envelope>,
+    /// Shared with the frame being made: the terminal frame is made in it,
+    /// in place, and sent without a copy.
+    template: Option<Arc<Envelope>>,
 }
 
 /// Non-`acp.*` metadata of a request, inherited by its replies.
@@ -112,11 +114,10 @@ fn reply_template(agent_id: &Text, req: &Envelope) -> Envelope {
     e
 }
 
-/// A frame of `kind` made from a reply template: a new id and time, the
-/// frame's event type, `seq`, `is_final` and payload.
-fn frame_from(template: Envelope, kind: FrameKind, seq: u64, payload: Option<Value>) -> Envelope {
+/// Makes a reply template a frame of `kind`: a new id and time, the frame's
+/// event type, `seq`, `is_final` and payload.
+fn stamp(e: &mut Envelope, kind: FrameKind, seq: u64, payload: Option<Value>) {
     let now = Utc::now();
-    let mut e = template;
     e.event_id = event_id_at(now.timestamp_millis() as u64);
     e.event_type = Text::new_static(kind.event_type());
     e.frame_type = Text::new_static(kind.frame_type());
@@ -124,7 +125,6 @@ fn frame_from(template: Envelope, kind: FrameKind, seq: u64, payload: Option<Val
     e.seq = seq;
     e.is_final = kind.is_terminal();
     e.payload = payload.filter(|p| !p.is_null());
-    e
 }
 
 /// A reply frame to `req`: correlation, session, trace and metadata copied from it.
@@ -135,7 +135,9 @@ pub(crate) fn reply_frame(
     seq: u64,
     payload: Option<Value>,
 ) -> Envelope {
-    frame_from(reply_template(agent_id, req), kind, seq, payload)
+    let mut frame = reply_template(agent_id, req);
+    stamp(&mut frame, kind, seq, payload);
+    frame
 }
 
 impl StreamWriter {
@@ -148,7 +150,7 @@ impl StreamWriter {
                     seq: 0,
                     started: false,
                     closed: false,
-                    template: Some(reply_template(&bus.settings.agent_id, request)),
+                    template: Some(Arc::new(reply_template(&bus.settings.agent_id, request))),
                 }),
                 bus: Bus::from_inner(bus),
                 frames: AtomicU64::new(0),
@@ -237,12 +239,21 @@ impl StreamWriter {
         let Some(template) = template else {
             return Ok(());
         };
-        let frame = frame_from(template, kind, seq, payload);
+        // The terminal frame holds the only handle: made in place. Others
+        // copy the template once.
+        let mut frame = template;
+        stamp(Arc::make_mut(&mut frame), kind, seq, payload);
+        let msg = Message {
+            subject: self.inner.reply_to.clone(),
+            reply: None,
+            body: Body::Envelope(frame),
+            status: None,
+        };
         self.inner
             .bus
             .inner
             .transport
-            .publish(Message::envelope(self.inner.reply_to.clone(), frame))
+            .publish(msg)
             .await
             .map_err(BusError::from)
     }
