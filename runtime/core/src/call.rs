@@ -30,11 +30,15 @@ pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
         fill(&mut env.channel, &req.channel);
     }
     let parent = TraceContext::parse(&env.traceparent).or_else(|| ctx.and_then(CallContext::trace));
-    let trace = match parent {
-        Some(p) => p.child(),
-        None => TraceContext::new_root(),
+    let (trace, traceparent) = match parent {
+        Some(p) => {
+            let child = p.child();
+            let traceparent = child.traceparent();
+            (child, traceparent)
+        }
+        None => TraceContext::new_root_with_traceparent(),
     };
-    env.traceparent = trace.traceparent();
+    env.traceparent = traceparent;
     env.trace_id = trace.trace_id;
     env.span_id = trace.span_id;
 }

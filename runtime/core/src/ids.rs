@@ -47,7 +47,7 @@ pub(crate) fn event_id_at(ms: u64) -> Text {
 }
 
 /// Writes the lower-case hex digits of `bytes` to the start of `out`.
-fn hex_into(bytes: &[u8], out: &mut [u8]) {
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
     for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xF)];

@@ -72,11 +72,13 @@ impl Request {
     /// Takes the payload (`null` when absent). The handler's request is the
     /// envelope's only owner unless it was cloned (a retry layer keeps one), so
     /// this is normally a move; a shared envelope has just its payload copied.
-    pub fn into_payload(self) -> Value {
-        match Arc::try_unwrap(self.envelope) {
-            Ok(env) => env.payload.unwrap_or(Value::Null),
-            Err(shared) => shared.payload.clone().unwrap_or(Value::Null),
-        }
+    pub fn into_payload(mut self) -> Value {
+        // Taken in place: the rest of the envelope is dropped where it is.
+        let payload = match Arc::get_mut(&mut self.envelope) {
+            Some(env) => env.payload.take(),
+            None => self.envelope.payload.clone(),
+        };
+        payload.unwrap_or(Value::Null)
     }
 
     /// The payload, or `null`.

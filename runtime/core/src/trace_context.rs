@@ -1,6 +1,6 @@
 //! W3C trace context (`traceparent`) parsing and formatting.
 
-use crate::ids::{new_span_id, new_trace_id};
+use crate::ids::{hex_into, new_span_id, new_trace_id};
 use crate::text::{Text, concat_text};
 
 /// A parsed W3C `traceparent`: version 00, trace id, parent span id, flags.
@@ -31,6 +31,21 @@ impl TraceContext {
             span_id: new_span_id(),
             flags: 1,
         }
+    }
+
+    /// A new root trace and its `traceparent`, made in one pass (every
+    /// top-level call makes one).
+    pub(crate) fn new_root_with_traceparent() -> (Self, Text) {
+        let mut tp = *b"00-00000000000000000000000000000000-0000000000000000-01";
+        hex_into(&fastrand::u128(1..).to_be_bytes(), &mut tp[3..35]);
+        hex_into(&fastrand::u64(1..).to_be_bytes(), &mut tp[36..52]);
+        let tp = std::str::from_utf8(&tp).expect("hex digits are ASCII");
+        let trace = TraceContext {
+            trace_id: Text::new(&tp[3..35]),
+            span_id: Text::new(&tp[36..52]),
+            flags: 1,
+        };
+        (trace, Text::new(tp))
     }
 
     /// The same trace with a new span id.
@@ -125,5 +140,8 @@ mod tests {
     fn root_is_valid_and_round_trips() {
         let t = TraceContext::new_root();
         assert_eq!(TraceContext::parse(&t.traceparent()), Some(t));
+        let (t, tp) = TraceContext::new_root_with_traceparent();
+        assert_eq!(tp, t.traceparent());
+        assert_eq!(TraceContext::parse(&tp), Some(t));
     }
 }
