@@ -75,10 +75,9 @@ struct WriterState {
     seq: u64,
     started: bool,
     closed: bool,
-    /// Every field a reply copies from the request, made once per request;
-    /// the terminal frame takes it.
-    /// Shared with the frame being made: the terminal frame is made in it,
-    /// in place, and sent without a copy.
+    /// Every field a reply copies from the request, made once per request.
+    /// The terminal frame takes it and is made in it, in place, sent without
+    /// a copy; other frames copy it.
     template: Option<Arc<Envelope>>,
 }
 
