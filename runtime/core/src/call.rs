@@ -15,7 +15,7 @@ use crate::stream::Stream;
 use crate::subject::{check_name, check_tenant};
 use crate::text::Text;
 use crate::trace_context::TraceContext;
-use crate::transport::{Body, Message};
+use crate::transport::Message;
 
 /// Fills empty context fields of `env` from the request being served, and gives
 /// it a trace: a child span of the served request's trace, of the envelope's
@@ -208,12 +208,7 @@ impl Bus {
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
-        let msg = Message {
-            subject,
-            reply: Some(slot.subject.clone()),
-            body: Body::Envelope(request),
-            status: None,
-        };
+        let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
         match finish_by(deadline, inner.transport.publish(msg)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.into()),

@@ -149,18 +149,18 @@ impl Table {
                 out.push(&e.sink);
                 continue;
             };
-            let in_group = |other: &&&Entry| other.queue.as_ref() == Some(q);
-            if matched[..i].iter().any(|other| in_group(&other)) {
+            let same_group = |other: &&Entry| other.queue.as_ref() == Some(q);
+            if matched[..i].iter().any(same_group) {
                 continue; // this group has been served
             }
-            let members = matched[i..].iter().filter(in_group).count();
-            let pick = if members == 1 {
+            let group: SmallVec<[&Entry; 4]> =
+                matched[i..].iter().copied().filter(same_group).collect();
+            let pick = if group.len() == 1 {
                 0
             } else {
-                fastrand::usize(..members)
+                fastrand::usize(..group.len())
             };
-            let chosen = matched[i..].iter().filter(in_group).nth(pick);
-            out.extend(chosen.map(|e| &e.sink));
+            out.push(&group[pick].sink);
         }
         out
     }

@@ -204,8 +204,10 @@ pub fn check_tenant(tenant: &str) -> Result<(), SubjectError> {
 /// assert!(!matches("a.*", "a.b.c"));
 /// ```
 pub fn matches(pattern: &str, subject: &str) -> bool {
-    let mut p = Tokens::of(pattern);
-    let mut s = Tokens::of(subject);
+    // Byte slices split by a plain scan: subjects are matched on every
+    // message, and `str::split` goes through its general pattern searcher.
+    let mut p = pattern.as_bytes().split(|&b| b == b'.');
+    let mut s = subject.as_bytes().split(|&b| b == b'.');
     loop {
         match (p.next(), s.next()) {
             (Some(b">"), Some(_)) => return true,
@@ -213,38 +215,6 @@ pub fn matches(pattern: &str, subject: &str) -> bool {
             (Some(a), Some(b)) if a == b => {}
             (None, None) => return true,
             _ => return false,
-        }
-    }
-}
-
-/// The `.`-separated tokens of a subject, as `str::split('.')` gives them
-/// (a plain byte scan: subjects are matched on every message).
-struct Tokens<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Tokens<'a> {
-    fn of(s: &'a str) -> Self {
-        Tokens {
-            rest: Some(s.as_bytes()),
-        }
-    }
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match rest.iter().position(|&b| b == b'.') {
-            Some(dot) => {
-                self.rest = Some(&rest[dot + 1..]);
-                Some(&rest[..dot])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
         }
     }
 }

@@ -40,10 +40,15 @@ pub struct Message {
 impl Message {
     /// A message carrying an envelope.
     pub fn envelope(subject: impl Into<Text>, env: Envelope) -> Self {
+        Self::shared_envelope(subject, Arc::new(env))
+    }
+
+    /// A message carrying an envelope already behind an `Arc` (no copy).
+    pub fn shared_envelope(subject: impl Into<Text>, env: Arc<Envelope>) -> Self {
         Message {
             subject: subject.into(),
             reply: None,
-            body: Body::Envelope(Arc::new(env)),
+            body: Body::Envelope(env),
             status: None,
         }
     }

@@ -16,7 +16,7 @@ use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE
 use crate::ids::event_id_at;
 use crate::payload::DeltaPayload;
 use crate::text::Text;
-use crate::transport::{Body, Message};
+use crate::transport::Message;
 
 /// The kind of a response frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -242,17 +242,11 @@ impl StreamWriter {
         // copy the template once.
         let mut frame = template;
         stamp(Arc::make_mut(&mut frame), kind, seq, payload);
-        let msg = Message {
-            subject: self.inner.reply_to.clone(),
-            reply: None,
-            body: Body::Envelope(frame),
-            status: None,
-        };
         self.inner
             .bus
             .inner
             .transport
-            .publish(msg)
+            .publish(Message::shared_envelope(self.inner.reply_to.clone(), frame))
             .await
             .map_err(BusError::from)
     }
