@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
+use crate::json_write;
 use crate::text::Text;
 use crate::transport::Body;
 
@@ -29,11 +30,18 @@ impl From<serde_json::Error> for DecodeError {
     }
 }
 
-/// Encodes an envelope as compact JSON.
+/// Encodes an envelope as compact JSON: the bytes `serde_json::to_vec` gives,
+/// made without the generic serializer.
+///
+/// ```
+/// use openagentio_core::{Envelope, codec};
+/// let env = Envelope::new("agent.message.received");
+/// assert_eq!(codec::encode(&env).unwrap(), serde_json::to_vec(&env).unwrap());
+/// ```
 pub fn encode(env: &Envelope) -> Result<Bytes, serde_json::Error> {
     // One allocation for a typical envelope instead of a string of regrowths.
     let mut buf = Vec::with_capacity(1024);
-    serde_json::to_writer(&mut buf, env)?;
+    json_write::write_envelope(&mut buf, env);
     Ok(Bytes::from(buf))
 }
 

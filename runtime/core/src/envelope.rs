@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde::de::{self, DeserializeOwned, MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -240,8 +240,9 @@ impl Envelope {
 
     /// `occurred_at` in its wire form (RFC 3339, `Z` for UTC, only the sub-second digits needed).
     pub fn occurred_at_string(&self) -> String {
-        self.occurred_at
-            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        let mut out = Vec::with_capacity(32);
+        crate::json_write::write_rfc3339(&mut out, &self.occurred_at);
+        String::from_utf8(out).expect("an RFC 3339 time is ASCII")
     }
 }
 

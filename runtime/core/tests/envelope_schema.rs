@@ -864,6 +864,36 @@ proptest! {
         );
     }
 
+    /// The codec's own writer makes exactly the bytes serde_json makes.
+    #[test]
+    fn the_codec_encodes_as_serde_json_does(env in envelope()) {
+        let ours = codec::encode(&env).unwrap();
+        let serde = serde_json::to_vec(&env).unwrap();
+        prop_assert_eq!(String::from_utf8_lossy(&ours), String::from_utf8_lossy(&serde));
+        prop_assert_eq!(
+            env.occurred_at_string(),
+            env.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+        );
+    }
+
+    /// Any time chrono can hold, leap seconds and offsets with seconds
+    /// included, is written as chrono writes it.
+    #[test]
+    fn times_are_written_as_chrono_writes_them(
+        secs in -62_135_596_800i64..400_000_000_000,
+        nanos in prop_oneof![Just(0u32), Just(1_000_000u32), 0u32..2_000_000_000],
+        offset in prop_oneof![Just(0i32), -86_399i32..86_400],
+    ) {
+        let offset = FixedOffset::east_opt(offset).unwrap();
+        if let Some(t) = offset.timestamp_opt(secs, nanos).single() {
+            let env = Envelope { occurred_at: t, ..Envelope::new("t") };
+            prop_assert_eq!(
+                env.occurred_at_string(),
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            );
+        }
+    }
+
     #[test]
     fn well_formed_envelopes_encode_to_schema_valid_json(
         env in envelope(),
