@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use axum::response::sse::Event;
-use openagentio_core::{BusError, Envelope, event_type::RESPONSE_ERROR};
+use openagentio_core::{BusError, Envelope, codec, event_type::RESPONSE_ERROR};
 
 /// The SSE event of one frame.
 pub(crate) fn frame_event(env: &Envelope, retry: Option<Duration>) -> Event {
@@ -31,8 +31,10 @@ pub(crate) fn frame_event(env: &Envelope, retry: Option<Duration>) -> Event {
         ev = ev.retry(r);
     }
     // Compact JSON has no raw line breaks: one `data:` line.
-    let json = serde_json::to_string(env).unwrap_or_else(|_| "{}".to_owned());
-    ev.data(json)
+    match codec::encode(env) {
+        Ok(json) => ev.data(String::from_utf8_lossy(&json)),
+        Err(_) => ev.data("{}"),
+    }
 }
 
 fn has_line_break(s: &str) -> bool {
