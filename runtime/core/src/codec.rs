@@ -6,9 +6,9 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
-use crate::json_write;
 use crate::text::Text;
 use crate::transport::Body;
+use crate::{json_read, json_write};
 
 /// Why bytes are not an envelope.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     // One UTF-8 check of the whole message: `from_slice` checks each string
     // on its own, which cost more than the rest of the string parsing.
     let text = std::str::from_utf8(bytes).map_err(Invalid::from)?;
-    Ok(serde_json::from_str(text)?)
+    match json_read::read_envelope(text) {
+        Some(env) => Ok(env),
+        // Broken or unusual: serde_json decides, and names what is wrong.
+        None => Ok(serde_json::from_str(text)?),
+    }
 }
 
 /// Takes the envelope out of a body, decoding bytes.

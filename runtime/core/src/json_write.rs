@@ -127,16 +127,24 @@ static ESCAPE: [u8; 256] = {
     table
 };
 
-/// Whether any of the eight bytes in `w` is a control byte, `"` or `\`.
+/// Where the first of the eight bytes in `w` (read little-endian) that is a
+/// control byte, `"` or `\\` is, if any.
+///
+/// Each test flags a byte's high bit. Bits above a match may be flagged
+/// falsely (a borrow runs on), but the lowest flag is always a true match,
+/// which is all the callers need.
 #[inline]
-fn needs_escape(w: u64) -> bool {
+pub(crate) fn first_to_escape(w: u64) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    // A byte below 0x20: subtracting 0x20 sets its high bit (exact for bytes < 0x80;
-    // bytes with the high bit set are excluded by `!w`).
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-    below_space || has_zero(w ^ (ONES * b'"' as u64)) || has_zero(w ^ (ONES * b'\\' as u64))
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v;
+    // Below 0x20: subtracting 0x20 sets the high bit (bytes of 0x80 and up,
+    // UTF-8 continuations among them, are excluded by `!w`).
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+    let mask = (control | quote | backslash) & HIGH;
+    (mask != 0).then(|| mask.trailing_zeros() as usize / 8)
 }
 
 /// Appends `s` as a JSON string.
@@ -148,10 +156,12 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     while i < bytes.len() {
         if let Some(chunk) = bytes.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-            if !needs_escape(w) {
-                i += 8;
-                continue;
+            match first_to_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+                None => {
+                    i += 8;
+                    continue;
+                }
+                Some(at) => i += at,
             }
         }
         let b = bytes[i];
@@ -267,6 +277,37 @@ mod tests {
         ] {
             assert_eq!(string(s), serde_json::to_string(s).unwrap(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_first_byte_to_escape_is_found_exactly() {
+        for at in 0..8 {
+            for b in (0u8..0x20).chain([b'"', b'\\']) {
+                let mut chunk = *b"abcdefgh";
+                chunk[at] = b;
+                // Bytes after the match that are matches or near misses.
+                for later in at + 1..8 {
+                    chunk[later] = [b'"', 0x21, 0x1F, 0xFF, b'\\', 0x5D][later % 6];
+                }
+                assert_eq!(
+                    first_to_escape(u64::from_le_bytes(chunk)),
+                    Some(at),
+                    "{chunk:?}"
+                );
+            }
+        }
+        for clean in [
+            *b"abcdefgh",
+            [0x20, 0x21, 0x23, 0x5B, 0x5D, 0x7F, 0x80, 0xFF],
+        ] {
+            assert_eq!(first_to_escape(u64::from_le_bytes(clean)), None);
+        }
+        assert_eq!(
+            first_to_escape(u64::from_le_bytes(
+                *"é\\xxxxx".as_bytes().first_chunk().unwrap()
+            )),
+            Some(2)
+        );
     }
 
     #[test]

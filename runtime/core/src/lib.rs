@@ -33,6 +33,7 @@ mod envelope;
 mod error;
 mod ids;
 mod inline;
+mod json_read;
 mod json_write;
 mod memory;
 mod reply_router;

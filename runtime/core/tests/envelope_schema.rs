@@ -810,19 +810,42 @@ fn schema_conforming(mut env: Envelope, n: u128, code: usize) -> Envelope {
     env
 }
 
+/// `codec::decode` (its own reader, serde_json where that gives up) agrees
+/// with plain serde_json on `bytes`: the same envelope, or both refuse.
+fn decodes_as_serde_json_does(bytes: &[u8]) -> Result<(), TestCaseError> {
+    match (
+        codec::decode(bytes),
+        serde_json::from_slice::<Envelope>(bytes),
+    ) {
+        (Ok(ours), Ok(serde)) => {
+            prop_assert_eq!(&ours, &serde);
+            prop_assert_eq!(ours.occurred_at.offset(), serde.occurred_at.offset());
+        }
+        (Err(_), Err(_)) => {}
+        (ours, serde) => prop_assert!(
+            false,
+            "codec {:?} but serde_json {:?} for {}",
+            ours.map(|_| ()),
+            serde.map(|_| ()),
+            String::from_utf8_lossy(bytes)
+        ),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
-        let _ = codec::decode(&bytes);
+        decodes_as_serde_json_does(&bytes)?;
         let _ = codec::salvage_reply_fields(&bytes);
     }
 
     #[test]
     fn decoding_arbitrary_json_never_panics(v in json_value()) {
         let bytes = serde_json::to_vec(&v).unwrap();
-        let _ = codec::decode(&bytes);
+        decodes_as_serde_json_does(&bytes)?;
         let _ = codec::salvage_reply_fields(&bytes);
     }
 
@@ -843,15 +866,39 @@ proptest! {
         }
         let bytes = serde_json::to_vec(&v).unwrap();
         let _ = codec::salvage_reply_fields(&bytes);
+        decodes_as_serde_json_does(&bytes)?;
+        decodes_as_serde_json_does(&serde_json::to_vec_pretty(&v).unwrap())?;
         if let Ok(decoded) = codec::decode(&bytes) {
             let again = codec::decode(&codec::encode(&decoded).unwrap()).unwrap();
             prop_assert_eq!(&again, &decoded);
         }
     }
 
+    /// An encoded envelope with a byte changed, one inserted, or cut short.
+    #[test]
+    fn decoding_damaged_bytes_agrees_with_serde_json(
+        env in envelope(),
+        at in any::<prop::sample::Index>(),
+        byte in prop_oneof![
+            proptest::sample::select(b"{}[]\",:\\ 0123456789.-eEnulltruefalse\t\n".to_vec()),
+            any::<u8>(),
+        ],
+        how in 0..3u8,
+    ) {
+        let mut bytes = codec::encode(&env).unwrap().to_vec();
+        let i = at.index(bytes.len());
+        match how {
+            0 => bytes[i] = byte,
+            1 => bytes.insert(i, byte),
+            _ => bytes.truncate(i),
+        }
+        decodes_as_serde_json_does(&bytes)?;
+    }
+
     #[test]
     fn well_formed_envelopes_round_trip_without_loss(env in envelope()) {
         let bytes = codec::encode(&env).unwrap();
+        decodes_as_serde_json_does(&bytes)?;
         let back = codec::decode(&bytes).unwrap_or_else(|e| {
             panic!("{e}: {}", String::from_utf8_lossy(&bytes))
         });
