@@ -22,9 +22,6 @@ use crate::text::Text;
 /// serde_json refuses the 128th level, and so does this reader.
 const MAX_DEPTH: usize = 127;
 
-/// `None` means "not sure": decode with serde_json instead.
-type Read<T> = Option<T>;
-
 /// Reads `text` as an envelope, or `None` when serde_json should decide.
 pub(crate) fn read_envelope(text: &str) -> Option<Envelope> {
     let mut r = Reader {
@@ -43,6 +40,7 @@ struct Reader<'a> {
     at: usize,
 }
 
+/// Every step returns `None` when it is not sure: serde_json decides then.
 impl<'a> Reader<'a> {
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
@@ -51,21 +49,21 @@ impl<'a> Reader<'a> {
     }
 
     /// The next byte after whitespace, not consumed.
-    fn peek(&mut self) -> Read<u8> {
+    fn peek(&mut self) -> Option<u8> {
         self.skip_ws();
         self.bytes.get(self.at).copied()
     }
 
-    fn expect(&mut self, byte: u8) -> Read<()> {
+    fn expect(&mut self, byte: u8) -> Option<()> {
         (self.peek()? == byte).then(|| self.at += 1)
     }
 
-    fn literal(&mut self, word: &[u8]) -> Read<()> {
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
         (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
     }
 
-    fn envelope(&mut self) -> Read<Envelope> {
+    fn envelope(&mut self) -> Option<Envelope> {
         let mut spec_version: Option<Text> = None;
         let mut schema_version: Option<u64> = None;
         let mut event_id: Option<Text> = None;
@@ -157,7 +155,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string field (not null).
-    fn text(&mut self) -> Read<Text> {
+    fn text(&mut self) -> Option<Text> {
         self.expect(b'"')?;
         Some(match self.string_body()? {
             Cow::Borrowed(s) => Text::new(s),
@@ -166,7 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A string field where `null` means absent.
-    fn opt_text(&mut self) -> Read<Text> {
+    fn opt_text(&mut self) -> Option<Text> {
         match self.peek()? {
             b'n' => self.literal(b"null").map(|()| Text::default()),
             _ => self.text(),
@@ -174,7 +172,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A non-negative integer that fits `u64`, as serde_json reads one.
-    fn u64(&mut self) -> Read<u64> {
+    fn u64(&mut self) -> Option<u64> {
         self.skip_ws();
         let start = self.at;
         let mut n: u64 = 0;
@@ -190,7 +188,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Any JSON value; `depth` is the nesting level a container here would have.
-    fn value(&mut self, depth: usize) -> Read<Value> {
+    fn value(&mut self, depth: usize) -> Option<Value> {
         Some(match self.peek()? {
             b'"' => {
                 self.at += 1;
@@ -218,7 +216,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The members of an object whose `{` has been read.
-    fn object(&mut self, depth: usize) -> Read<Map<String, Value>> {
+    fn object(&mut self, depth: usize) -> Option<Map<String, Value>> {
         let mut map = Map::new();
         if self.peek()? == b'}' {
             self.at += 1;
@@ -242,7 +240,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The items of an array whose `[` has been read.
-    fn array(&mut self, depth: usize) -> Read<Value> {
+    fn array(&mut self, depth: usize) -> Option<Value> {
         let mut items = Vec::new();
         if self.peek()? == b']' {
             self.at += 1;
@@ -263,7 +261,7 @@ impl<'a> Reader<'a> {
 
     /// A number: plain non-negative integers read here, anything else by
     /// serde_json itself, so floats round exactly as it rounds them.
-    fn number(&mut self) -> Read<Number> {
+    fn number(&mut self) -> Option<Number> {
         let start = self.at;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.bytes.get(self.at) {
             self.at += 1;
@@ -280,7 +278,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The rest of a string whose opening quote has been read, unescaped.
-    fn string_body(&mut self) -> Read<Cow<'a, str>> {
+    fn string_body(&mut self) -> Option<Cow<'a, str>> {
         let start = self.at;
         let mut owned: Option<String> = None;
         let mut clean_from = start;
@@ -322,7 +320,7 @@ impl<'a> Reader<'a> {
     }
 
     /// One escape after its backslash, appended to `out`.
-    fn escape(&mut self, out: &mut String) -> Read<()> {
+    fn escape(&mut self, out: &mut String) -> Option<()> {
         let c = *self.bytes.get(self.at)?;
         self.at += 1;
         out.push(match c {
@@ -356,7 +354,7 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    fn hex4(&mut self) -> Read<u32> {
+    fn hex4(&mut self) -> Option<u32> {
         let digits = self.bytes.get(self.at..self.at + 4)?;
         let mut n = 0;
         for &d in digits {
