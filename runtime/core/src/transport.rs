@@ -150,6 +150,10 @@ pub enum TransportError {
     /// A message could not be encoded.
     #[error("encode failed: {0}")]
     Encode(String),
+    /// A message is larger than the transport carries (NATS: the server's
+    /// `max_payload`, 1 MiB by default).
+    #[error("message too large: {0}")]
+    TooLarge(String),
     /// Any other failure of the underlying client.
     #[error("{0}")]
     Other(String),
@@ -161,6 +165,8 @@ impl From<TransportError> for crate::BusError {
             TransportError::Auth(m) => crate::BusError::auth(m),
             TransportError::Encode(m) => crate::BusError::codec(m),
             TransportError::Subject(m) => crate::BusError::invalid(m),
+            // Sending it again will not help: the sender must send less.
+            e @ TransportError::TooLarge(_) => crate::BusError::invalid(e.to_string()),
             other => crate::BusError::transport(other.to_string()),
         }
     }

@@ -241,14 +241,57 @@ impl StreamWriter {
         // The terminal frame holds the only handle: made in place. Others
         // copy the template once.
         let mut frame = template;
-        stamp(Arc::make_mut(&mut frame), kind, seq, payload);
-        self.inner
+        let env = Arc::make_mut(&mut frame);
+        stamp(env, kind, seq, payload);
+        let correlation_id = kind.is_terminal().then(|| env.correlation_id.clone());
+        let sent = self
+            .inner
             .bus
             .inner
             .transport
             .publish(Message::shared_envelope(self.inner.reply_to.clone(), frame))
             .await
-            .map_err(BusError::from)
+            .map_err(BusError::from);
+        if let Err(e) = &sent {
+            match correlation_id {
+                Some(correlation_id) => self.report_lost_terminal(seq, correlation_id, e).await,
+                None => {
+                    // Not sent: the next frame takes its number, or the caller
+                    // would wait for it (unless another frame took the next one).
+                    let mut st = self.inner.state.lock();
+                    if st.seq == seq + 1 {
+                        st.seq = seq;
+                        self.inner.frames.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        sent
+    }
+
+    /// After a terminal frame could not be sent (larger than the transport
+    /// carries, say), tells the caller why in a small error frame, so that it
+    /// does not wait for its deadline. Best effort: the handler has the error.
+    async fn report_lost_terminal(&self, seq: u64, correlation_id: Text, err: &BusError) {
+        let bus = &self.inner.bus.inner;
+        let mut frame = Envelope::blank(
+            Text::default(),
+            Text::default(),
+            Text::default(),
+            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
+        );
+        frame.correlation_id = correlation_id;
+        frame.from = bus.settings.agent_id.clone();
+        let lost = BusError::new(
+            err.code(),
+            format!("the handler's answer could not be sent: {}", err.message()),
+        );
+        let payload = serde_json::to_value(lost.to_payload()).ok();
+        stamp(&mut frame, FrameKind::Error, seq, payload);
+        let _ = bus
+            .transport
+            .publish(Message::envelope(self.inner.reply_to.clone(), frame))
+            .await;
     }
 
     /// Whether the caller takes every frame (else only the terminal one is

@@ -210,7 +210,12 @@ impl Transport for NatsTransport {
             }
             None => self.client.publish(msg.subject.to_string(), payload).await,
         };
-        result.map_err(to_transport_error)
+        result.map_err(|e| match e.kind() {
+            async_nats::PublishErrorKind::MaxPayloadExceeded => {
+                TransportError::TooLarge(format!("{e} (the server's max_payload)"))
+            }
+            _ => to_transport_error(e),
+        })
     }
 
     async fn subscribe(
