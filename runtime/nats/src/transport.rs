@@ -212,7 +212,7 @@ impl Transport for NatsTransport {
         };
         result.map_err(|e| match e.kind() {
             async_nats::PublishErrorKind::MaxPayloadExceeded => {
-                TransportError::TooLarge(format!("{e} (the server's max_payload)"))
+                TransportError::TooLarge(format!("{e} (the NATS server's max_payload)"))
             }
             _ => to_transport_error(e),
         })
