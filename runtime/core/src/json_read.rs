@@ -90,7 +90,8 @@ impl<'a> Reader<'a> {
                 "event_id" => event_id = Some(self.text()?),
                 "event_type" => event_type = Some(self.text()?),
                 "occurred_at" => {
-                    let raw = self.text()?;
+                    self.expect(b'"')?;
+                    let raw = self.string_body()?;
                     occurred_at = Some(DateTime::parse_from_rfc3339(&raw).ok()?);
                 }
                 "frame_type" => env.frame_type = self.opt_text()?,
