@@ -147,31 +147,49 @@ pub(crate) fn first_to_escape(w: u64) -> Option<usize> {
     (mask != 0).then(|| mask.trailing_zeros() as usize / 8)
 }
 
+/// Where the first byte of `bytes` that must be escaped is, if any.
+fn find_to_escape(bytes: &[u8]) -> Option<usize> {
+    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        if let Some(at) = first_to_escape(word(chunk)) {
+            return Some(i + at);
+        }
+        i += 8;
+    }
+    if i == bytes.len() {
+        return None;
+    }
+    if bytes.len() >= 8 {
+        // The last eight bytes, overlapping ones known to be clean.
+        let from = bytes.len() - 8;
+        return first_to_escape(word(&bytes[from..])).map(|at| from + at);
+    }
+    // Shorter than eight: padded with spaces, which need no escape.
+    let mut padded = [b' '; 8];
+    padded[..bytes.len()].copy_from_slice(bytes);
+    first_to_escape(word(&padded))
+}
+
 /// Appends `s` as a JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
+    let Some(first) = find_to_escape(bytes) else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
+    // Escapes are rare: from the first one on, byte by byte.
     let mut clean_from = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(chunk) = bytes.get(i..i + 8) {
-            match first_to_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                None => {
-                    i += 8;
-                    continue;
-                }
-                Some(at) => i += at,
-            }
-        }
-        let b = bytes[i];
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
         let escape = ESCAPE[b as usize];
-        i += 1;
         if escape == 0 {
             continue;
         }
-        out.extend_from_slice(&bytes[clean_from..i - 1]);
-        clean_from = i;
+        out.extend_from_slice(&bytes[clean_from..i]);
+        clean_from = i + 1;
         if escape == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[
@@ -276,6 +294,22 @@ mod tests {
             &every_byte[3..],
         ] {
             assert_eq!(string(s), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+        // One byte to escape at every place of strings of every length
+        // around the eight-byte chunks.
+        for len in 1..=25 {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}'] {
+                    let s: String = (0..len)
+                        .map(|i| if i == at { special } else { 'é' })
+                        .collect();
+                    assert_eq!(string(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                    let s: String = (0..len)
+                        .map(|i| if i == at { special } else { 'a' })
+                        .collect();
+                    assert_eq!(string(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                }
+            }
         }
     }
 
