@@ -254,7 +254,10 @@ impl StreamWriter {
             .map_err(BusError::from);
         if let Err(e) = &sent {
             match correlation_id {
-                Some(correlation_id) => self.report_lost_terminal(seq, correlation_id, e).await,
+                // Boxed: a rare path that should not grow every send's future.
+                Some(correlation_id) => {
+                    Box::pin(self.report_lost_terminal(seq, correlation_id, e)).await
+                }
                 None => {
                     // Not sent: the next frame takes its number, or the caller
                     // would wait for it (unless another frame took the next one).
