@@ -128,7 +128,7 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Where the first of the eight bytes in `w` (read little-endian) that is a
-/// control byte, `"` or `\\` is, if any.
+/// control byte, `"` or `\` is, if any (the reader uses it too).
 ///
 /// Each test flags a byte's high bit. Bits above a match may be flagged
 /// falsely (a borrow runs on), but the lowest flag is always a true match,
