@@ -6,7 +6,7 @@
 //! - **Message model**: [`Envelope`] (its strings are [`Text`]), its [event types](event_type), typed
 //!   [payloads](payload), [`ErrorCode`] and [`BusError`], the [`codec`].
 //! - **Bus API**: [`Bus`] (publish/subscribe, invoke/handle_invoke,
-//!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options](options),
+//!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options],
 //!   [context propagation](context), [middleware].
 //! - **Transports**: the [`Transport`] contract and the in-memory [`MemoryTransport`].
 //! - **Bridges**: the [`Bridge`] contract the service host drives, and the
