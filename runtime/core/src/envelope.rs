@@ -96,6 +96,17 @@ impl Envelope {
         )
     }
 
+    /// An envelope with no identity yet (empty id and type, the Unix epoch)
+    /// and every optional field absent: what readers and reply frames fill in.
+    pub(crate) fn empty() -> Self {
+        Envelope::blank(
+            Text::default(),
+            Text::default(),
+            Text::default(),
+            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
+        )
+    }
+
     /// An envelope with the given identity and every optional field absent.
     pub(crate) fn blank(
         event_id: Text,
@@ -315,29 +326,20 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
-        let mut spec_version: Option<Text> = None;
-        let mut schema_version: Option<u64> = None;
-        let mut event_id: Option<Text> = None;
-        let mut event_type: Option<Text> = None;
-        let mut occurred_at: Option<DateTime<FixedOffset>> = None;
-        let mut env = Envelope::blank(
-            Text::default(),
-            Text::default(),
-            Text::default(),
-            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
-        );
+        let mut required = Required::default();
+        let mut env = Envelope::empty();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
-                "spec_version" => spec_version = Some(map.next_value()?),
-                "schema_version" => schema_version = Some(map.next_value()?),
-                "event_id" => event_id = Some(map.next_value()?),
-                "event_type" => event_type = Some(map.next_value()?),
+                "spec_version" => required.spec_version = Some(map.next_value()?),
+                "schema_version" => required.schema_version = Some(map.next_value()?),
+                "event_id" => required.event_id = Some(map.next_value()?),
+                "event_type" => required.event_type = Some(map.next_value()?),
                 "occurred_at" => {
                     let raw: std::borrow::Cow<'de, str> = map.next_value()?;
                     let t = DateTime::parse_from_rfc3339(&raw).map_err(|e| {
                         de::Error::custom(format!("occurred_at {raw:?} is not RFC 3339: {e}"))
                     })?;
-                    occurred_at = Some(t);
+                    required.occurred_at = Some(t);
                 }
                 "frame_type" => env.frame_type = opt_string(&mut map)?,
                 "trace_id" => env.trace_id = opt_string(&mut map)?,
@@ -369,24 +371,58 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 }
             }
         }
-        let spec_version = spec_version.ok_or_else(|| de::Error::missing_field("spec_version"))?;
-        if !spec_version.starts_with("acp/1.") {
-            return Err(de::Error::custom(format!(
+        required.complete(env).map_err(|unfit| match unfit {
+            Unfit::Missing(field) => de::Error::missing_field(field),
+            Unfit::Unsupported(spec_version) => de::Error::custom(format!(
                 "unsupported spec_version {spec_version:?} (this runtime speaks acp/1.x)"
-            )));
+            )),
+            Unfit::Empty(field) => de::Error::custom(format!("{field} is empty")),
+        })
+    }
+}
+
+/// The fields an envelope must have, as a reader collects them; both readers
+/// (serde's and the codec's own) check them here, so they agree on what an
+/// envelope is.
+#[derive(Default)]
+pub(crate) struct Required {
+    pub spec_version: Option<Text>,
+    pub schema_version: Option<u64>,
+    pub event_id: Option<Text>,
+    pub event_type: Option<Text>,
+    pub occurred_at: Option<DateTime<FixedOffset>>,
+}
+
+/// Why [`Required::complete`] refused.
+pub(crate) enum Unfit {
+    /// The field is not there.
+    Missing(&'static str),
+    /// A `spec_version` other than `acp/1.x`.
+    Unsupported(Text),
+    /// The field is there but empty.
+    Empty(&'static str),
+}
+
+impl Required {
+    /// `env` with the required fields set, or the first that is unfit.
+    pub(crate) fn complete(self, mut env: Envelope) -> Result<Envelope, Unfit> {
+        let spec_version = self.spec_version.ok_or(Unfit::Missing("spec_version"))?;
+        if !spec_version.starts_with("acp/1.") {
+            return Err(Unfit::Unsupported(spec_version));
         }
         env.spec_version = spec_version;
-        env.schema_version =
-            schema_version.ok_or_else(|| de::Error::missing_field("schema_version"))?;
-        env.event_id = event_id.ok_or_else(|| de::Error::missing_field("event_id"))?;
-        env.event_type = event_type.ok_or_else(|| de::Error::missing_field("event_type"))?;
+        env.schema_version = self
+            .schema_version
+            .ok_or(Unfit::Missing("schema_version"))?;
+        env.event_id = self.event_id.ok_or(Unfit::Missing("event_id"))?;
+        env.event_type = self.event_type.ok_or(Unfit::Missing("event_type"))?;
         if env.event_id.is_empty() {
-            return Err(de::Error::custom("event_id is empty"));
+            return Err(Unfit::Empty("event_id"));
         }
         if env.event_type.is_empty() {
-            return Err(de::Error::custom("event_type is empty"));
+            return Err(Unfit::Empty("event_type"));
         }
-        env.occurred_at = occurred_at.ok_or_else(|| de::Error::missing_field("occurred_at"))?;
+        env.occurred_at = self.occurred_at.ok_or(Unfit::Missing("occurred_at"))?;
         Ok(env)
     }
 }

@@ -11,10 +11,10 @@
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::DateTime;
 use serde_json::{Map, Number, Value};
 
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Required};
 use crate::json_write::first_to_escape;
 use crate::text::Text;
 
@@ -64,17 +64,8 @@ impl<'a> Reader<'a> {
     }
 
     fn envelope(&mut self) -> Option<Envelope> {
-        let mut spec_version: Option<Text> = None;
-        let mut schema_version: Option<u64> = None;
-        let mut event_id: Option<Text> = None;
-        let mut event_type: Option<Text> = None;
-        let mut occurred_at: Option<DateTime<FixedOffset>> = None;
-        let mut env = Envelope::blank(
-            Text::default(),
-            Text::default(),
-            Text::default(),
-            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
-        );
+        let mut required = Required::default();
+        let mut env = Envelope::empty();
         self.expect(b'{')?;
         let mut more = self.peek()? != b'}';
         if !more {
@@ -85,14 +76,14 @@ impl<'a> Reader<'a> {
             let key = self.string_body()?;
             self.expect(b':')?;
             match key.as_ref() {
-                "spec_version" => spec_version = Some(self.text()?),
-                "schema_version" => schema_version = Some(self.u64()?),
-                "event_id" => event_id = Some(self.text()?),
-                "event_type" => event_type = Some(self.text()?),
+                "spec_version" => required.spec_version = Some(self.text()?),
+                "schema_version" => required.schema_version = Some(self.u64()?),
+                "event_id" => required.event_id = Some(self.text()?),
+                "event_type" => required.event_type = Some(self.text()?),
                 "occurred_at" => {
                     self.expect(b'"')?;
                     let raw = self.string_body()?;
-                    occurred_at = Some(DateTime::parse_from_rfc3339(&raw).ok()?);
+                    required.occurred_at = Some(DateTime::parse_from_rfc3339(&raw).ok()?);
                 }
                 "frame_type" => env.frame_type = self.opt_text()?,
                 "trace_id" => env.trace_id = self.opt_text()?,
@@ -146,13 +137,7 @@ impl<'a> Reader<'a> {
             };
             self.at += 1;
         }
-        let spec_version = spec_version.filter(|s| s.starts_with("acp/1."))?;
-        env.spec_version = spec_version;
-        env.schema_version = schema_version?;
-        env.event_id = event_id.filter(|s| !s.is_empty())?;
-        env.event_type = event_type.filter(|s| !s.is_empty())?;
-        env.occurred_at = occurred_at?;
-        Some(env)
+        required.complete(env).ok()
     }
 
     /// A string field (not null).

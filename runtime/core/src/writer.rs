@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parking_lot::Mutex;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -92,12 +92,7 @@ pub(crate) fn inherited_metadata(src: &Map<String, Value>) -> Map<String, Value>
 /// What every reply to `req` copies from it: correlation, session, trace,
 /// addressing and inherited metadata.
 fn reply_template(agent_id: &Text, req: &Envelope) -> Envelope {
-    let mut e = Envelope::blank(
-        Text::default(),
-        Text::default(),
-        Text::default(),
-        DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
-    );
+    let mut e = Envelope::empty();
     e.trace_id.clone_from(&req.trace_id);
     e.span_id.clone_from(&req.span_id);
     e.traceparent.clone_from(&req.traceparent);
@@ -277,12 +272,7 @@ impl StreamWriter {
     /// does not wait for its deadline. Best effort: the handler has the error.
     async fn report_lost_terminal(&self, seq: u64, correlation_id: Text, err: &BusError) {
         let bus = &self.inner.bus.inner;
-        let mut frame = Envelope::blank(
-            Text::default(),
-            Text::default(),
-            Text::default(),
-            DateTime::<Utc>::UNIX_EPOCH.fixed_offset(),
-        );
+        let mut frame = Envelope::empty();
         frame.correlation_id = correlation_id;
         frame.from = bus.settings.agent_id.clone();
         let lost = BusError::new(
