@@ -9,6 +9,7 @@ use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, Timelike};
 use serde_json::{Map, Value};
 
 use crate::envelope::Envelope;
+use crate::ids::HEX;
 
 /// Appends `env` as compact JSON.
 pub(crate) fn write_envelope(out: &mut Vec<u8>, env: &Envelope) {
@@ -191,7 +192,6 @@ pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(&bytes[clean_from..i]);
         clean_from = i + 1;
         if escape == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(&[
                 b'\\',
                 b'u',
