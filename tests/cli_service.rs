@@ -156,6 +156,18 @@ fn validate_and_schema_exit_codes() {
         ),
     ]);
     assert!(out.status.success(), "{out:?}");
+    // `-c FILE`, as `run` takes it, works too.
+    let out = client(&[
+        "validate",
+        "-c",
+        &format!(
+            "{}/examples/quickstart.yaml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
+        ),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let out = client(&["validate"]);
+    assert_eq!(out.status.code(), Some(2), "no file is a usage error");
     let out = client(&[
         "validate",
         &format!(

@@ -19,16 +19,34 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `validate`'s arguments: the file as `run` takes it (`-c FILE`) or bare.
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["file", "config"])))]
+pub struct ValidateArgs {
+    /// The config file (YAML or JSON).
+    file: Option<PathBuf>,
+    /// The config file, as `run -c` names it.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "file")]
+    config: Option<PathBuf>,
+}
+
+impl ValidateArgs {
+    /// The file to check (clap makes sure one of the two is given).
+    fn file(&self) -> &std::path::Path {
+        self.file
+            .as_deref()
+            .or(self.config.as_deref())
+            .expect("clap requires FILE or --config")
+    }
+}
+
 /// What to do.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the service from a config file.
     Run(RunArgs),
     /// Check a config file; prints every error with its path. Exit 0 when valid, 3 when not.
-    Validate {
-        /// The config file (YAML or JSON).
-        file: PathBuf,
-    },
+    Validate(ValidateArgs),
     /// Print the JSON Schema of the config file.
     Schema,
     /// Call a target and print the result JSON.
@@ -181,7 +199,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub async fn dispatch(command: Command) -> Exit {
     match command {
         Command::Run(a) => run::run(a).await,
-        Command::Validate { file } => run::validate(&file),
+        Command::Validate(a) => run::validate(a.file()),
         Command::Schema => run::schema(),
         Command::Invoke(a) => client::invoke(a).await,
         Command::Stream(a) => client::stream(a).await,
