@@ -175,7 +175,7 @@ fn validate_and_schema_exit_codes() {
             std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
         ),
     ]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bridges[2].config.timeout: expected a positive number"),
@@ -188,5 +188,5 @@ fn validate_and_schema_exit_codes() {
     let out = client(&["invoke", "echo", "{not json", "--bus", "memory"]);
     assert_eq!(out.status.code(), Some(2));
     let out = client(&["run", "-c", "/nonexistent.yaml"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(1));
 }

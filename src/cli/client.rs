@@ -23,7 +23,13 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     }
     let nats = NatsTransport::connect(NatsOptions::new(&args.bus).name("openagentio-cli"))
         .await
-        .map_err(|e| Exit::Bus(BusError::unavailable(e.to_string())))?;
+        .map_err(|e| {
+            Exit::Bus(BusError::unavailable(format!(
+                "{e}. Client commands reach a service through NATS; one on the in-memory \
+                 bus (like examples/quickstart.yaml) answers over its HTTP gateway instead: \
+                 curl -X POST http://127.0.0.1:8080/v1/agents/TARGET/invoke -d '{{...}}'"
+            )))
+        })?;
     Ok(builder.transport(nats).build())
 }
 

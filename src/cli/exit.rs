@@ -1,5 +1,6 @@
-//! Exit codes: 0 success, 1 a bus or service error (its wire code is printed),
-//! 2 a usage error (bad arguments, payload that is not JSON), 3 an invalid config file.
+//! Exit codes: 0 success; 1 a failure: a bus error (its wire code is printed),
+//! an invalid config file (every error printed with its path) or a service
+//! failure; 2 a usage error (bad arguments, payload that is not JSON).
 
 use std::process::ExitCode;
 
@@ -42,7 +43,7 @@ impl Exit {
                 eprintln!("usage error: {m}");
                 ExitCode::from(2)
             }
-            Exit::Config => ExitCode::from(3),
+            Exit::Config => ExitCode::from(1),
         }
     }
 }

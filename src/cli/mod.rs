@@ -45,7 +45,7 @@ impl ValidateArgs {
 pub enum Command {
     /// Run the service from a config file.
     Run(RunArgs),
-    /// Check a config file; prints every error with its path. Exit 0 when valid, 3 when not.
+    /// Check a config file; prints every error with its path. Exit 0 when valid, 1 when not.
     Validate(ValidateArgs),
     /// Print the JSON Schema of the config file.
     Schema,
