@@ -10,6 +10,13 @@
 //!   (the NATS baseline),
 //! - the bus over NATS (two connections, as two processes would have).
 //!
+//! The `parts` group (only when `BENCH_ONLY` names it) splits the distance
+//! between raw request/reply and the bus into steps: raw request/reply with
+//! the bus's envelope as its body, then replies routed as the bus routes
+//! them (one wildcard inbox per connection, a reply subject per call in the
+//! body's reach), then the same with the handler decoding and encoding the
+//! envelope and the caller decoding the answer.
+//!
 //! `BENCH_SECS` sets the seconds per measurement (default 3), `BENCH_ROUNDS`
 //! the alternating rounds (default 5), `BENCH_ONLY` the groups and
 //! `BENCH_IN_FLIGHT` the calls in flight (default `1,64`). Results are
@@ -229,10 +236,100 @@ async fn raw_nats(name: &str, url: &str, body: bytes::Bytes, in_flight: usize) -
     row
 }
 
+/// Raw NATS with the bus's reply routing: the caller subscribes once to
+/// `{inbox}.*`, a task hands each reply to its call's `oneshot`, and each call
+/// publishes with its own reply subject `{inbox}.{n}`. With `codec`, the
+/// caller encodes `request` on every call, the handler decodes it and encodes
+/// its answer, and the caller decodes the answer, as the bus does.
+async fn raw_routed(
+    name: &str,
+    url: &str,
+    request: openagentio_core::Envelope,
+    in_flight: usize,
+    codec: bool,
+) -> Row {
+    use openagentio_core::codec::{decode, encode};
+    let body = encode(&request).unwrap();
+    let request = Arc::new(request);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    type Slots = std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<bytes::Bytes>>>;
+
+    let server = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url).await.unwrap();
+    let mut requests = server
+        .queue_subscribe("routed.echo", "routed.echo".to_owned())
+        .await
+        .unwrap();
+    let responder = server.clone();
+    let handler = tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            let Some(reply) = m.reply else { continue };
+            let answer = if codec {
+                encode(&decode(&m.payload).unwrap()).unwrap()
+            } else {
+                m.payload
+            };
+            let _ = responder.publish(reply, answer).await;
+        }
+    });
+    let prefix: Arc<str> = client.new_inbox().into();
+    let slots: Arc<Slots> = Arc::default();
+    let mut replies = client.subscribe(format!("{prefix}.*")).await.unwrap();
+    let router = {
+        let (slots, skip) = (slots.clone(), prefix.len() + 1);
+        tokio::spawn(async move {
+            while let Some(m) = replies.next().await {
+                let id: u64 = m.subject.as_str()[skip..].parse().unwrap();
+                if let Some(tx) = slots.lock().unwrap().remove(&id) {
+                    let _ = tx.send(m.payload);
+                }
+            }
+        })
+    };
+    // Both subscriptions are in place once a round trip through the server is.
+    server.flush().await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next_id = Arc::new(AtomicU64::new(1));
+    let row = measure(name, in_flight, move || {
+        let (client, body, slots, prefix) =
+            (client.clone(), body.clone(), slots.clone(), prefix.clone());
+        let request = request.clone();
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        async move {
+            let (tx, rx) = oneshot::channel::<bytes::Bytes>();
+            slots.lock().unwrap().insert(id, tx);
+            let body = if codec {
+                encode(&request).unwrap()
+            } else {
+                body
+            };
+            client
+                .publish_with_reply("routed.echo", format!("{prefix}.{id}"), body)
+                .await
+                .unwrap();
+            let answer = rx.await.unwrap();
+            if codec {
+                decode(&answer).unwrap();
+            }
+        }
+    })
+    .await;
+    handler.abort();
+    router.abort();
+    row
+}
+
 /// Whether `BENCH_ONLY` (a comma-separated list of `channel`, `memory`, `raw`,
-/// `nats`, `stream`) selects this group; unset selects all.
+/// `nats`, `stream`; `parts` runs only when named) selects this group; unset
+/// selects all.
 fn selected(group: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |v| v.split(',').any(|g| g == group))
+}
+
+/// Whether `BENCH_ONLY` names `group` (groups that run only when asked for).
+fn only(group: &str) -> bool {
+    std::env::var("BENCH_ONLY").is_ok_and(|v| v.split(',').any(|g| g == group))
 }
 
 /// Calls in flight of the invoke measurements: 1 and 64, or the
@@ -330,6 +427,13 @@ fn main() {
                         .await,
                     );
                 }
+                if only("parts") {
+                    let url = nats.url();
+                    let (request, name) = (wire_sized_request(), "raw, envelope body, bus routing");
+                    rows.push(raw_routed(name, &url, request, n, false).await);
+                    let (request, name) = (wire_sized_request(), "raw, bus routing and codec");
+                    rows.push(raw_routed(name, &url, request, n, true).await);
+                }
                 if selected("nats") {
                     rows.push(bus_invoke("bus invoke (NATS)", client.clone(), n).await);
                 }
@@ -395,6 +499,21 @@ fn main() {
                 "bus (NATS) / raw async-nats with an envelope-sized body",
                 "bus invoke (NATS)",
                 "raw async-nats, ",
+                64,
+                "",
+            ),
+            // The `parts` steps, each against raw request/reply.
+            (
+                "raw, envelope body, bus routing / raw async-nats",
+                "raw, envelope body",
+                "raw async-nats request/reply",
+                64,
+                "",
+            ),
+            (
+                "raw, bus routing and codec / raw async-nats",
+                "raw, bus routing and codec",
+                "raw async-nats request/reply",
                 64,
                 "",
             ),
