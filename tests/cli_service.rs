@@ -1,7 +1,9 @@
 //! The binary as a user runs it: `openagentio run` on a config with the NATS
 //! transport, `openagentio invoke` and `openagentio stream` from other
 //! processes, then SIGTERM while a stream is in flight: the stream ends with a
-//! terminal frame and the service exits 0 within its drain deadline.
+//! terminal frame and the service exits 0 within its drain deadline. And the
+//! same client commands against a service on the in-memory bus, through its
+//! HTTP gateway (`--bus http://...`).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -143,6 +145,108 @@ fn run_invoke_stream_and_drain_on_sigterm() {
         term_at.elapsed() < Duration::from_secs(3),
         "exit took {:?}",
         term_at.elapsed()
+    );
+}
+
+#[test]
+fn client_commands_reach_an_in_memory_service_through_its_gateway() {
+    let port = free_port();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let yaml = format!(
+        r#"version: "openagentio.bridge/v1"
+bus: {{ transport: memory }}
+http:
+  listen: "127.0.0.1:{port}"
+  tokens: [{{ token: "s3cret" }}]
+shutdown: {{ drain_timeout: 1s }}
+bridges:
+  - name: echo
+    type: echo
+    config: {{ word_delay: 20ms }}
+"#
+    );
+    std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
+    let (mut service, summary) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    assert!(summary.contains("bus: memory"), "{summary}");
+    let gw = format!("http://127.0.0.1:{port}");
+    let with = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--bus", gw.as_str(), "--token", "s3cret"]);
+        client(&all)
+    };
+
+    let out = with(&["invoke", "echo", r#"{"text": "hi"}"#]);
+    assert!(out.status.success(), "{out:?}");
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply, serde_json::json!({"text": "hi"}));
+
+    let out = with(&["stream", "echo", "--text", "one two three"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one two three\n");
+
+    let out = with(&[
+        "stream",
+        "echo",
+        "--text",
+        "a b",
+        "--json",
+        "--session",
+        "s-9",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let frames: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seqs: Vec<u64> = frames
+        .iter()
+        .map(|f| f["seq"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3], "{frames:?}");
+    assert_eq!(frames[3]["is_final"], Value::Bool(true));
+    assert!(
+        frames.iter().all(|f| f["session_id"] == "s-9"),
+        "{frames:?}"
+    );
+
+    let out = with(&["targets"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("echo "),
+        "{out:?}"
+    );
+
+    let out = with(&["publish", "agent.note", r#"{"x": 1}"#]);
+    assert!(out.status.success(), "{out:?}");
+
+    // Errors keep the gateway's code; what HTTP cannot carry is refused.
+    let out = with(&["invoke", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NO_HANDLER"),
+        "{out:?}"
+    );
+    let out = client(&["invoke", "echo", "--bus", &gw]);
+    assert_eq!(out.status.code(), Some(1), "no token");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AUTH_FAILURE"),
+        "{out:?}"
+    );
+    let out = with(&["invoke", "echo", "--meta", "k=v"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = with(&["subscribe", "agent.>", "--count", "1"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    sigterm(service.0.id());
+    assert!(service.0.wait().unwrap().success());
+
+    // Nobody there: a clear error, not a hang.
+    let out = client(&["invoke", "echo", "--bus", &gw, "--timeout", "2s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AGENT_UNAVAILABLE") && err.contains("cannot reach the gateway"),
+        "{err}"
     );
 }
 

@@ -1,12 +1,32 @@
 //! Client commands against a running bus: invoke, stream, publish, subscribe.
+//! They reach it over NATS, or through a service's HTTP gateway when `--bus`
+//! is an `http://` URL.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
+use futures::StreamExt;
 use openagentio_core::{Bus, BusError, CallOptions, Envelope};
 use openagentio_nats::{NatsOptions, NatsTransport};
 use serde_json::Value;
 
+use super::gateway::{self, Gateway};
 use super::{BusArgs, CallArgs, Exit, PublishArgs, StreamArgs, SubscribeArgs, TargetsArgs};
+
+/// Where a client command goes.
+enum Remote {
+    /// The bus itself (NATS, or an empty in-process bus).
+    Bus(Bus),
+    /// A service's HTTP gateway.
+    Gateway(Gateway),
+}
+
+async fn remote(args: &BusArgs) -> Result<Remote, Exit> {
+    if gateway::is_gateway_url(&args.bus) {
+        return Gateway::new(args).map(Remote::Gateway);
+    }
+    connect(args).await.map(Remote::Bus)
+}
 
 async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     let builder = Bus::builder()
@@ -17,7 +37,7 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     }
     if !args.bus.starts_with("nats://") && !args.bus.starts_with("tls://") {
         return Err(Exit::usage(format!(
-            "--bus {:?}: expected `memory` or a nats:// URL",
+            "--bus {:?}: expected `memory`, a nats:// URL or a service's http:// gateway",
             args.bus
         )));
     }
@@ -25,9 +45,8 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
         .await
         .map_err(|e| {
             Exit::Bus(BusError::unavailable(format!(
-                "{e}. Client commands reach a service through NATS; one on the in-memory \
-                 bus (like examples/quickstart.yaml) answers over its HTTP gateway instead: \
-                 curl -X POST http://127.0.0.1:8080/v1/agents/TARGET/invoke -d '{{...}}'"
+                "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
+                 reached through its HTTP gateway: --bus http://127.0.0.1:8080"
             )))
         })?;
     Ok(builder.transport(nats).build())
@@ -82,14 +101,59 @@ fn call_setup(a: &CallArgs) -> Result<(Value, CallOptions), Exit> {
 pub async fn invoke(a: CallArgs) -> Exit {
     let run = async {
         let (p, opts) = call_setup(&a)?;
-        let bus = connect(&a.bus).await?;
-        let reply = bus.invoke_with(&a.target, p, opts).await;
-        bus.close().await;
-        let reply = reply?;
-        println!("{}", reply.payload_or_null());
+        let result = match remote(&a.bus).await? {
+            Remote::Bus(bus) => {
+                let reply = bus.invoke_with(&a.target, p, opts).await;
+                bus.close().await;
+                reply?.payload.unwrap_or(Value::Null)
+            }
+            Remote::Gateway(gw) => gw.invoke(&a.target, &p, a.timeout).await?,
+        };
+        println!("{result}");
         Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)
+}
+
+/// The frames of a stream, from the bus or from the gateway's SSE answer.
+enum Frames {
+    Bus(Bus, openagentio_core::Stream),
+    Gateway(gateway::Frames, Option<Duration>),
+}
+
+impl Frames {
+    /// The next frame. Over the gateway, the idle timeout is kept here, and
+    /// the end of the answer is an error (the caller stops at the terminal
+    /// frame, so an end it reads came before one); the bus's `Stream` does
+    /// both itself.
+    async fn next(&mut self) -> Option<Result<Envelope, BusError>> {
+        match self {
+            Frames::Bus(_, s) => s.next().await,
+            Frames::Gateway(frames, idle) => {
+                let next = match idle {
+                    Some(idle) => match tokio::time::timeout(*idle, frames.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            return Some(Err(BusError::timeout(format!("no frame for {idle:?}"))));
+                        }
+                    },
+                    None => frames.next().await,
+                };
+                Some(next.unwrap_or_else(|| {
+                    Err(BusError::transport(
+                        "the gateway's stream ended without a terminal frame",
+                    ))
+                }))
+            }
+        }
+    }
+
+    async fn close(self) {
+        if let Frames::Bus(bus, s) = self {
+            drop(s);
+            bus.close().await;
+        }
+    }
 }
 
 /// `openagentio stream`.
@@ -99,12 +163,26 @@ pub async fn stream(a: StreamArgs) -> Exit {
         if let Some(idle) = a.idle_timeout {
             opts = opts.idle_timeout(idle);
         }
-        let bus = connect(&a.call.bus).await?;
-        let mut s = bus.stream_invoke_with(&a.call.target, p, opts).await?;
+        let mut frames = match remote(&a.call.bus).await? {
+            Remote::Bus(bus) => {
+                let s = bus.stream_invoke_with(&a.call.target, p, opts).await;
+                match s {
+                    Ok(s) => Frames::Bus(bus, s),
+                    Err(e) => {
+                        bus.close().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            Remote::Gateway(gw) => Frames::Gateway(
+                gw.stream(&a.call.target, &p, a.call.timeout).await?,
+                a.idle_timeout,
+            ),
+        };
         let mut out = std::io::stdout().lock();
         let mut printed_text = false;
         let mut failure = None;
-        while let Some(frame) = s.next().await {
+        while let Some(frame) = frames.next().await {
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
@@ -130,13 +208,15 @@ pub async fn stream(a: StreamArgs) -> Exit {
             if let Some(e) = frame.error() {
                 failure = Some(e);
             }
+            if frame.is_terminal() {
+                break;
+            }
         }
         if printed_text && !a.json {
             let _ = writeln!(out);
         }
         drop(out);
-        drop(s);
-        bus.close().await;
+        frames.close().await;
         Ok::<_, Exit>(failure.map_or(Exit::Ok, Exit::Bus))
     };
     run.await.unwrap_or_else(|e| e)
@@ -146,7 +226,13 @@ pub async fn stream(a: StreamArgs) -> Exit {
 pub async fn publish(a: PublishArgs) -> Exit {
     let run = async {
         let p = payload(a.payload.as_deref(), None)?;
-        let bus = connect(&a.bus).await?;
+        let bus = match remote(&a.bus).await? {
+            Remote::Bus(bus) => bus,
+            Remote::Gateway(gw) => {
+                gw.publish(&a.event_type, &p).await?;
+                return Ok(Exit::Ok);
+            }
+        };
         let mut env = Envelope::new(&a.event_type).with_payload(p);
         let opts = options(&a.bus)?;
         if let Some(t) = opts.tenant {
@@ -170,6 +256,11 @@ pub async fn publish(a: PublishArgs) -> Exit {
 /// `openagentio subscribe`.
 pub async fn subscribe(a: SubscribeArgs) -> Exit {
     let run = async {
+        if gateway::is_gateway_url(&a.bus.bus) {
+            return Err(Exit::usage(
+                "subscribe needs a NATS bus: the HTTP gateway has no route to subscribe to events",
+            ));
+        }
         let bus = connect(&a.bus).await?;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut opts = openagentio_core::SubscribeOptions::new();
@@ -214,13 +305,17 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
 /// `openagentio targets`.
 pub async fn targets(a: TargetsArgs) -> Exit {
     let run = async {
-        let bus = connect(&a.bus).await?;
-        let opts = options(&a.bus)?.timeout(a.timeout);
-        let reply = bus
-            .invoke_with(openagentio_host::CATALOG_TARGET, Value::Null, opts)
-            .await;
-        bus.close().await;
-        let list = reply?.payload.unwrap_or(Value::Array(Vec::new()));
+        let list = match remote(&a.bus).await? {
+            Remote::Bus(bus) => {
+                let opts = options(&a.bus)?.timeout(a.timeout);
+                let reply = bus
+                    .invoke_with(openagentio_host::CATALOG_TARGET, Value::Null, opts)
+                    .await;
+                bus.close().await;
+                reply?.payload.unwrap_or(Value::Array(Vec::new()))
+            }
+            Remote::Gateway(gw) => gw.targets(a.timeout).await?,
+        };
         if a.json {
             println!(
                 "{}",

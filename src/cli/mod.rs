@@ -2,6 +2,7 @@
 
 mod client;
 mod exit;
+mod gateway;
 mod run;
 
 use std::path::PathBuf;
@@ -99,9 +100,14 @@ pub struct RunArgs {
 /// Where the client commands reach the bus.
 #[derive(Args, Debug, Clone)]
 pub struct BusArgs {
-    /// The bus: a NATS URL, or `memory` (an empty in-process bus; only useful for trying the CLI).
+    /// The bus: a NATS URL; a service's HTTP gateway (`http://127.0.0.1:8080`:
+    /// how to reach a service on the in-memory bus); or `memory` (an empty
+    /// in-process bus; only useful for trying the CLI).
     #[arg(long, env = "OPENAGENTIO_BUS", default_value = "nats://127.0.0.1:4222")]
     pub bus: String,
+    /// Bearer token for a gateway that requires one (`--bus http://...`).
+    #[arg(long, env = "OPENAGENTIO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Subject prefix of the bus.
     #[arg(long, env = "OPENAGENTIO_SUBJECT_PREFIX", default_value = "acp.v1")]
     pub subject_prefix: String,
