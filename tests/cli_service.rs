@@ -209,6 +209,12 @@ bridges:
         "{frames:?}"
     );
 
+    // A stream with no text deltas prints its result, as `invoke` does.
+    let out = with(&["stream", "echo", r#"{"n": 1}"#]);
+    assert!(out.status.success(), "{out:?}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result, serde_json::json!({"n": 1}));
+
     let out = with(&["targets"]);
     assert!(out.status.success(), "{out:?}");
     assert!(

@@ -201,8 +201,10 @@ pub async fn stream(a: StreamArgs) -> Exit {
                 let _ = write!(out, "{text}");
                 printed_text = true;
             } else if frame.is_terminal() && frame.error().is_none() && !printed_text {
-                // Nothing streamed as text: show the result.
-                let _ = writeln!(out, "{}", frame.payload_or_null());
+                // Nothing streamed as text: show the result (a final frame
+                // carries `{"result": ...}`; `invoke` prints the same value).
+                let payload = frame.payload_or_null();
+                let _ = writeln!(out, "{}", payload.get("result").unwrap_or(payload));
             }
             let _ = out.flush();
             if let Some(e) = frame.error() {
