@@ -1,5 +1,10 @@
 //! Service metrics in the Prometheus text format: calls, errors by code,
 //! latency histograms per target, stream frames, bridge restarts, bus counters.
+//!
+//! A call whose caller gave up (a client that disconnected, a deadline that
+//! passed, a drain at shutdown) ends with `outcome="cancelled"`, not with the
+//! error its handler returned on the way out: clients going away are not
+//! failures of the agent, and are not counted in `openagentio_call_errors_total`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -18,11 +23,22 @@ const BUCKETS: [f64; 14] = [
 #[derive(Default)]
 struct TargetStats {
     ok: u64,
+    cancelled: u64,
     errors: BTreeMap<&'static str, u64>,
     buckets: [u64; BUCKETS.len()],
     count: u64,
     sum_secs: f64,
     frames: u64,
+}
+
+/// How a call ended, as the metrics count it.
+#[derive(Clone, Copy)]
+enum Outcome<'a> {
+    Ok,
+    /// Its caller gave up; whatever the handler returned then is not counted
+    /// as a failure.
+    Cancelled,
+    Failed(&'a BusError),
 }
 
 /// Counts every call served on the bus. Install it as middleware (it is cheap
@@ -53,19 +69,13 @@ impl Metrics {
         Self::default()
     }
 
-    fn record(
-        &self,
-        name: &str,
-        kind: CallKind,
-        secs: f64,
-        frames: u64,
-        result: &Result<(), BusError>,
-    ) {
+    fn record(&self, name: &str, kind: CallKind, secs: f64, frames: u64, outcome: Outcome<'_>) {
         let mut map = self.targets.lock();
         let s = map.entry((name.to_owned(), kind_label(kind))).or_default();
-        match result {
-            Ok(()) => s.ok += 1,
-            Err(e) => *s.errors.entry(e.code().as_str()).or_default() += 1,
+        match outcome {
+            Outcome::Ok => s.ok += 1,
+            Outcome::Cancelled => s.cancelled += 1,
+            Outcome::Failed(e) => *s.errors.entry(e.code().as_str()).or_default() += 1,
         }
         for (i, le) in BUCKETS.iter().enumerate() {
             if secs <= *le {
@@ -94,6 +104,14 @@ impl Metrics {
                 label(t),
                 s.ok
             );
+            if s.cancelled > 0 {
+                let _ = writeln!(
+                    out,
+                    "openagentio_calls_total{{target=\"{}\",kind=\"{k}\",outcome=\"cancelled\"}} {}",
+                    label(t),
+                    s.cancelled
+                );
+            }
             for (code, n) in &s.errors {
                 let _ = writeln!(
                     out,
@@ -230,12 +248,17 @@ impl Middleware for Metrics {
         let probe = call.clone();
         let started = Instant::now();
         let result = next.run(call).await;
+        let outcome = match &result {
+            Ok(()) => Outcome::Ok,
+            Err(_) if probe.request.is_cancelled() => Outcome::Cancelled,
+            Err(e) => Outcome::Failed(e),
+        };
         self.record(
             &name,
             kind,
             started.elapsed().as_secs_f64(),
             probe.frames_sent(),
-            &result,
+            outcome,
         );
         result
     }
@@ -278,5 +301,34 @@ mod tests {
         );
         assert!(text.contains("openagentio_stream_frames_total{target=\"ok\",kind=\"invoke\"} 2"));
         assert!(text.contains("openagentio_bridge_restarts_total{bridge=\"mcp\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn a_call_its_caller_gave_up_on_is_cancelled_not_failed() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        bus.handle_stream("wait", |req, _w| async move {
+            req.cancelled().await;
+            Err(BusError::unavailable("the caller went away"))
+        })
+        .await
+        .unwrap();
+        let s = bus.stream_invoke("wait", json!(null)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop(s);
+        let want =
+            "openagentio_calls_total{target=\"wait\",kind=\"stream\",outcome=\"cancelled\"} 1";
+        for _ in 0..200 {
+            if metrics.render(&bus, &[]).contains(want) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let text = metrics.render(&bus, &[]);
+        assert!(text.contains(want), "{text}");
+        assert!(
+            !text.contains("openagentio_call_errors_total{target=\"wait\""),
+            "{text}"
+        );
     }
 }
