@@ -241,6 +241,8 @@ struct RegistrationInner {
     subject: String,
     subscription: tokio::sync::Mutex<Option<Box<dyn Subscription>>>,
     worker: Option<tokio::task::AbortHandle>,
+    /// The bus that keeps it until `close` (weak: the bus owns its list).
+    bus: Weak<BusInner>,
 }
 
 impl Registration {
@@ -251,6 +253,13 @@ impl Registration {
 
     /// Stops deliveries to the handler. Idempotent.
     pub async fn unsubscribe(&self) -> Result<(), BusError> {
+        // The bus forgets it too: subscriptions that come and go (one per
+        // client of a gateway feed, say) must not pile up until `close`.
+        if let Some(bus) = self.inner.bus.upgrade() {
+            bus.registrations
+                .lock()
+                .retain(|r| !Arc::ptr_eq(&r.inner, &self.inner));
+        }
         let sub = self.inner.subscription.lock().await.take();
         if let Some(worker) = &self.inner.worker {
             worker.abort();
@@ -598,6 +607,7 @@ impl Bus {
                 subject,
                 subscription: tokio::sync::Mutex::new(Some(sub)),
                 worker,
+                bus: Arc::downgrade(&self.inner),
             }),
         };
         self.inner.registrations.lock().push(reg.clone());
@@ -667,5 +677,24 @@ impl WeakBus {
     /// The bus, if it still exists.
     pub fn upgrade(&self) -> Option<Bus> {
         self.0.upgrade().map(Bus::from_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscriptions_that_end_are_forgotten() {
+        let bus = Bus::memory();
+        let keep = bus.subscribe("kept", |_e| async { Ok(()) }).await.unwrap();
+        for _ in 0..100 {
+            let reg = bus.subscribe("a.*", |_e| async { Ok(()) }).await.unwrap();
+            reg.unsubscribe().await.unwrap();
+            reg.unsubscribe().await.unwrap();
+        }
+        assert_eq!(bus.inner.registrations.lock().len(), 1);
+        keep.unsubscribe().await.unwrap();
+        assert!(bus.inner.registrations.lock().is_empty());
     }
 }
