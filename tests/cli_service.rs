@@ -222,8 +222,30 @@ bridges:
         "{out:?}"
     );
 
-    let out = with(&["publish", "agent.note", r#"{"x": 1}"#]);
+    // subscribe over the gateway's event feed, publish from another process.
+    let mut subscriber = Command::new(BIN)
+        .args(["subscribe", "agent.>", "--count", "1", "--timeout", "10s"])
+        .args(["--bus", gw.as_str(), "--token", "s3cret"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut tries = 0;
+    let out = loop {
+        // The feed may not be subscribed yet: publish until it has one.
+        tries += 1;
+        assert!(tries < 50, "the subscriber never got an event");
+        let out = with(&["publish", "agent.note", r#"{"x": 1}"#]);
+        assert!(out.status.success(), "{out:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        if subscriber.try_wait().unwrap().is_some() {
+            break subscriber.wait_with_output().unwrap();
+        }
+    };
     assert!(out.status.success(), "{out:?}");
+    let event: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["event_type"], "agent.note");
+    assert_eq!(event["payload"], serde_json::json!({"x": 1}));
 
     // Errors keep the gateway's code; what HTTP cannot carry is refused.
     let out = with(&["invoke", "nobody"]);
@@ -239,8 +261,6 @@ bridges:
         "{out:?}"
     );
     let out = with(&["invoke", "echo", "--meta", "k=v"]);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = with(&["subscribe", "agent.>", "--count", "1"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     sigterm(service.0.id());

@@ -258,32 +258,39 @@ pub async fn publish(a: PublishArgs) -> Exit {
 /// `openagentio subscribe`.
 pub async fn subscribe(a: SubscribeArgs) -> Exit {
     let run = async {
-        if gateway::is_gateway_url(&a.bus.bus) {
-            return Err(Exit::usage(
-                "subscribe needs a NATS bus: the HTTP gateway has no route to subscribe to events",
-            ));
-        }
-        let bus = connect(&a.bus).await?;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut opts = openagentio_core::SubscribeOptions::new();
-        if let Some(t) = &a.bus.tenant {
-            opts = opts.tenant(t);
-        }
-        bus.subscribe_with(&a.event_type, opts, move |env| {
-            let _ = tx.send(env);
-            async { Ok(()) }
-        })
-        .await?;
+        // Both ways end in one stream of envelopes: the bus's subscription
+        // through a channel, or the gateway's event feed.
+        let (events, bus): (gateway::Frames, Option<Bus>) = match remote(&a.bus).await? {
+            Remote::Bus(bus) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let mut opts = openagentio_core::SubscribeOptions::new();
+                if let Some(t) = &a.bus.tenant {
+                    opts = opts.tenant(t);
+                }
+                bus.subscribe_with(&a.event_type, opts, move |env| {
+                    let _ = tx.send(env);
+                    async { Ok(()) }
+                })
+                .await?;
+                let events = futures::stream::unfold(rx, |mut rx| async move {
+                    rx.recv().await.map(|env| (Ok(env), rx))
+                });
+                (Box::pin(events), Some(bus))
+            }
+            Remote::Gateway(gw) => (gw.subscribe(&a.event_type).await?, None),
+        };
+        let mut events = events;
         eprintln!("subscribed to {}", a.event_type);
         let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;
+        let mut failure = None;
         loop {
             if a.count.is_some_and(|n| seen >= n) {
                 break;
             }
             let next = async {
                 tokio::select! {
-                    e = rx.recv() => e,
+                    e = events.next() => e,
                     _ = tokio::signal::ctrl_c() => None,
                 }
             };
@@ -294,12 +301,26 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
                 },
                 None => next.await,
             };
-            let Some(env) = env else { break };
+            let env = match env {
+                None => break,
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    break;
+                }
+                Some(Ok(env)) => env,
+            };
+            // The gateway ends a feed whose client fell behind with an error frame.
+            if let Some(e) = env.error().filter(|_| bus.is_none() && env.is_terminal()) {
+                failure = Some(e);
+                break;
+            }
             println!("{}", serde_json::to_string(&env).unwrap_or_default());
             seen += 1;
         }
-        bus.close().await;
-        Ok::<_, Exit>(Exit::Ok)
+        if let Some(bus) = bus {
+            bus.close().await;
+        }
+        Ok::<_, Exit>(failure.map_or(Exit::Ok, Exit::Bus))
     };
     run.await.unwrap_or_else(|e| e)
 }

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::{BusArgs, Exit};
 
-/// Frames of a stream read from the gateway's SSE answer.
+/// Envelopes read from an SSE answer of the gateway (a stream's frames, or
+/// an event feed).
 pub type Frames = Pin<Box<dyn Stream<Item = Result<Envelope, BusError>> + Send>>;
 
 /// The gateway of a running service, with the caller's tenant, session and token.
@@ -138,6 +139,11 @@ impl Gateway {
             .header("Accept", "text/event-stream")
             .timeout(timeout);
         let resp = self.send(req).await?;
+        Ok(self.frames(resp))
+    }
+
+    /// The envelopes of an SSE answer.
+    fn frames(&self, resp: reqwest::Response) -> Frames {
         let base = self.base.clone();
         let frames = resp.bytes_stream().eventsource().map(move |event| {
             let event = event.map_err(|e| match e {
@@ -149,7 +155,20 @@ impl Gateway {
             codec::decode(event.data.as_bytes())
                 .map_err(|e| BusError::codec(format!("a frame from the gateway: {e}")))
         });
-        Ok(Box::pin(frames))
+        Box::pin(frames)
+    }
+
+    /// `GET /v1/events/{pattern}`: the events as they arrive, until the
+    /// feed ends.
+    pub async fn subscribe(&self, pattern: &str) -> Result<Frames, BusError> {
+        let req = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/v1/events/{}", path_segment(pattern)),
+            )
+            .header("Accept", "text/event-stream");
+        let resp = self.send(req).await?;
+        Ok(self.frames(resp))
     }
 
     /// `POST /v1/events/{event_type}`.

@@ -11,7 +11,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::GatewayConfig;
 use crate::error::{method_not_allowed, route_not_found};
-use crate::routes::{catalog, events, health, invoke, stream};
+use crate::routes::{catalog, events, feed, health, invoke, stream};
 use crate::state::AppState;
 use crate::{auth, headers, metrics};
 
@@ -22,6 +22,7 @@ use crate::{auth, headers, metrics};
 /// | `POST /v1/agents/{target}/invoke` | one call; 200 with the answer, 204 when empty |
 /// | `POST /v1/agents/{target}/stream` | the frames as `text/event-stream` |
 /// | `POST /v1/events/{event_type}` | publish; 202 |
+/// | `GET /v1/events/{event_type}` | the events (wildcards allowed) as `text/event-stream` |
 /// | `GET /v1/agents`, `GET /v1/agents/{target}` | the target catalog |
 /// | `GET /healthz`, `GET /readyz`, `GET /metrics` | open even when tokens are configured |
 ///
@@ -49,7 +50,10 @@ pub fn router(bus: Bus, config: GatewayConfig, status: Arc<dyn ServiceStatus>) -
         .route("/v1/agents/{target}", get(catalog::one))
         .route("/v1/agents/{target}/invoke", post(invoke::invoke))
         .route("/v1/agents/{target}/stream", post(stream::stream))
-        .route("/v1/events/{event_type}", post(events::publish))
+        .route(
+            "/v1/events/{event_type}",
+            post(events::publish).get(feed::feed),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require));
     let mut app = Router::new()
         .route("/healthz", get(health::healthz))

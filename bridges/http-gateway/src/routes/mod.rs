@@ -2,6 +2,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod events;
+pub(crate) mod feed;
 pub(crate) mod health;
 pub(crate) mod invoke;
 pub(crate) mod stream;

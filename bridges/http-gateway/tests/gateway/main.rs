@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod catalog_health;
 mod errors;
+mod feed;
 mod headers;
 mod routes;
 mod stream;

@@ -1,0 +1,193 @@
+//! `GET /v1/events/{event_type}`: the bus's events as server-sent events, for
+//! as long as the client stays (an extension: the reference adapter can only
+//! publish).
+//!
+//! `event_type` may hold the wildcards `*` (one token) and `>` (the rest),
+//! percent-encoded or not; `?queue=NAME` shares the events among the feeds of
+//! one queue group instead of giving each all of them. The tenant comes from
+//! `X-Tenant-Id` or a tenant-bound token, as for the other routes. Each event
+//! is one SSE event framed as a stream's frames are (see [`crate::sse`]).
+//!
+//! A client that cannot keep up is not fed silently with gaps: when more than
+//! [`FEED_BUFFER`] events wait for it, the feed ends with an
+//! `agent.response.error` event (`BACKPRESSURE_DROP`) saying how many were
+//! lost, and the client can subscribe again. The feed also ends when the
+//! service drains; leaving ends the subscription.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use openagentio_core::{BusError, Envelope, Registration, SubscribeOptions};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::headers::RequestContext;
+use crate::routes::path_param;
+use crate::sse::{error_frame, frame_event};
+use crate::state::AppState;
+
+/// Events that may wait for one slow client before its feed ends.
+pub const FEED_BUFFER: usize = 1024;
+
+/// The queue group named by `?queue=NAME` (letters, digits, `-`, `_`, `.`).
+fn queue_of(query: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut queue = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "queue" {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {key:?} (this route takes `queue`)"
+            )));
+        }
+        let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if value.is_empty() || !value.chars().all(fits) {
+            return Err(ApiError::bad_request(format!(
+                "queue {value:?}: expected letters, digits, '-', '_' or '.'"
+            )));
+        }
+        queue = Some(value.to_owned());
+    }
+    Ok(queue)
+}
+
+pub(crate) async fn feed(
+    State(state): State<AppState>,
+    event_type: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+    ctx: RequestContext,
+) -> Result<Response, ApiError> {
+    let event_type = path_param(event_type)?;
+    let queue = queue_of(query.as_deref())?;
+    let mut opts = SubscribeOptions::new();
+    if let Some(t) = &ctx.tenant {
+        opts = opts.tenant(t);
+    }
+    if let Some(q) = queue {
+        opts = opts.queue(q);
+    }
+    let (tx, rx) = mpsc::channel(FEED_BUFFER);
+    let lost = Arc::new(AtomicU64::new(0));
+    let lost_in_handler = lost.clone();
+    let registration = state
+        .bus()
+        .subscribe_with(&event_type, opts, move |env| {
+            // Never wait for the client here: a full buffer ends its feed
+            // (the stream below reports it); it does not hold up the bus.
+            // After the first loss nothing more is queued, so what the
+            // client gets has no gap in it.
+            let overflowed = lost_in_handler.load(Ordering::Relaxed) > 0;
+            if overflowed || matches!(tx.try_send(env), Err(mpsc::error::TrySendError::Full(_))) {
+                lost_in_handler.fetch_add(1, Ordering::Relaxed);
+            }
+            std::future::ready(Ok::<(), BusError>(()))
+        })
+        .await?;
+    let feed = Feed {
+        rx,
+        lost,
+        registration: Some(registration),
+        done: false,
+        state: state.clone(),
+    };
+    let events = futures::stream::unfold(feed, |mut f| async move {
+        f.next_event()
+            .await
+            .map(|e| (Ok::<Event, Infallible>(e), f))
+    });
+    let sse = Sse::new(events);
+    let mut resp = match state.config().sse_keep_alive {
+        Some(every) => sse
+            .keep_alive(KeepAlive::new().interval(every))
+            .into_response(),
+        None => sse.into_response(),
+    };
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+/// One client's subscription on its way out as SSE events.
+struct Feed {
+    rx: mpsc::Receiver<Envelope>,
+    /// Events dropped because the buffer was full.
+    lost: Arc<AtomicU64>,
+    registration: Option<Registration>,
+    done: bool,
+    state: AppState,
+}
+
+impl Feed {
+    async fn next_event(&mut self) -> Option<Event> {
+        if self.done {
+            return None;
+        }
+        // After an overflow: stop the subscription, send what is queued (in
+        // order), then the error.
+        let next = match self.lost.load(Ordering::Relaxed) {
+            0 => self.rx.recv().await,
+            _ => {
+                self.unsubscribe();
+                self.rx.try_recv().ok()
+            }
+        };
+        let env = match next {
+            Some(env) => env,
+            None => {
+                self.done = true;
+                let lost = self.lost.load(Ordering::Relaxed);
+                if lost == 0 {
+                    // The subscription ended (the service is draining).
+                    return None;
+                }
+                let err = BusError::backpressure(format!(
+                    "this client fell {FEED_BUFFER} events behind; {lost} or more were dropped \
+                     and the feed ends here (subscribe again to go on)"
+                ));
+                let env = error_frame(&err, "", 0, self.state.bus().agent_id());
+                return Some(frame_event(&env, self.state.config().sse_retry));
+            }
+        };
+        self.state.metrics().sse_frame();
+        Some(frame_event(&env, self.state.config().sse_retry))
+    }
+
+    fn unsubscribe(&mut self) {
+        if let Some(reg) = self.registration.take() {
+            tokio::spawn(async move {
+                if let Err(e) = reg.unsubscribe().await {
+                    tracing::debug!(error = %e, "could not end an event feed's subscription");
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        self.unsubscribe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_names_a_queue_or_nothing() {
+        assert_eq!(queue_of(None).unwrap(), None);
+        assert_eq!(queue_of(Some("")).unwrap(), None);
+        assert_eq!(
+            queue_of(Some("queue=workers.a-1")).unwrap().as_deref(),
+            Some("workers.a-1")
+        );
+        assert!(queue_of(Some("queue=")).is_err());
+        assert!(queue_of(Some("queue=a%20b")).is_err());
+        assert!(queue_of(Some("group=x")).is_err());
+    }
+}
