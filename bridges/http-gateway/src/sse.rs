@@ -13,7 +13,9 @@
 
 use std::time::Duration;
 
-use axum::response::sse::Event;
+use axum::http::HeaderValue;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use openagentio_core::{BusError, Envelope, codec, event_type::RESPONSE_ERROR};
 
 /// The SSE event of one frame.
@@ -35,6 +37,25 @@ pub(crate) fn frame_event(env: &Envelope, retry: Option<Duration>) -> Event {
         Ok(json) => ev.data(String::from_utf8_lossy(&json)),
         Err(_) => ev.data("{}"),
     }
+}
+
+/// The `text/event-stream` answer of `events` (`Cache-Control: no-cache` from
+/// axum, `X-Accel-Buffering: no` so proxies pass each event on at once), with
+/// keep-alive comments every `keep_alive`.
+pub(crate) fn sse_response<S>(events: S, keep_alive: Option<Duration>) -> Response
+where
+    S: futures::Stream<Item = Result<Event, std::convert::Infallible>> + Send + 'static,
+{
+    let sse = Sse::new(events);
+    let mut resp = match keep_alive {
+        Some(every) => sse
+            .keep_alive(KeepAlive::new().interval(every))
+            .into_response(),
+        None => sse.into_response(),
+    };
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
 }
 
 fn has_line_break(s: &str) -> bool {

@@ -20,16 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderValue;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::response::sse::Event;
 use openagentio_core::{BusError, Envelope, Registration, SubscribeOptions};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
 use crate::headers::RequestContext;
 use crate::routes::path_param;
-use crate::sse::{error_frame, frame_event};
+use crate::sse::{error_frame, frame_event, sse_response};
 use crate::state::AppState;
 
 /// Events that may wait for one slow client before its feed ends.
@@ -100,16 +99,7 @@ pub(crate) async fn feed(
             .await
             .map(|e| (Ok::<Event, Infallible>(e), f))
     });
-    let sse = Sse::new(events);
-    let mut resp = match state.config().sse_keep_alive {
-        Some(every) => sse
-            .keep_alive(KeepAlive::new().interval(every))
-            .into_response(),
-        None => sse.into_response(),
-    };
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(sse_response(events, state.config().sse_keep_alive))
 }
 
 /// One client's subscription on its way out as SSE events.

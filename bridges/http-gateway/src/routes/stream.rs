@@ -13,16 +13,15 @@ use std::convert::Infallible;
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderValue;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::response::sse::Event;
 use openagentio_core::{BusError, Envelope, Stream};
 
 use crate::body::JsonPayload;
 use crate::error::ApiError;
 use crate::headers::RequestContext;
 use crate::routes::path_param;
-use crate::sse::{error_frame, frame_event};
+use crate::sse::{error_frame, frame_event, sse_response};
 use crate::state::AppState;
 
 pub(crate) async fn stream(
@@ -64,16 +63,7 @@ pub(crate) async fn stream(
             .await
             .map(|e| (Ok::<Event, Infallible>(e), f))
     });
-    let sse = Sse::new(events);
-    let mut resp = match cfg.sse_keep_alive {
-        Some(every) => sse
-            .keep_alive(KeepAlive::new().interval(every))
-            .into_response(),
-        None => sse.into_response(),
-    };
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    Ok(sse_response(events, cfg.sse_keep_alive))
 }
 
 /// The frames of one call on their way out as SSE events.
