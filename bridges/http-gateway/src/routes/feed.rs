@@ -148,8 +148,11 @@ impl Feed {
     }
 
     fn unsubscribe(&mut self) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime left: the bus goes with it
+        };
         if let Some(reg) = self.registration.take() {
-            tokio::spawn(async move {
+            rt.spawn(async move {
                 if let Err(e) = reg.unsubscribe().await {
                     tracing::debug!(error = %e, "could not end an event feed's subscription");
                 }
