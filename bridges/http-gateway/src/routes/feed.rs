@@ -2,8 +2,8 @@
 //! as long as the client stays (an extension: the reference adapter can only
 //! publish).
 //!
-//! `event_type` may hold the wildcards `*` (one token) and `>` (the rest),
-//! percent-encoded or not; `?queue=NAME` shares the events among the feeds of
+//! `event_type` may hold the wildcards `*` (one token) and `>` (the rest;
+//! sent as `%3E`, since HTTP does not allow `>` raw in a path); `?queue=NAME` shares the events among the feeds of
 //! one queue group instead of giving each all of them. The tenant comes from
 //! `X-Tenant-Id` or a tenant-bound token, as for the other routes. Each event
 //! is one SSE event framed as a stream's frames are (see [`crate::sse`]).
