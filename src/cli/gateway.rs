@@ -41,6 +41,7 @@ impl Gateway {
         }
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Exit::Service(format!("cannot make an HTTP client: {e}")))?;
         Ok(Gateway {
