@@ -2,7 +2,8 @@
 //! in-memory transport and on a real nats-server, and must pass the same way on
 //! both: pub/sub fan-out and queue groups, invoke, streams with frames out of
 //! order, duplicates, gaps, timeouts, cancellation, panics, retry, dead letters,
-//! context propagation across nested calls, tenant isolation.
+//! context propagation across nested calls, tenant isolation, and the serve
+//! timeout of requests that carry no deadline (as reference SDKs send them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -38,6 +39,7 @@ openagentio_testkit::on_both_transports!(
     workers_in_a_queue_group_share_invokes,
     invoke_of_a_stream_target_gets_only_the_answer,
     drain_finishes_in_flight_calls_and_stops_intake,
+    requests_without_a_deadline_end_at_the_serve_timeout,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -958,4 +960,90 @@ async fn drain_finishes_in_flight_calls_and_stops_intake(kind: TransportKind) {
     assert_eq!(last.error().unwrap().code(), ErrorCode::AgentUnavailable);
     let err = p.client.invoke("quick", json!({})).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NoHandler);
+}
+
+/// Hands every message it gets to a channel.
+struct Catcher(mpsc::UnboundedSender<Message>);
+
+impl Sink for Catcher {
+    fn deliver(&self, msg: Message) {
+        let _ = self.0.send(msg);
+    }
+}
+
+async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKind) {
+    let limit = Duration::from_millis(300);
+    let p = openagentio_testkit::BusPair::new(kind, move |b, side| {
+        if side == "server" {
+            b.serve_timeout(limit)
+        } else {
+            b
+        }
+    })
+    .await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    p.server
+        .handle_invoke("wait", move |req| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let started = Instant::now();
+                tokio::select! {
+                    _ = req.cancelled() => {
+                        seen_tx.send(started.elapsed()).unwrap();
+                        Err(BusError::unavailable("stopped"))
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(800)) => Ok(json!("done")),
+                }
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    // As a reference SDK asks: a reply subject in the body, no `acp.timeout_ms`.
+    let t = p.client.transport().clone();
+    let inbox = format!("{}.ref", t.new_inbox_prefix());
+    let (reply_tx, mut replies) = mpsc::unbounded_channel();
+    let _sub = t
+        .subscribe(&inbox, None, Arc::new(Catcher(reply_tx)))
+        .await
+        .unwrap();
+    t.flush().await.unwrap();
+    let mut req = Envelope::new("agent.message.received").with_payload(json!({}));
+    req.reply_to = inbox.as_str().into();
+    let subject = p.client.subjects().invoke("wait", "");
+    t.publish(Message::envelope(subject, req)).await.unwrap();
+
+    let took = tokio::time::timeout(LIMIT, seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        took >= limit - Duration::from_millis(20) && took < Duration::from_secs(2),
+        "cancelled after {took:?}"
+    );
+    let reply = tokio::time::timeout(LIMIT, replies.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = match reply.body {
+        Body::Envelope(e) => Arc::unwrap_or_clone(e),
+        Body::Bytes(b) => openagentio_core::codec::decode(&b).unwrap(),
+    };
+    assert_eq!(reply.event_type, "agent.response.error");
+    let err = reply.error().unwrap();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
+    assert!(err.message().contains("serve timeout"), "{err}");
+
+    // A caller that sends its deadline is held to that, not to the serve timeout.
+    let answer = p
+        .client
+        .invoke_with(
+            "wait",
+            json!({}),
+            CallOptions::new().timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.payload_or_null(), &json!("done"));
 }

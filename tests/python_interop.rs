@@ -226,7 +226,27 @@ async fn python_caller_invokes_and_streams_from_rust_handlers() {
 
 async fn python_calls_rust() {
     let nats = NatsServer::start();
-    let bus = rust_bus(&nats).await;
+    // Python sends no deadline; the serve timeout bounds such requests.
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder()
+            .agent_id("rust")
+            .default_timeout(Duration::from_secs(10))
+            .serve_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let (hang_tx, mut hang_seen) = mpsc::unbounded_channel();
+    bus.handle_invoke("rs-hang", move |req| {
+        let hang_tx = hang_tx.clone();
+        async move {
+            let started = std::time::Instant::now();
+            req.cancelled().await;
+            let _ = hang_tx.send(started.elapsed());
+            Err::<Value, _>(BusError::unavailable("stopped"))
+        }
+    })
+    .await
+    .unwrap();
     bus.handle_invoke("rs-echo", |req| async move {
         let e = req.envelope();
         Ok(json!({
@@ -388,6 +408,24 @@ async fn python_calls_rust() {
     assert_eq!(
         reply.payload,
         Some(json!({"tenant": "acme", "served_by": "rust-acme"}))
+    );
+
+    // A request with no deadline (the reference SDK sends none) is cancelled
+    // at the Rust bus's serve timeout, and Python gets AGENT_TIMEOUT.
+    let r = get("hang");
+    let (req, reply) = (envelope(&r["request"]), envelope(&r["reply"]));
+    assert!(!req.metadata.contains_key("acp.timeout_ms"));
+    assert_eq!(reply.event_type, "agent.response.error");
+    assert_eq!(reply.correlation_id, req.event_id);
+    let err = reply.error().unwrap();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
+    assert!(err.message().contains("serve timeout"), "{err}");
+    let took = hang_seen
+        .try_recv()
+        .expect("the handler saw the cancellation");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "cancelled after {took:?}"
     );
 
     assert_eq!(bus.stats().bad_messages, 0, "{:?}", bus.stats());

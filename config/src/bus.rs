@@ -38,6 +38,11 @@ pub struct BusConfig {
     #[schemars(with = "crate::schema::PositiveDuration")]
     #[serde(serialize_with = "crate::duration::serialize")]
     pub default_timeout: Duration,
+    /// How long a handler may serve a request that carries no deadline (as
+    /// reference-SDK callers send them: no deadline, no cancellation); past it
+    /// the handler is cancelled and the call ends with `AGENT_TIMEOUT`. Unbounded when absent.
+    #[schemars(with = "Option<crate::schema::PositiveDuration>")]
+    pub serve_timeout: Option<Duration>,
     /// The id this service writes into the `from` field of the envelopes it sends.
     pub agent_id: String,
 }
@@ -50,6 +55,7 @@ impl Default for BusConfig {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
             default_tenant: None,
             default_timeout: Duration::from_secs(30),
+            serve_timeout: None,
             agent_id: "openagentio".into(),
         }
     }
@@ -69,6 +75,7 @@ impl BusConfig {
                 d.default_timeout,
                 duration(Sign::Positive),
             ),
+            serve_timeout: o.opt("serve_timeout", duration(Sign::Positive)),
             agent_id: o.or("agent_id", d.agent_id, non_empty),
         };
         o.finish();

@@ -284,3 +284,19 @@ bridges:
         assert!(!text.contains(s), "{s} in: {text}");
     }
 }
+
+#[test]
+fn the_serve_timeout_is_optional_and_positive() {
+    let ok = |yaml: &str| load_with_env(yaml, Format::Yaml, &no_env).unwrap();
+    assert_eq!(ok(V).bus.serve_timeout, None);
+    let cfg = ok(&format!("{V}bus: {{serve_timeout: 2m}}"));
+    assert_eq!(
+        cfg.bus.serve_timeout,
+        Some(std::time::Duration::from_secs(120))
+    );
+    let errs = errors(&format!("{V}bus: {{serve_timeout: 0}}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("bus.serve_timeout: "), "{errs:?}");
+    let errs = errors(&format!("{V}bus: {{serve_timeout: soon}}"));
+    assert!(errs[0].starts_with("bus.serve_timeout: "), "{errs:?}");
+}

@@ -47,6 +47,8 @@ async def main() -> None:
     await stream("fail-stream", "rs-fail-stream", request(None))
     await stream("silent-stream", "rs-silent", request(None))
     await invoke("tenant", "rs-echo", request({"t": 1}, tenant_id="acme"))
+    # The reference SDK sends no deadline: the Rust bus's serve timeout ends it.
+    await invoke("hang", "rs-hang", request({}))
     emit("done")
     await bus.close()
 

@@ -41,6 +41,11 @@ pub struct BusSettings {
     pub frame_buffer: usize,
     /// Unhandled events a subscription may hold before it drops (and counts) more.
     pub event_buffer: usize,
+    /// How long a handler may serve a request that carries no deadline (a
+    /// reference-SDK caller sends none, nor any cancellation): past it the
+    /// handler is cancelled and the call ends with `AGENT_TIMEOUT`. `None`
+    /// (the default): such requests run until their handler ends.
+    pub serve_timeout: Option<Duration>,
 }
 
 impl Default for BusSettings {
@@ -52,6 +57,7 @@ impl Default for BusSettings {
             limits: StreamLimits::default(),
             frame_buffer: 4096,
             event_buffer: 65_536,
+            serve_timeout: None,
         }
     }
 }
@@ -122,6 +128,12 @@ impl BusBuilder {
     /// Sets the timeout of calls that set none (default 30 s).
     pub fn default_timeout(mut self, d: Duration) -> Self {
         self.settings.default_timeout = d;
+        self
+    }
+    /// Bounds the requests that carry no deadline (see
+    /// [`BusSettings::serve_timeout`]; default: unbounded).
+    pub fn serve_timeout(mut self, d: Duration) -> Self {
+        self.settings.serve_timeout = Some(d);
         self
     }
     /// Sets the stream reorder limits (default 256 pending, gap 1024).

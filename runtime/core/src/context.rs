@@ -38,6 +38,15 @@ tokio::task_local! {
     static CURRENT: Arc<CallContext>;
 }
 
+/// The deadline the caller of `request` sent (`acp.timeout_ms`), if any.
+pub(crate) fn caller_deadline(request: &Envelope) -> Option<Instant> {
+    request
+        .metadata
+        .get(TIMEOUT_MS_KEY)
+        .and_then(serde_json::Value::as_u64)
+        .map(|ms| Instant::now() + std::time::Duration::from_millis(ms))
+}
+
 /// The context of the request being served by this task, if any.
 pub fn current() -> Option<Arc<CallContext>> {
     CURRENT.try_with(Arc::clone).ok()
@@ -47,11 +56,11 @@ impl CallContext {
     /// The context a request establishes; its deadline comes from the
     /// `acp.timeout_ms` metadata the caller sent.
     pub fn from_request(request: &Envelope) -> Self {
-        let deadline = request
-            .metadata
-            .get(TIMEOUT_MS_KEY)
-            .and_then(serde_json::Value::as_u64)
-            .map(|ms| Instant::now() + std::time::Duration::from_millis(ms));
+        Self::with_deadline(request, caller_deadline(request))
+    }
+
+    /// The context of `request` with `deadline`.
+    pub(crate) fn with_deadline(request: &Envelope, deadline: Option<Instant>) -> Self {
         CallContext {
             request: request.without_body(),
             deadline,

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusInner};
 use crate::codec::{decode_body_shared, salvage_reply_fields};
-use crate::context::{CallContext, STREAM_KEY};
+use crate::context::{CallContext, STREAM_KEY, caller_deadline};
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::inline::{FirstPoll, run_inline_first};
@@ -221,12 +221,18 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
 
 async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>) {
     let token = CancellationToken::new();
+    // A caller that sent no deadline (a reference SDK's) gets the bus's
+    // serve timeout, if one is set: it will send no cancellation either.
+    let caller = caller_deadline(&env);
+    let serve_limit = bus.settings.serve_timeout.filter(|_| caller.is_none());
+    let deadline = caller.or_else(|| serve_limit.map(|d| tokio::time::Instant::now() + d));
     let writer = StreamWriter::new(bus, &env, token.clone());
     let _guard = writer
         .bus()
         .cancels
         .register(&env, token.clone(), writer.clone());
-    let ctx = Arc::new(CallContext::from_request(&env));
+    let ctx = Arc::new(CallContext::with_deadline(&env, deadline));
+    let limit = serve_limit.map(|d| (d, token.clone()));
     // The handler's request is normally the envelope's only owner: it can
     // take the payload without a copy.
     let call = Call {
@@ -239,14 +245,24 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     // The chain is entered inside the guard: a middleware or handler may
     // panic before its future exists, too.
     let run = async { Next::new(&route.chain, &route.endpoint).run(call).await };
-    let outcome = ctx.scope(AssertUnwindSafe(run).catch_unwind()).await;
-    let result = outcome.unwrap_or_else(|panic| {
+    let guarded = ctx.scope(AssertUnwindSafe(run).catch_unwind());
+    let (outcome, ran_out) = match &limit {
+        None => (guarded.await, false),
+        Some((d, token)) => cancel_after(guarded, *d, token).await,
+    };
+    let mut result = outcome.unwrap_or_else(|panic| {
         Counters::bump(&writer.bus().counters.handler_panics);
         Err(BusError::unavailable(format!(
             "handler panicked: {}",
             panic_message(panic.as_ref())
         )))
     });
+    if let (true, Some((d, _)), Err(_)) = (ran_out, &limit, &result) {
+        result = Err(BusError::timeout(format!(
+            "{}: the request carried no deadline and ran past the serve timeout ({d:?})",
+            route.name
+        )));
+    }
     if writer.is_closed() {
         if let Err(e) = result {
             tracing::debug!(target = %route.name, error = %e, "handler failed after its terminal frame");
@@ -260,6 +276,21 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     if let Err(e) = sent {
         tracing::warn!(target = %route.name, error = %e, "could not send the terminal frame");
     }
+}
+
+/// Runs `fut`; when `limit` passes first, cancels `token` and lets `fut`
+/// finish (handlers see the cancellation). True when the limit passed.
+async fn cancel_after<F: std::future::Future>(
+    fut: F,
+    limit: Duration,
+    token: &CancellationToken,
+) -> (F::Output, bool) {
+    let mut fut = std::pin::pin!(fut);
+    tokio::select! {
+        out = &mut fut => return (out, false),
+        _ = tokio::time::sleep(limit) => token.cancel(),
+    }
+    (fut.await, true)
 }
 
 /// Delivers events to a worker task that runs the handler, `concurrency` at a time.

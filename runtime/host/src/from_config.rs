@@ -27,6 +27,7 @@ pub fn spec_from_config(cfg: &Config) -> Result<ServiceSpec, BuildError> {
         subject_prefix: bus.subject_prefix.clone(),
         default_tenant: bus.default_tenant.clone().unwrap_or_default(),
         default_timeout: bus.default_timeout,
+        serve_timeout: bus.serve_timeout,
         gateway: cfg.http.enabled.then(|| gateway_config(&cfg.http)),
         metrics: cfg.telemetry.metrics,
         drain_timeout: cfg.shutdown.drain_timeout,

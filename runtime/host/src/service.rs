@@ -71,7 +71,11 @@ impl Service {
             }
         };
         let metrics = spec.metrics.then(Metrics::new);
-        let mut builder = builder
+        let mut builder = match spec.serve_timeout {
+            Some(d) => builder.serve_timeout(d),
+            None => builder,
+        };
+        builder = builder
             .agent_id(&spec.agent_id)
             .subject_prefix(&spec.subject_prefix)
             .tenant(&spec.default_tenant)

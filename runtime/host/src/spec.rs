@@ -27,6 +27,8 @@ pub struct ServiceSpec {
     pub default_tenant: String,
     /// Timeout of calls that set none.
     pub default_timeout: Duration,
+    /// How long a request that carries no deadline may be served (none: unbounded).
+    pub serve_timeout: Option<Duration>,
     /// The HTTP gateway, when enabled.
     pub gateway: Option<GatewayConfig>,
     /// Whether to count calls for `/metrics`.
@@ -46,6 +48,7 @@ impl ServiceSpec {
             subject_prefix: openagentio_core::subject::DEFAULT_PREFIX.into(),
             default_tenant: String::new(),
             default_timeout: Duration::from_secs(30),
+            serve_timeout: None,
             gateway: None,
             metrics: true,
             drain_timeout: Duration::from_secs(10),
