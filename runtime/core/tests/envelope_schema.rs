@@ -374,20 +374,22 @@ impl Tap {
             .collect()
     }
 
-    fn has_event_type(&self, event_type: &str) -> bool {
-        self.envelopes()
-            .iter()
-            .any(|(_, v)| v["event_type"] == event_type)
+    async fn wait_for(&self, event_type: &str) {
+        self.wait_until(&format!("{event_type} envelope"), |_, v| {
+            v["event_type"] == event_type
+        })
+        .await
     }
 
-    async fn wait_for(&self, event_type: &str) {
+    /// Waits until a captured message passes `pred` (`what` names it).
+    async fn wait_until(&self, what: &str, pred: impl Fn(&str, &Value) -> bool) {
         tokio::time::timeout(Duration::from_secs(10), async {
-            while !self.has_event_type(event_type) {
+            while !self.envelopes().iter().any(|(s, v)| pred(s, v)) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("no {event_type} envelope was published"));
+        .unwrap_or_else(|_| panic!("no {what} was published"));
     }
 }
 
@@ -584,6 +586,11 @@ async fn bus_produced_envelopes() {
     // Fire-and-forget publications: wait for them to be seen.
     tap.wait_for("acp.control.cancel").await;
     tap.wait_for("demo.nested").await;
+    // The broken request is answered from a task of its own.
+    tap.wait_until("CODEC_FAILURE reply", |_, e| {
+        e["correlation_id"] == "broken-1"
+    })
+    .await;
 
     let v = validator();
     let envelopes = tap.envelopes();
