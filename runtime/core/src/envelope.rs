@@ -96,6 +96,28 @@ impl Envelope {
         )
     }
 
+    /// The optional string field named `key` on the wire, for readers to
+    /// fill; `None` for any other key. Both readers (serde's and the codec's
+    /// own) take the list from here.
+    pub(crate) fn optional_text_mut(&mut self, key: &str) -> Option<&mut Text> {
+        Some(match key {
+            "frame_type" => &mut self.frame_type,
+            "trace_id" => &mut self.trace_id,
+            "span_id" => &mut self.span_id,
+            "traceparent" => &mut self.traceparent,
+            "session_id" => &mut self.session_id,
+            "conversation_id" => &mut self.conversation_id,
+            "correlation_id" => &mut self.correlation_id,
+            "reply_to" => &mut self.reply_to,
+            "from" => &mut self.from,
+            "to" => &mut self.to,
+            "channel" => &mut self.channel,
+            "tenant_id" => &mut self.tenant_id,
+            "user_id" => &mut self.user_id,
+            _ => return None,
+        })
+    }
+
     /// An envelope with no identity yet (empty id and type, the Unix epoch)
     /// and every optional field absent: what readers and reply frames fill in.
     pub(crate) fn empty() -> Self {
@@ -341,19 +363,6 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                     })?;
                     required.occurred_at = Some(t);
                 }
-                "frame_type" => env.frame_type = opt_string(&mut map)?,
-                "trace_id" => env.trace_id = opt_string(&mut map)?,
-                "span_id" => env.span_id = opt_string(&mut map)?,
-                "traceparent" => env.traceparent = opt_string(&mut map)?,
-                "session_id" => env.session_id = opt_string(&mut map)?,
-                "conversation_id" => env.conversation_id = opt_string(&mut map)?,
-                "correlation_id" => env.correlation_id = opt_string(&mut map)?,
-                "reply_to" => env.reply_to = opt_string(&mut map)?,
-                "from" => env.from = opt_string(&mut map)?,
-                "to" => env.to = opt_string(&mut map)?,
-                "channel" => env.channel = opt_string(&mut map)?,
-                "tenant_id" => env.tenant_id = opt_string(&mut map)?,
-                "user_id" => env.user_id = opt_string(&mut map)?,
                 "seq" => env.seq = map.next_value::<Option<u64>>()?.unwrap_or(0),
                 "is_final" => env.is_final = map.next_value::<Option<bool>>()?.unwrap_or(false),
                 "payload" => {
@@ -365,10 +374,13 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                         .next_value::<Option<Map<String, Value>>>()?
                         .unwrap_or_default()
                 }
-                other => {
-                    let v: Value = map.next_value()?;
-                    env.extra.insert(other.to_owned(), v);
-                }
+                other => match env.optional_text_mut(other) {
+                    Some(field) => *field = opt_string(&mut map)?,
+                    None => {
+                        let v: Value = map.next_value()?;
+                        env.extra.insert(other.to_owned(), v);
+                    }
+                },
             }
         }
         required.complete(env).map_err(|unfit| match unfit {

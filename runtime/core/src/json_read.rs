@@ -85,19 +85,6 @@ impl<'a> Reader<'a> {
                     let raw = self.string_body()?;
                     required.occurred_at = Some(DateTime::parse_from_rfc3339(&raw).ok()?);
                 }
-                "frame_type" => env.frame_type = self.opt_text()?,
-                "trace_id" => env.trace_id = self.opt_text()?,
-                "span_id" => env.span_id = self.opt_text()?,
-                "traceparent" => env.traceparent = self.opt_text()?,
-                "session_id" => env.session_id = self.opt_text()?,
-                "conversation_id" => env.conversation_id = self.opt_text()?,
-                "correlation_id" => env.correlation_id = self.opt_text()?,
-                "reply_to" => env.reply_to = self.opt_text()?,
-                "from" => env.from = self.opt_text()?,
-                "to" => env.to = self.opt_text()?,
-                "channel" => env.channel = self.opt_text()?,
-                "tenant_id" => env.tenant_id = self.opt_text()?,
-                "user_id" => env.user_id = self.opt_text()?,
                 "seq" => {
                     env.seq = match self.peek()? {
                         b'n' => self.literal(b"null").map(|()| 0)?,
@@ -125,10 +112,13 @@ impl<'a> Reader<'a> {
                         _ => return None,
                     }
                 }
-                _ => {
-                    let v = self.value(2)?;
-                    env.extra.insert(key.into_owned(), v);
-                }
+                other => match env.optional_text_mut(other) {
+                    Some(field) => *field = self.opt_text()?,
+                    None => {
+                        let v = self.value(2)?;
+                        env.extra.insert(key.into_owned(), v);
+                    }
+                },
             }
             more = match self.peek()? {
                 b',' => true,
