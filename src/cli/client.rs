@@ -118,7 +118,7 @@ pub async fn invoke(a: CallArgs) -> Exit {
 /// The frames of a stream, from the bus or from the gateway's SSE answer.
 enum Frames {
     Bus(Bus, openagentio_core::Stream),
-    Gateway(gateway::Frames, Option<Duration>),
+    Gateway(gateway::Envelopes, Option<Duration>),
 }
 
 impl Frames {
@@ -260,7 +260,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
     let run = async {
         // Both ways end in one stream of envelopes: the bus's subscription
         // through a channel, or the gateway's event feed.
-        let (events, bus): (gateway::Frames, Option<Bus>) = match remote(&a.bus).await? {
+        let (mut events, bus): (gateway::Envelopes, Option<Bus>) = match remote(&a.bus).await? {
             Remote::Bus(bus) => {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let mut opts = openagentio_core::SubscribeOptions::new();
@@ -279,7 +279,6 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
             }
             Remote::Gateway(gw) => (gw.subscribe(&a.event_type).await?, None),
         };
-        let mut events = events;
         eprintln!("subscribed to {}", a.event_type);
         let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;

@@ -14,7 +14,7 @@ use super::{BusArgs, Exit};
 
 /// Envelopes read from an SSE answer of the gateway (a stream's frames, or
 /// an event feed).
-pub type Frames = Pin<Box<dyn Stream<Item = Result<Envelope, BusError>> + Send>>;
+pub type Envelopes = Pin<Box<dyn Stream<Item = Result<Envelope, BusError>> + Send>>;
 
 /// The gateway of a running service, with the caller's tenant, session and token.
 pub struct Gateway {
@@ -131,7 +131,7 @@ impl Gateway {
         target: &str,
         payload: &Value,
         timeout: Duration,
-    ) -> Result<Frames, BusError> {
+    ) -> Result<Envelopes, BusError> {
         let req = self
             .post_json(
                 &format!("/v1/agents/{}/stream", path_segment(target)),
@@ -140,11 +140,11 @@ impl Gateway {
             .header("Accept", "text/event-stream")
             .timeout(timeout);
         let resp = self.send(req).await?;
-        Ok(self.frames(resp))
+        Ok(self.envelopes(resp))
     }
 
     /// The envelopes of an SSE answer.
-    fn frames(&self, resp: reqwest::Response) -> Frames {
+    fn envelopes(&self, resp: reqwest::Response) -> Envelopes {
         let base = self.base.clone();
         let frames = resp.bytes_stream().eventsource().map(move |event| {
             let event = event.map_err(|e| match e {
@@ -161,7 +161,7 @@ impl Gateway {
 
     /// `GET /v1/events/{pattern}`: the events as they arrive, until the
     /// feed ends.
-    pub async fn subscribe(&self, pattern: &str) -> Result<Frames, BusError> {
+    pub async fn subscribe(&self, pattern: &str) -> Result<Envelopes, BusError> {
         let req = self
             .request(
                 reqwest::Method::GET,
@@ -169,7 +169,7 @@ impl Gateway {
             )
             .header("Accept", "text/event-stream");
         let resp = self.send(req).await?;
-        Ok(self.frames(resp))
+        Ok(self.envelopes(resp))
     }
 
     /// `POST /v1/events/{event_type}`.
