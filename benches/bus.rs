@@ -10,6 +10,10 @@
 //!   (the NATS baseline),
 //! - the bus over NATS (two connections, as two processes would have).
 //!
+//! Streams have baselines of their own: a producer task sending the same
+//! delta payloads through an `mpsc` channel, and raw `async-nats` publishes of
+//! those payloads to a per-stream inbox.
+//!
 //! The `parts` group (only when `BENCH_ONLY` names it) splits the distance
 //! between raw request/reply and the bus into steps: raw request/reply with
 //! the bus's envelope as its body, then replies routed as the bus routes
@@ -196,6 +200,102 @@ async fn bus_stream(name: &str, client: Bus, in_flight: usize) -> Row {
     })
     .await;
     row.per_sec *= frames_per_call;
+    row
+}
+
+/// The delta and terminal payloads of the raw stream baselines: what the
+/// bus's stream handler puts in its frames' `payload`.
+const DELTA_BODY: &[u8] = br#"{"delta":"token "}"#;
+const FINAL_BODY: &[u8] = br#"{"result":null}"#;
+
+/// Baseline for in-memory streams: per stream, a producer task sends
+/// STREAM_FRAMES delta values and a final one through a bounded `mpsc`
+/// channel of the bus's default frame buffer size (4,096), counted as
+/// frames per second.
+async fn bare_stream(in_flight: usize) -> Row {
+    let (open, mut opened) = mpsc::channel::<mpsc::Sender<Value>>(1024);
+    tokio::spawn(async move {
+        while let Some(frames) = opened.recv().await {
+            tokio::spawn(async move {
+                for _ in 0..STREAM_FRAMES {
+                    frames.send(json!({"delta": "token "})).await.unwrap();
+                }
+                frames.send(json!({"result": null})).await.unwrap();
+            });
+        }
+    });
+    let mut row = measure("bare mpsc stream", in_flight, move || {
+        let open = open.clone();
+        async move {
+            let (tx, mut rx) = mpsc::channel(4096);
+            open.send(tx).await.unwrap();
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            assert_eq!(n, STREAM_FRAMES + 1);
+        }
+    })
+    .await;
+    row.per_sec *= STREAM_FRAMES as f64 + 1.0;
+    row
+}
+
+/// Baseline for streams over NATS: per stream, the caller subscribes to a
+/// fresh inbox and publishes a request with it as the reply subject; the
+/// handler publishes STREAM_FRAMES deltas and a final message there (the
+/// bus's frame payloads as bare bodies, no envelope).
+async fn raw_stream(url: &str, in_flight: usize) -> Row {
+    let server = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url).await.unwrap();
+    let mut requests = server
+        .queue_subscribe("raw.stream", "raw.stream".to_owned())
+        .await
+        .unwrap();
+    let responder = server.clone();
+    let handler = tokio::spawn(async move {
+        while let Some(m) = requests.next().await {
+            let Some(reply) = m.reply else { continue };
+            let responder = responder.clone();
+            tokio::spawn(async move {
+                for _ in 0..STREAM_FRAMES {
+                    let delta = bytes::Bytes::from_static(DELTA_BODY);
+                    responder.publish(reply.clone(), delta).await.unwrap();
+                }
+                let last = bytes::Bytes::from_static(FINAL_BODY);
+                responder.publish(reply, last).await.unwrap();
+            });
+        }
+    });
+    server.flush().await.unwrap();
+    // Ready once a request gets an answer (its other frames go nowhere).
+    for _ in 0..200 {
+        let answer = client.request("raw.stream", bytes::Bytes::new());
+        if tokio::time::timeout(Duration::from_secs(1), answer)
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut row = measure("raw async-nats stream", in_flight, move || {
+        let client = client.clone();
+        async move {
+            let inbox = client.new_inbox();
+            let mut frames = client.subscribe(inbox.clone()).await.unwrap();
+            client
+                .publish_with_reply("raw.stream", inbox, bytes::Bytes::new())
+                .await
+                .unwrap();
+            for _ in 0..=STREAM_FRAMES {
+                frames.next().await.unwrap();
+            }
+        }
+    })
+    .await;
+    handler.abort();
+    row.per_sec *= STREAM_FRAMES as f64 + 1.0;
     row
 }
 
@@ -440,7 +540,9 @@ fn main() {
             }
             if round == 1 && selected("stream") {
                 for n in [1, 16] {
+                    rows.push(bare_stream(n).await);
                     rows.push(bus_stream("bus stream deltas (memory)", memory.clone(), n).await);
+                    rows.push(raw_stream(&nats.url(), n).await);
                     rows.push(bus_stream("bus stream deltas (NATS)", client.clone(), n).await);
                 }
             }
@@ -500,6 +602,34 @@ fn main() {
                 "bus invoke (NATS)",
                 "raw async-nats, ",
                 64,
+                "",
+            ),
+            (
+                "bus stream (memory) / bare channel stream",
+                "bus stream deltas (memory)",
+                "bare mpsc stream",
+                1,
+                "",
+            ),
+            (
+                "bus stream (memory) / bare channel stream",
+                "bus stream deltas (memory)",
+                "bare mpsc stream",
+                16,
+                "",
+            ),
+            (
+                "bus stream (NATS) / raw async-nats stream",
+                "bus stream deltas (NATS)",
+                "raw async-nats stream",
+                1,
+                "",
+            ),
+            (
+                "bus stream (NATS) / raw async-nats stream",
+                "bus stream deltas (NATS)",
+                "raw async-nats stream",
+                16,
                 "",
             ),
             // The `parts` steps, each against raw request/reply.
