@@ -28,6 +28,7 @@ openagentio_testkit::on_both_transports!(
     undecodable_requests_with_a_reply_subject_get_codec_failure,
     junk_on_a_callers_reply_subject_is_counted_and_skipped,
     junk_on_the_cancel_subject_is_counted_and_cancellation_still_works,
+    requests_are_answered_where_a_reply_can_go,
 );
 
 /// Waits (bounded) until `cond` holds; the bus offers no notification for its
@@ -409,4 +410,110 @@ async fn junk_on_the_cancel_subject_is_counted_and_cancellation_still_works(kind
          (runtime/core/src/cancel.rs `Served::deliver` drops undecodable notices silently)",
         p.server.stats().bad_messages
     );
+}
+
+/// A request envelope without `reply_to` but with a transport reply subject
+/// (a plain `nats request`) is answered at that subject; one whose
+/// `reply_to` cannot be published to is refused with `INVALID_REQUEST` at the
+/// transport reply subject (or, without one, only counted), its handler not
+/// run; a lone UTF-16 surrogate escape (which Go reads as U+FFFD) is read as
+/// Go reads it.
+async fn requests_are_answered_where_a_reply_can_go(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    p.server
+        .handle_invoke("echo", move |req| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { Ok(req.payload().clone()) }
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("chat", |_req, w| async move {
+            w.delta_text("a").await?;
+            w.finish(json!("ok")).await
+        })
+        .await
+        .unwrap();
+    let inbox = p.client.transport().new_inbox_prefix();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let _sub = p
+        .client
+        .transport()
+        .subscribe(&format!("{inbox}.*"), None, Arc::new(ToChannel(tx)))
+        .await
+        .unwrap();
+    p.settle().await;
+    let s = p.server.subjects().clone();
+    let request = |id: &str, reply_to: &str, payload: &str| {
+        format!(
+            r#"{{"spec_version":"acp/1.0","schema_version":1,"event_id":"{id}","event_type":"agent.message.received","occurred_at":"2026-05-02T10:00:00Z","reply_to":"{reply_to}","payload":{payload}}}"#
+        )
+    };
+    let send = |subject: String, body: String, reply: Option<String>| {
+        let mut msg = Message::bytes(subject, body.into_bytes());
+        if let Some(r) = reply {
+            msg = msg.with_reply(r);
+        }
+        let client = p.client.clone();
+        async move { client.transport().publish(msg).await.unwrap() }
+    };
+    let mut next_frame = async |what: &str| {
+        let answer = recv(&mut rx, what).await;
+        let frame = match answer.body {
+            Body::Envelope(env) => Arc::unwrap_or_clone(env),
+            Body::Bytes(b) => codec::decode(&b).expect("an envelope"),
+        };
+        (answer.subject.to_string(), frame)
+    };
+
+    // No reply_to: answered at the transport reply subject.
+    let body = request("plain-1", "", r#"{"n":1}"#);
+    send(s.invoke("echo", ""), body, Some(format!("{inbox}.1"))).await;
+    let (subject, frame) = next_frame("the answer to a request without reply_to").await;
+    assert_eq!(subject, format!("{inbox}.1"));
+    assert_eq!(frame.event_type, "agent.response.final", "{frame:?}");
+    assert_eq!(frame.correlation_id, "plain-1");
+    assert_eq!(frame.payload, Some(json!({"n": 1})));
+    // A stream target sends all its frames there.
+    let body = request("plain-2", "", "null");
+    send(s.invoke("chat", ""), body, Some(format!("{inbox}.2"))).await;
+    let mut kinds = Vec::new();
+    loop {
+        let (subject, frame) = next_frame("the stream's frames").await;
+        assert_eq!(subject, format!("{inbox}.2"));
+        kinds.push(frame.event_type.to_string());
+        if frame.is_final {
+            break;
+        }
+    }
+    assert_eq!(kinds, ["agent.response.delta", "agent.response.final"]);
+
+    // A reply_to nobody can publish to: refused, the handler not run.
+    let before = runs.load(std::sync::atomic::Ordering::SeqCst);
+    for (n, bad) in [(3, "has space"), (4, "wild.*"), (5, "wild.>"), (6, "a..b")] {
+        let body = request(&format!("bad-{n}"), bad, "null");
+        send(s.invoke("echo", ""), body, Some(format!("{inbox}.{n}"))).await;
+        let (subject, frame) = next_frame(&format!("the refusal of reply_to {bad:?}")).await;
+        assert_eq!(subject, format!("{inbox}.{n}"));
+        assert_eq!(frame.correlation_id, format!("bad-{n}"));
+        let err = frame.error().expect("an error frame");
+        assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+        assert!(err.message().contains(bad), "{err}");
+    }
+    // Without a transport reply subject there is nowhere to say so: counted.
+    send(s.invoke("echo", ""), request("bad-7", "x y", "null"), None).await;
+    wait_until("the reply_to refusals counted", || {
+        p.server.stats().bad_messages == 5
+    })
+    .await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), before);
+
+    // Half an emoji from a sender that counts UTF-16 units.
+    let body = request("lone-8", &format!("{inbox}.8"), r#"{"text":"cut \ud83d"}"#);
+    send(s.invoke("echo", ""), body, None).await;
+    let (_, frame) = next_frame("the answer to a lone surrogate").await;
+    assert_eq!(frame.payload, Some(json!({"text": "cut \u{FFFD}"})));
+    assert_eq!(p.server.stats().bad_messages, 5);
 }

@@ -58,8 +58,68 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     match json_read::read_envelope(text) {
         Some(env) => Ok(env),
         // Broken or unusual: serde_json decides, and names what is wrong.
-        None => Ok(serde_json::from_str(text)?),
+        None => match serde_json::from_str(text) {
+            Ok(env) => Ok(env),
+            // serde_json refuses a lone UTF-16 surrogate (`"\ud83d"`, half an
+            // emoji cut by a sender that counts UTF-16 units); Go's
+            // encoding/json reads it as U+FFFD and Python keeps it, so
+            // their envelopes are read here the way Go reads them.
+            Err(e) => match mend_lone_surrogates(text) {
+                Some(mended) => Ok(serde_json::from_str(&mended)?),
+                None => Err(e.into()),
+            },
+        },
     }
+}
+
+/// `text` with every `\u` escape of a lone UTF-16 surrogate replaced by
+/// `\ufffd`, or `None` when it has none. A backslash cannot stand outside a
+/// string in JSON, so the text is scanned as a whole, escape by escape (an
+/// escaped backslash followed by `u` is not an escape of `u`).
+fn mend_lone_surrogates(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let hex4 = |at: usize| -> Option<u32> {
+        let digits = bytes.get(at..at + 4)?;
+        digits
+            .iter()
+            .try_fold(0, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+    };
+    let mut mended: Option<String> = None;
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            at += 1;
+            continue;
+        }
+        let Some(unit) = bytes.get(at + 1).filter(|&&c| c == b'u').and(hex4(at + 2)) else {
+            at += 2;
+            continue;
+        };
+        let lone = match unit {
+            0xD800..=0xDBFF => {
+                let low = bytes.get(at + 6..at + 8) == Some(b"\\u")
+                    && hex4(at + 8).is_some_and(|u| (0xDC00..=0xDFFF).contains(&u));
+                if low {
+                    at += 12;
+                    continue;
+                }
+                true
+            }
+            0xDC00..=0xDFFF => true,
+            _ => false,
+        };
+        if lone {
+            let out = mended.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[copied..at]);
+            out.push_str("\\ufffd");
+            copied = at + 6;
+        }
+        at += 6;
+    }
+    let mut out = mended?;
+    out.push_str(&text[copied..]);
+    Some(out)
 }
 
 /// Takes the envelope out of a body, decoding bytes.
@@ -112,6 +172,30 @@ mod tests {
         assert!(
             err.starts_with("not an acp envelope: invalid type"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn lone_surrogates_read_as_the_replacement_character_as_go_reads_them() {
+        let base = r#"{"spec_version":"acp/1.0","schema_version":1,"event_id":"e","event_type":"t","occurred_at":"2026-05-02T10:00:00Z","payload":"#;
+        for (json, want) in [
+            (r#""\ud83d""#, "\u{FFFD}"),
+            (r#""a\udc00b""#, "a\u{FFFD}b"),
+            (r#""\ud83d\u0041""#, "\u{FFFD}A"),
+            (r#""\ud83d\ud83d\ude00""#, "\u{FFFD}\u{1F600}"),
+            (r#""\ud83d\ude00""#, "\u{1F600}"),
+            (r#""\\ud800""#, "\\ud800"),
+            (r#""\\\ud800""#, "\\\u{FFFD}"),
+        ] {
+            let env = decode(format!("{base}{json}}}").as_bytes()).unwrap();
+            assert_eq!(env.payload, Some(Value::from(want)), "{json}");
+        }
+        // Only lone surrogates are mended: other faults are still named.
+        let err = decode(format!("{base}\"\\ud800\\x\"}}").as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("escape"), "{err}");
+        assert_eq!(
+            mend_lone_surrogates(r#"{"a":"\ud83d\ude00 \\ud800"}"#),
+            None
         );
     }
 }

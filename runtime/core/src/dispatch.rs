@@ -19,6 +19,7 @@ use crate::inline::{FirstPoll, run_inline_first};
 use crate::middleware::{Endpoint, Middleware, Next, panic_message};
 use crate::request::{Call, CallKind, Request};
 use crate::stats::Counters;
+use crate::subject::is_reply_subject;
 use crate::text::Text;
 use crate::transport::{Body, Message, Sink};
 use crate::writer::{FrameKind, StreamWriter, reply_frame};
@@ -150,11 +151,18 @@ impl Sink for RequestSink {
 
 /// The request envelope of `msg`; bytes that are not one are counted, logged
 /// and answered with `CODEC_FAILURE` where the sender can be found.
+///
+/// Answers go to the envelope's `reply_to` (the subject the reference SDKs
+/// read). A request without one that came with a transport reply subject (a
+/// plain `nats request`, say) is answered there: it becomes the `reply_to`.
+/// A `reply_to` that no reply can be published to is refused like bytes
+/// that are not an envelope, with `INVALID_REQUEST` to the transport's reply
+/// subject if there is one: the handler's answer could not reach anyone.
 fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Arc<Envelope>> {
-    match msg.body {
-        Body::Envelope(env) => Some(env),
+    let mut env = match msg.body {
+        Body::Envelope(env) => env,
         Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
-            Ok(env) => Some(Arc::new(env)),
+            Ok(env) => Arc::new(env),
             Err(e) => {
                 Counters::bump(&bus.counters.bad_messages);
                 tracing::warn!(subject = %msg.subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
@@ -168,10 +176,33 @@ fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Arc<Envelope>> {
                 tokio::spawn(async move {
                     reply_error_to_undecoded(&bus, msg, BusError::codec(e.to_string())).await;
                 });
-                None
+                return None;
             }
         },
+    };
+    if env.reply_to.is_empty() {
+        if let Some(reply) = msg.reply.filter(|r| is_reply_subject(r)) {
+            Arc::make_mut(&mut env).reply_to = reply;
+        }
+    } else if !is_reply_subject(&env.reply_to) {
+        Counters::bump(&bus.counters.bad_messages);
+        tracing::warn!(subject = %msg.subject, reply_to = %env.reply_to, "request refused: replies cannot be published to its reply_to");
+        let err = BusError::invalid(format!(
+            "reply_to {:?} is not a subject replies can be published to",
+            env.reply_to
+        ));
+        Arc::make_mut(&mut env).reply_to = Text::default();
+        let msg = Message {
+            subject: msg.subject,
+            reply: msg.reply,
+            body: Body::Envelope(env),
+            status: None,
+        };
+        let bus = bus.clone();
+        tokio::spawn(async move { reply_error_to_undecoded(&bus, msg, err).await });
+        return None;
     }
+    Some(env)
 }
 
 /// Answers a request that will not be served with an error frame, decoding only
@@ -195,7 +226,8 @@ async fn reply_error_to_undecoded(bus: &Arc<BusInner>, msg: Message, err: BusErr
             }
         },
     };
-    let Some(reply_to) = reply_to.filter(|r| !r.is_empty()).or(msg.reply) else {
+    let usable = |r: &Text| is_reply_subject(r);
+    let Some(reply_to) = reply_to.filter(usable).or(msg.reply.filter(usable)) else {
         return;
     };
     let payload = Some(serde_json::to_value(err.to_payload()).expect("error payload serializes"));

@@ -224,9 +224,44 @@ pub fn has_wildcard(pattern: &str) -> bool {
     pattern.split('.').any(|t| t == "*" || t == ">")
 }
 
+/// Whether replies can be published to `subject`: not empty, no empty
+/// token, no wildcard token, no whitespace or control byte. Checked on every
+/// request, so a byte scan rather than [`check_name`]'s error-building pass.
+pub(crate) fn is_reply_subject(subject: &str) -> bool {
+    fn token_ok(t: &[u8]) -> bool {
+        !t.is_empty() && t != b"*" && t != b">"
+    }
+    let bytes = subject.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b <= b' ' || b == 0x7f {
+            return false;
+        }
+        if b == b'.' {
+            if !token_ok(&bytes[start..i]) {
+                return false;
+            }
+            start = i + 1;
+        }
+    }
+    token_ok(&bytes[start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_subjects_are_publishable_subjects() {
+        for ok in ["_INBOX.abc.1", "a", "reply-to_x.y", "é.ü"] {
+            assert!(is_reply_subject(ok), "{ok:?}");
+        }
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a.*", "*", "a.>", "a b", "a\tb", "a\r\n", "a\u{7f}",
+        ] {
+            assert!(!is_reply_subject(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn wildcards_match_as_nats_does() {
