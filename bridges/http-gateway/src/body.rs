@@ -107,7 +107,9 @@ pub(crate) async fn read_json(
     if data.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    match serde_json::from_slice::<Value>(&data) {
+    let text = std::str::from_utf8(&data)
+        .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+    match openagentio_core::codec::from_json_str::<Value>(text) {
         Ok(Value::Null) => Ok(None),
         Ok(v) => Ok(Some(v)),
         Err(e) => Err(ApiError::bad_request(format!(

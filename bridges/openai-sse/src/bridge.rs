@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use openagentio_core::codec::from_json_str;
 use openagentio_core::{
     Bridge, BridgeError, BridgeHealth, Bus, BusError, ErrorCode, Registration, Request,
     StreamWriter, TargetInfo,
@@ -346,7 +347,7 @@ impl Call<'_> {
     /// Handles one SSE event.
     async fn on_event(&mut self, event: SseEvent) -> Result<Flow, SseError> {
         if event.event == "error" {
-            let payload = serde_json::from_str(&event.data).unwrap_or(Value::String(event.data));
+            let payload = from_json_str(&event.data).unwrap_or(Value::String(event.data));
             return Err(SseError::from_upstream(&payload));
         }
         let data = event.data.trim();
@@ -356,7 +357,9 @@ impl Call<'_> {
         if data == "[DONE]" {
             return Ok(Flow::Done);
         }
-        let chunk: Value = serde_json::from_str(data).map_err(|e| {
+        // Lenient where serde_json is not: half an emoji as U+FFFD (see
+        // `from_json_str`), rather than the end of the stream.
+        let chunk: Value = from_json_str(data).map_err(|e| {
             SseError::Codec(format!("a data line is not JSON ({e}): {}", snippet(data)))
         })?;
         self.on_chunk(&chunk).await?;

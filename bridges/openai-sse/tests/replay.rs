@@ -375,6 +375,14 @@ async fn non_json_data_is_a_codec_failure() {
 }
 
 #[tokio::test]
+async fn a_lone_surrogate_reads_as_the_replacement_character() {
+    let (frames, _s) = replay(&["lone_surrogate"], |_| {}).await;
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert_eq!(frames[..2], [started("m", "s1"), delta("cut \u{FFFD}")]);
+    assert_eq!(frames[2].0, "final", "{frames:?}");
+}
+
+#[tokio::test]
 async fn slow_first_token_times_out_despite_keep_alives() {
     let t0 = Instant::now();
     let (frames, _s) = replay(&["slow_first_token"], |_| {}).await;

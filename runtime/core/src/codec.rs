@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::envelope::Envelope;
@@ -58,18 +59,24 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     match json_read::read_envelope(text) {
         Some(env) => Ok(env),
         // Broken or unusual: serde_json decides, and names what is wrong.
-        None => match serde_json::from_str(text) {
-            Ok(env) => Ok(env),
-            // serde_json refuses a lone UTF-16 surrogate (`"\ud83d"`, half an
-            // emoji cut by a sender that counts UTF-16 units); Go's
-            // encoding/json reads it as U+FFFD and Python keeps it, so
-            // their envelopes are read here the way Go reads them.
-            Err(e) => match mend_lone_surrogates(text) {
-                Some(mended) => Ok(serde_json::from_str(&mended)?),
-                None => Err(e.into()),
-            },
-        },
+        None => Ok(from_json_str(text)?),
     }
+}
+
+/// `serde_json::from_str`, except that a lone UTF-16 surrogate escape
+/// (`"\ud83d"`, half an emoji cut by a sender that counts UTF-16 units,
+/// which serde_json refuses) reads as U+FFFD, as Go's `encoding/json` reads
+/// it (Python keeps it). Every other fault is serde_json's error.
+///
+/// ```
+/// let v: serde_json::Value = openagentio_core::codec::from_json_str(r#"{"t":"cut \ud83d"}"#).unwrap();
+/// assert_eq!(v["t"], "cut \u{FFFD}");
+/// ```
+pub fn from_json_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str(text).or_else(|e| match mend_lone_surrogates(text) {
+        Some(mended) => serde_json::from_str(&mended),
+        None => Err(e),
+    })
 }
 
 /// `text` with every `\u` escape of a lone UTF-16 surrogate replaced by

@@ -60,6 +60,36 @@ async fn malformed_json_is_400_with_a_clear_message() {
 }
 
 #[tokio::test]
+async fn bodies_that_are_not_utf8_are_400_and_lone_surrogates_read_as_go_reads_them() {
+    let gw = gateway(GatewayConfig::default()).await;
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body(vec![b'"', 0xff, b'"'])
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(resp, 400, "INVALID_REQUEST").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("not UTF-8"),
+        "{body}"
+    );
+    // What JavaScript's JSON.stringify writes for half an emoji: U+FFFD,
+    // as Go's encoding/json reads it, not a 400.
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body(r#"{"text":"cut \ud83d"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap(),
+        json!({"text": "cut \u{FFFD}"})
+    );
+    still_serves(&gw).await;
+}
+
+#[tokio::test]
 async fn the_default_limit_is_4_mib() {
     let gw = gateway(GatewayConfig::default()).await;
     // A string payload of just under 4 MiB passes.
