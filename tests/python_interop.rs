@@ -597,6 +597,57 @@ async fn rust_calls_python() {
     assert_eq!(err.code(), ErrorCode::NoHandler);
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    // A mixed fleet: Rust and Python workers of the same targets share one
+    // queue group, and the Rust caller cannot tell them apart.
+    bus.handle_invoke(
+        "mixed",
+        |_req| async move { Ok(json!({"served_by": "rust"})) },
+    )
+    .await
+    .unwrap();
+    bus.handle_stream("mixed-stream", |_req, w| async move {
+        w.delta_text("rust").await?;
+        w.finish(json!({"served_by": "rust"})).await
+    })
+    .await
+    .unwrap();
+    bus.transport().flush().await.unwrap();
+    let mut invoked = std::collections::BTreeMap::<String, usize>::new();
+    let mut streamed = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..40 {
+        let reply = bus.invoke("mixed", json!(null)).await.unwrap();
+        let by = reply.payload.unwrap()["served_by"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        *invoked.entry(by).or_default() += 1;
+        let mut s = bus
+            .stream_invoke("mixed-stream", json!(null))
+            .await
+            .unwrap();
+        let mut fs = Vec::new();
+        while let Some(f) = s.next().await {
+            fs.push(f.unwrap());
+        }
+        let by = fs.last().unwrap().payload.clone().unwrap()["result"]["served_by"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            fs[0].payload_as::<DeltaPayload>().unwrap().delta,
+            by,
+            "one worker served the whole stream"
+        );
+        *streamed.entry(by).or_default() += 1;
+    }
+    for counts in [&invoked, &streamed] {
+        assert_eq!(
+            counts.keys().collect::<Vec<_>>(),
+            ["python", "rust"],
+            "{counts:?}"
+        );
+    }
+
     assert_eq!(bus.stats().bad_messages, 0, "{:?}", bus.stats());
     py.finish().await;
 }

@@ -56,6 +56,13 @@ async def main() -> None:
     async def silent(env, w):
         return None
 
+    async def shared(env):
+        return {"served_by": "python"}
+
+    async def shared_stream(env, w):
+        await w.delta(DeltaPayload(delta="python"))
+        await w.final(FinalPayload(result={"served_by": "python"}))
+
     async def tenant_echo(env):
         return {"tenant": env.tenant_id, "served_by": "py-acme"}
 
@@ -66,6 +73,9 @@ async def main() -> None:
     await bus.handle_stream("py-fail-stream", fail_stream)
     await bus.handle_stream("py-silent", silent)
     await acme.handle_invoke("echo", tenant_echo)
+    # The same targets as a Rust worker: one queue group, a mixed fleet.
+    await bus.handle_invoke("mixed", shared)
+    await bus.handle_stream("mixed-stream", shared_stream)
     await bus.transport.flush()
     await acme.transport.flush()
     emit("ready")
