@@ -71,15 +71,20 @@ impl Config {
 }
 
 fn version(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
-    let s = string(v, p, r)?;
-    if s == CONFIG_VERSION {
-        Some(s)
-    } else {
-        r.error(
-            p,
-            format!("unsupported version {s:?}; expected {CONFIG_VERSION:?}"),
-        );
-        None
+    match v.as_str() {
+        Some(s) if s == CONFIG_VERSION => Some(s.to_owned()),
+        // `version: 1` and the like: say what to write, not only the type.
+        _ => {
+            let found = match v {
+                Value::String(s) => format!("{s:?}"),
+                other => other.to_string(),
+            };
+            r.error(
+                p,
+                format!("unsupported version {found}; expected {CONFIG_VERSION:?}"),
+            );
+            None
+        }
     }
 }
 

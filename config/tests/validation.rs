@@ -20,6 +20,18 @@ fn errors(yaml: &str) -> Vec<String> {
 const V: &str = "version: openagentio.bridge/v1\n";
 
 #[test]
+fn a_version_that_is_not_the_format_string_says_what_to_write() {
+    for (value, shown) in [("1", "1"), ("true", "true"), ("v1", "\"v1\"")] {
+        assert_eq!(
+            errors(&format!("version: {value}\n")),
+            [format!(
+                "version: unsupported version {shown}; expected \"openagentio.bridge/v1\""
+            )]
+        );
+    }
+}
+
+#[test]
 fn ten_mistakes_are_all_reported_with_their_paths() {
     let text = include_str!("data/ten_mistakes.yaml");
     assert_eq!(
