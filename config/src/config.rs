@@ -12,7 +12,7 @@ use crate::reader::Obj;
 use crate::shutdown::ShutdownConfig;
 use crate::telemetry::TelemetryConfig;
 use crate::validate;
-use crate::values::{expected, string};
+use crate::values::expected;
 
 /// The one `version` this crate reads: `openagentio.bridge/v1`, as the reference.
 pub const CONFIG_VERSION: &str = "openagentio.bridge/v1";
