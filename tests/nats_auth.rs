@@ -34,7 +34,11 @@ async fn refused(url: &str, auth: NatsAuth) {
         Ok(_) => panic!("{what}: connected"),
         Err(e) => e,
     };
-    assert!(started.elapsed() < FAST, "{what}: took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < FAST,
+        "{what}: took {:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, ConnectError::Auth { .. }), "{what}: {err}");
     assert!(err.to_string().contains("authorization failed"), "{err}");
 }
@@ -43,7 +47,12 @@ async fn refused(url: &str, auth: NatsAuth) {
 async fn a_token_server_takes_the_token_and_refuses_others() {
     let nats = NatsServer::start_with_args(&["--auth", "t0ken"]);
     let url = nats.url();
-    serves(connect(&url, NatsAuth::Token("t0ken".into())).await.unwrap()).await;
+    serves(
+        connect(&url, NatsAuth::Token("t0ken".into()))
+            .await
+            .unwrap(),
+    )
+    .await;
     refused(&url, NatsAuth::Token("wrong".into())).await;
     refused(&url, NatsAuth::None).await;
 }
