@@ -136,7 +136,7 @@ impl NatsTransport {
             } else {
                 ConnectError::Connect {
                     url: url.clone(),
-                    message,
+                    message: with_tls_hint(message),
                 }
             }
         })?;
@@ -148,6 +148,21 @@ impl NatsTransport {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+}
+
+/// `message` with what to do about the TLS refusals a user can fix in the
+/// config (rustls names them, but not the setting that helps).
+fn with_tls_hint(message: String) -> String {
+    let hint = if message.contains("UnknownIssuer") {
+        "the server's certificate is signed by a CA this client does not trust: \
+         give that CA as `bus.nats.tls.ca_file` (NatsTls::ca_file)"
+    } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
+        "the server may want a client certificate: set `bus.nats.tls.cert_file` and \
+         `key_file` (NatsTls::cert_file, key_file)"
+    } else {
+        return message;
+    };
+    format!("{message} ({hint})")
 }
 
 fn fastrand_f64() -> f64 {

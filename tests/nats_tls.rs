@@ -1,0 +1,145 @@
+//! TLS to a real nats-server, configured as a user writes it (`bus.nats.tls`
+//! in the config file), with certificates made for the test by a test CA.
+//!
+//! Proves that the service's connection options reach the wire: a server
+//! that requires TLS is reached with the CA given in `ca_file`; without it the
+//! certificate is refused, clearly and at once; a server that requires client
+//! certificates (mutual TLS) takes `cert_file`/`key_file` and refuses a client
+//! without them.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use openagentio_config::{Format, load_with_env};
+use openagentio_core::Bus;
+use openagentio_nats::NatsTransport;
+use openagentio_testkit::NatsServer;
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use serde_json::json;
+
+const FAST: Duration = Duration::from_secs(5);
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM
+/// files in `dir`.
+fn make_certificates(dir: &Path) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "openagentio test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf = |name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    };
+    leaf(
+        "server",
+        vec!["127.0.0.1".into(), "localhost".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    leaf(
+        "client",
+        vec!["client".into()],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+}
+
+fn start_tls_server(dir: &Path, mutual: bool) -> NatsServer {
+    let p = |f: &str| dir.join(f).display().to_string();
+    let (cert, key, ca) = (p("server.pem"), p("server-key.pem"), p("ca.pem"));
+    let mut args = vec!["--tls", "--tlscert", &cert, "--tlskey", &key];
+    if mutual {
+        args.extend(["--tlsverify", "--tlscacert", &ca]);
+    }
+    NatsServer::start_with_args(&args)
+}
+
+/// Connects with the NATS options of a config file whose `bus.nats` section
+/// is `nats` (YAML, indented under it).
+async fn connect(url: &str, nats: &str) -> Result<NatsTransport, String> {
+    let text = format!(
+        "version: \"openagentio.bridge/v1\"\nbus:\n  transport: nats\n  nats:\n    url: {url}\n{nats}"
+    );
+    let cfg = load_with_env(&text, Format::Yaml, &|_| None).expect("a valid config");
+    let opts = openagentio_host::from_config::nats_options(&cfg);
+    NatsTransport::connect(opts)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn serves(transport: NatsTransport) {
+    let bus = Bus::builder().agent_id("tls").transport(transport).build();
+    bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    bus.transport().flush().await.unwrap();
+    let reply = bus.invoke("echo", json!({"over": "tls"})).await.unwrap();
+    assert_eq!(reply.payload, Some(json!({"over": "tls"})));
+    bus.close().await;
+}
+
+async fn refused(url: &str, nats: &str) -> String {
+    let started = Instant::now();
+    let err = match connect(url, nats).await {
+        Ok(_) => panic!("connected with {nats:?}"),
+        Err(e) => e,
+    };
+    assert!(started.elapsed() < FAST, "took {:?}", started.elapsed());
+    err
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_server_is_reached_with_the_configured_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let nats = start_tls_server(dir.path(), false);
+    let url = nats.url();
+    let ca = dir.path().join("ca.pem").display().to_string();
+
+    let with_ca = format!("    tls:\n      required: true\n      ca_file: {ca}\n");
+    serves(connect(&url, &with_ca).await.unwrap()).await;
+    // The server asks for TLS: the CA alone is enough.
+    serves(
+        connect(&url, &format!("    tls:\n      ca_file: {ca}\n"))
+            .await
+            .unwrap(),
+    )
+    .await;
+
+    let err = refused(&url, "    tls:\n      required: true\n").await;
+    assert!(err.contains("bus.nats.tls.ca_file"), "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let nats = start_tls_server(dir.path(), true);
+    let url = nats.url();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+
+    let mutual = format!(
+        "    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client-key.pem")
+    );
+    serves(connect(&url, &mutual).await.unwrap()).await;
+
+    let err = refused(&url, &format!("    tls:\n      ca_file: {}\n", p("ca.pem"))).await;
+    assert!(err.contains("bus.nats.tls.cert_file"), "{err}");
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+}
