@@ -124,6 +124,20 @@ async fn a_tls_server_is_reached_with_the_configured_ca_and_refused_without_it()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_file_that_cannot_be_read_is_named_even_when_the_server_asks_for_no_tls() {
+    let nats = NatsServer::start();
+    let err = refused(
+        &nats.url(),
+        "    tls:\n      ca_file: /nonexistent/ca.pem\n",
+    )
+    .await;
+    assert!(
+        err.contains("/nonexistent/ca.pem") && err.contains("bus.nats.tls.ca_file"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one() {
     let dir = tempfile::tempdir().unwrap();
     make_certificates(dir.path());

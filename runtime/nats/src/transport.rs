@@ -51,6 +51,19 @@ pub enum ConnectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A TLS file named in the options cannot be read (checked before
+    /// connecting: the client reads them only if the server asks for TLS).
+    #[error("cannot read the NATS TLS {what} {path} (`bus.nats.tls.{setting}`): {source}")]
+    TlsFile {
+        /// What the file holds, e.g. "CA certificates".
+        what: &'static str,
+        /// The option that names it.
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The server refused the credentials.
     #[error("NATS authorization failed at {url}")]
     Auth {
@@ -110,6 +123,20 @@ impl NatsTransport {
                         path: path.display().to_string(),
                         source,
                     }
+                })?;
+            }
+        }
+        for (what, setting, path) in [
+            ("CA certificates", "ca_file", &opts.tls.ca_file),
+            ("client certificate", "cert_file", &opts.tls.cert_file),
+            ("client key", "key_file", &opts.tls.key_file),
+        ] {
+            if let Some(path) = path {
+                std::fs::File::open(path).map_err(|source| ConnectError::TlsFile {
+                    what,
+                    setting,
+                    path: path.display().to_string(),
+                    source,
                 })?;
             }
         }
