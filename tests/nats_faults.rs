@@ -7,7 +7,12 @@
 //!   hangs, none panics;
 //! - calls made while the server is down also end in time with a typed error;
 //! - once the server restarts on the same port, the same `Bus` instances (not
-//!   rebuilt) reconnect by themselves and serve invokes and streams again.
+//!   rebuilt) reconnect by themselves and serve invokes and streams again;
+//! - while the server is down, the client buffers publishes until its send
+//!   buffer is full; past that, a publish fails with `TRANSPORT_FAILURE` and a
+//!   call (even one that must first subscribe its reply inbox) with
+//!   `AGENT_TIMEOUT`, each within its timeout, instead of waiting for the
+//!   server to come back; after the restart both work again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -299,4 +304,51 @@ async fn scenario() {
     assert!(server.transport().stats().reconnects >= 1);
     assert!(client.transport().stats().reconnects >= 1);
     assert!(server.transport().is_connected() && client.transport().is_connected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_send_buffer_during_an_outage_fails_publishes_and_calls_in_time() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut nats = NatsServer::start();
+    // A bus that has made no call yet: its first call must subscribe its
+    // reply inbox, through the same stuck send buffer.
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder().agent_id("outage").default_timeout(TIMEOUT),
+    )
+    .await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // async-nats buffers 2,048 commands while disconnected; then it holds.
+    let mut buffered = 0;
+    let failed = loop {
+        let started = Instant::now();
+        match bus.emit("outage.tick", json!({"n": buffered})).await {
+            Ok(()) => buffered += 1,
+            Err(e) => break (e, started.elapsed()),
+        }
+        assert!(buffered <= 100_000, "publishes never stopped being taken");
+    };
+    let (err, took) = failed;
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(took < TIMEOUT + MARGIN, "the publish took {took:?}");
+    assert!(buffered > 0, "nothing was buffered");
+
+    let call = async { bus.invoke("outage.echo", json!(null)).await.map(drop) };
+    let (outcome, took) = timed(call).await;
+    assert!(took < TIMEOUT + MARGIN, "the call took {took:?}");
+    assert!(
+        matches!(outcome, Outcome::Failed(ErrorCode::AgentTimeout)),
+        "{outcome:?}"
+    );
+
+    nats.restart();
+    bus.handle_invoke("outage.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    bus.transport().flush().await.unwrap();
+    let reply = bus.invoke("outage.echo", json!("back")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("back")));
+    bus.emit("outage.tick", json!("back")).await.unwrap();
 }

@@ -350,7 +350,10 @@ impl Bus {
 
     /// Publishes an event on `{prefix}[.{tenant}].events.{event_type}`. Empty
     /// context fields (session, conversation, tenant, user, trace) are filled
-    /// from the request being served, if any.
+    /// from the request being served, if any. Fails with `TRANSPORT_FAILURE`
+    /// when the transport does not take the event within the default timeout
+    /// (or the served request's deadline): a NATS client that lost its server
+    /// buffers publishes until its send buffer is full, then holds them.
     pub async fn publish(&self, mut env: Envelope) -> Result<(), BusError> {
         self.ensure_open()?;
         check_name("event type", &env.event_type, false)
@@ -367,11 +370,25 @@ impl Bus {
             env.tenant_id.clone()
         };
         let subject = self.inner.subjects.event(&env.event_type, &tenant);
-        self.inner
+        // Bounded like a call: a disconnected NATS client holds publishes
+        // once its send buffer is full, until it reconnects.
+        let limit = self.inner.settings.default_timeout;
+        let mut deadline = tokio::time::Instant::now() + limit;
+        if let Some(parent) = context::current().and_then(|c| c.deadline()) {
+            deadline = deadline.min(parent);
+        }
+        let event_type = env.event_type.clone();
+        let sent = self
+            .inner
             .transport
-            .publish(Message::envelope(subject, env))
-            .await
-            .map_err(BusError::from)
+            .publish(Message::envelope(subject, env));
+        match crate::call::finish_by(deadline, sent).await {
+            Ok(sent) => sent.map_err(BusError::from),
+            Err(_) => Err(BusError::transport(format!(
+                "event {event_type}: not taken by the transport within {limit:?} \
+                 (is it connected?)"
+            ))),
+        }
     }
 
     /// Publishes a new event of `event_type` with `payload`.

@@ -46,7 +46,7 @@ pub(crate) fn inherit_context(env: &mut Envelope, ctx: Option<&CallContext>) {
 /// `fut`, unless `deadline` passes first. A future that is done on its first
 /// poll (an in-memory publish always is) needs no timer: making one reads the
 /// runtime's handle, a reference count that every worker shares.
-async fn finish_by<F: std::future::Future>(
+pub(crate) async fn finish_by<F: std::future::Future>(
     deadline: Instant,
     fut: F,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
@@ -201,10 +201,20 @@ impl Bus {
         env.metadata
             .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
 
-        let slot = inner
+        // The first call subscribes the reply inbox: a disconnected NATS
+        // client with a full send buffer would hold that past the deadline.
+        let open = inner
             .replies
-            .open(inner, &inner.transport, inner.settings.frame_buffer)
-            .await?;
+            .open(inner, &inner.transport, inner.settings.frame_buffer);
+        let slot = match finish_by(deadline, open).await {
+            Ok(slot) => slot?,
+            Err(_) => {
+                return Err(BusError::timeout(format!(
+                    "{target}: the reply subscription could not be made before the deadline \
+                     (is the transport connected?)"
+                )));
+            }
+        };
         env.reply_to.clone_from(&slot.subject);
         let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
@@ -214,7 +224,8 @@ impl Bus {
             Ok(Err(e)) => return Err(e.into()),
             Err(_) => {
                 return Err(BusError::timeout(format!(
-                    "{target}: the request could not be sent before the deadline"
+                    "{target}: the request could not be sent before the deadline \
+                     (is the transport connected?)"
                 )));
             }
         }
