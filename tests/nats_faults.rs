@@ -12,7 +12,9 @@
 //!   buffer is full; past that, a publish fails with `TRANSPORT_FAILURE` and a
 //!   call (even one that must first subscribe its reply inbox) with
 //!   `AGENT_TIMEOUT`, each within its timeout, instead of waiting for the
-//!   server to come back; after the restart both work again.
+//!   server to come back; after the restart both work again. A stream
+//!   handler whose frames the client holds is stopped at the request's
+//!   deadline (its write fails, it is cancelled) rather than at the restart.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -351,4 +353,61 @@ async fn a_full_send_buffer_during_an_outage_fails_publishes_and_calls_in_time()
     let reply = bus.invoke("outage.echo", json!("back")).await.unwrap();
     assert_eq!(reply.payload, Some(json!("back")));
     bus.emit("outage.tick", json!("back")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut nats = NatsServer::start();
+    let server = nats_bus(&nats.url(), Bus::builder().agent_id("server")).await;
+    let client = nats_bus(&nats.url(), Bus::builder().agent_id("client")).await;
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let ended_tx = Arc::new(std::sync::Mutex::new(Some(ended_tx)));
+    server
+        .handle_stream("endless", move |req, w| {
+            let ended_tx = ended_tx.clone();
+            async move {
+                // Writes until a write fails: the only way out.
+                let err = loop {
+                    if let Err(e) = w.delta_text("tick").await {
+                        break e;
+                    }
+                    tokio::task::yield_now().await;
+                };
+                let cancelled = futures::FutureExt::now_or_never(req.cancelled()).is_some();
+                if let Some(tx) = ended_tx.lock().unwrap().take() {
+                    let _ = tx.send((err.code(), cancelled, Instant::now()));
+                }
+                Err(err)
+            }
+        })
+        .await
+        .unwrap();
+    server.transport().flush().await.unwrap();
+    let mut stream = client
+        .stream_invoke_with("endless", json!(null), CallOptions::new().timeout(TIMEOUT))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    stream.next().await.unwrap().unwrap();
+    nats.kill();
+    let (code, cancelled, at) = tokio::time::timeout(TIMEOUT + MARGIN, ended_rx)
+        .await
+        .expect("the handler was still writing after its deadline")
+        .unwrap();
+    assert_eq!(code, ErrorCode::AgentTimeout);
+    assert!(cancelled, "the handler's request was not cancelled");
+    assert!(at - started < TIMEOUT + MARGIN, "{:?}", at - started);
+    // The caller, cut off too, ends with a typed error in time.
+    let ended = tokio::time::timeout(TIMEOUT + MARGIN, async {
+        while let Some(frame) = stream.next().await {
+            if let Err(e) = frame {
+                return e.code();
+            }
+        }
+        ErrorCode::TransportFailure
+    })
+    .await
+    .expect("the caller's stream outlived its deadline");
+    assert_eq!(ended, ErrorCode::AgentTimeout);
 }

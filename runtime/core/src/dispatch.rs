@@ -258,7 +258,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     let caller = caller_deadline(&env);
     let serve_limit = bus.settings.serve_timeout.filter(|_| caller.is_none());
     let deadline = caller.or_else(|| serve_limit.map(|d| tokio::time::Instant::now() + d));
-    let writer = StreamWriter::new(bus, &env, token.clone());
+    let writer = StreamWriter::new(bus, &env, token.clone(), deadline);
     let _guard = writer
         .bus()
         .cancels

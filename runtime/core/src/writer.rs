@@ -69,6 +69,9 @@ struct WriterInner {
     frames: AtomicU64,
     cancel: CancellationToken,
     streaming: bool,
+    /// The request's deadline: a frame the transport has not taken by then
+    /// is given up (see [`StreamWriter::send`]).
+    deadline: Option<tokio::time::Instant>,
 }
 
 struct WriterState {
@@ -135,7 +138,12 @@ pub(crate) fn reply_frame(
 }
 
 impl StreamWriter {
-    pub(crate) fn new(bus: Arc<BusInner>, request: &Envelope, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        bus: Arc<BusInner>,
+        request: &Envelope,
+        cancel: CancellationToken,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Self {
         StreamWriter {
             inner: Arc::new(WriterInner {
                 streaming: request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false),
@@ -149,6 +157,7 @@ impl StreamWriter {
                 bus: Bus::from_inner(bus),
                 frames: AtomicU64::new(0),
                 cancel,
+                deadline,
             }),
         }
     }
@@ -239,14 +248,13 @@ impl StreamWriter {
         let env = Arc::make_mut(&mut frame);
         stamp(env, kind, seq, payload);
         let correlation_id = kind.is_terminal().then(|| env.correlation_id.clone());
-        let sent = self
+        let publish = self
             .inner
             .bus
             .inner
             .transport
-            .publish(Message::shared_envelope(self.inner.reply_to.clone(), frame))
-            .await
-            .map_err(BusError::from);
+            .publish(Message::shared_envelope(self.inner.reply_to.clone(), frame));
+        let sent = self.within_deadline(publish).await;
         if let Err(e) = &sent {
             match correlation_id {
                 // Boxed: a rare path that should not grow every send's future.
@@ -267,6 +275,28 @@ impl StreamWriter {
         sent
     }
 
+    /// `publish`, given up at the request's deadline: a NATS client without
+    /// its server holds publishes once its send buffer is full, and the
+    /// caller, gone by then, cannot send the cancellation that would stop the
+    /// handler. So the handler is cancelled here, and learns why from the error.
+    async fn within_deadline(
+        &self,
+        publish: impl std::future::Future<Output = Result<(), crate::transport::TransportError>>,
+    ) -> Result<(), BusError> {
+        let Some(deadline) = self.inner.deadline else {
+            return publish.await.map_err(BusError::from);
+        };
+        match crate::call::finish_by(deadline, publish).await {
+            Ok(sent) => sent.map_err(BusError::from),
+            Err(_) => {
+                self.inner.cancel.cancel();
+                Err(BusError::timeout(
+                    "the frame was not sent before the request's deadline (is the transport connected?)",
+                ))
+            }
+        }
+    }
+
     /// After a terminal frame could not be sent (larger than the transport
     /// carries, say), tells the caller why in a small error frame, so that it
     /// does not wait for its deadline. Best effort: the handler has the error.
@@ -281,10 +311,10 @@ impl StreamWriter {
         );
         let payload = serde_json::to_value(lost.to_payload()).ok();
         stamp(&mut frame, FrameKind::Error, seq, payload);
-        let _ = bus
+        let publish = bus
             .transport
-            .publish(Message::envelope(self.inner.reply_to.clone(), frame))
-            .await;
+            .publish(Message::envelope(self.inner.reply_to.clone(), frame));
+        let _ = self.within_deadline(publish).await;
     }
 
     /// Whether the caller takes every frame (else only the terminal one is
