@@ -1,6 +1,8 @@
 //! Credentials against a real nats-server that requires them: a token, and a
 //! user with a password. The right ones connect and serve; wrong or missing
 //! ones fail at once with an authorization error, not a hang or a retry loop.
+//! Credentials written into the URL (`nats://user:password@host`,
+//! `nats://token@host`) work too, and no error message shows the secret.
 
 use std::time::{Duration, Instant};
 
@@ -76,4 +78,39 @@ async fn a_user_server_takes_the_password_and_refuses_others() {
     )
     .await;
     refused(&url, NatsAuth::None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_the_url_are_used_and_never_shown() {
+    let users = NatsServer::start_with_args(&["--user", "alice", "--pass", "s3cr%t"]);
+    let tokens = NatsServer::start_with_args(&["--auth", "t0ken"]);
+    let at = |creds: &str, server: &NatsServer| {
+        server
+            .url()
+            .replacen("nats://", &format!("nats://{creds}@"), 1)
+    };
+    // `%` percent-encoded, as a URL needs it.
+    serves(
+        connect(&at("alice:s3cr%25t", &users), NatsAuth::None)
+            .await
+            .unwrap(),
+    )
+    .await;
+    serves(
+        connect(&at("t0ken", &tokens), NatsAuth::None)
+            .await
+            .unwrap(),
+    )
+    .await;
+    // Credentials given otherwise win over the URL's.
+    let given = NatsAuth::Token("t0ken".into());
+    serves(connect(&at("wrong", &tokens), given).await.unwrap()).await;
+
+    for url in [at("alice:hunter2", &users), at("hunter2", &tokens)] {
+        let err = connect(&url, NatsAuth::None).await.err().expect("refused");
+        assert!(matches!(err, ConnectError::Auth { .. }), "{err}");
+        let shown = err.to_string();
+        assert!(!shown.contains("hunter2"), "the secret leaked: {shown}");
+        assert!(shown.contains("***@127.0.0.1"), "{shown}");
+    }
 }

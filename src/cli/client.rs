@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openagentio_core::{Bus, BusError, CallOptions, Envelope};
-use openagentio_nats::{NatsOptions, NatsTransport};
+use openagentio_nats::{ConnectError, NatsOptions, NatsTransport};
 use serde_json::Value;
 
 use super::gateway::{self, Gateway};
@@ -44,10 +44,14 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     let nats = NatsTransport::connect(NatsOptions::new(&args.bus).name("openagentio-cli"))
         .await
         .map_err(|e| {
-            Exit::Bus(BusError::unavailable(format!(
-                "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
-                 reached through its HTTP gateway: --bus http://127.0.0.1:8080"
-            )))
+            Exit::Bus(BusError::unavailable(match e {
+                // Reached a server: the hint below would mislead.
+                ConnectError::Auth { .. } => e.to_string(),
+                _ => format!(
+                    "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
+                     reached through its HTTP gateway: --bus http://127.0.0.1:8080"
+                ),
+            }))
         })?;
     Ok(builder.transport(nats).build())
 }

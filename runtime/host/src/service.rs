@@ -67,7 +67,8 @@ impl Service {
                 let t = NatsTransport::connect((**opts).clone())
                     .await
                     .map_err(|e| ServiceError::Transport(e.to_string()))?;
-                (format!("nats ({})", opts.url), Bus::builder().transport(t))
+                let shown = openagentio_nats::redact_urls(&opts.url);
+                (format!("nats ({shown})"), Bus::builder().transport(t))
             }
         };
         let metrics = spec.metrics.then(Metrics::new);

@@ -6,6 +6,8 @@
 
 mod options;
 mod transport;
+mod url_credentials;
 
 pub use options::{NatsAuth, NatsOptions, NatsTls};
 pub use transport::{ConnectError, NatsTransport};
+pub use url_credentials::redact_urls;

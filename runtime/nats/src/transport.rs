@@ -14,6 +14,7 @@ use openagentio_core::transport::{
 };
 
 use crate::options::{NatsAuth, NatsOptions};
+use crate::url_credentials::{redact_urls, take_url_credentials};
 
 /// A transport over one NATS connection. Subjects and queue groups map one to
 /// one; the client reconnects by itself and restores subscriptions.
@@ -111,7 +112,14 @@ impl NatsTransport {
         if let Some(name) = &opts.name {
             co = co.name(name);
         }
-        match &opts.auth {
+        // Credentials in the URLs (which async-nats would not send) count
+        // when none are given otherwise; the URLs go on without them.
+        let (url, url_auth) = take_url_credentials(&opts.url);
+        let auth = match (&opts.auth, url_auth) {
+            (NatsAuth::None, Some(from_url)) => from_url,
+            (given, _) => given.clone(),
+        };
+        match &auth {
             NatsAuth::None => {}
             NatsAuth::Token(t) => co = co.token(t.clone()),
             NatsAuth::UserPassword { user, password } => {
@@ -152,8 +160,9 @@ impl NatsTransport {
         if opts.retry_on_initial_connect {
             co = co.retry_on_initial_connect();
         }
-        let url = opts.url.clone();
-        let client = co.connect(opts.url.as_str()).await.map_err(|e| {
+        let shown = redact_urls(&opts.url);
+        let client = co.connect(url.as_str()).await.map_err(|e| {
+            let url = &shown;
             let message = e.to_string();
             if matches!(
                 e.kind(),
