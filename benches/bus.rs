@@ -241,17 +241,31 @@ async fn bare_stream(in_flight: usize) -> Row {
     row
 }
 
+/// Two connections to `url`, as two processes would have: a handler's,
+/// subscribed to `subject` in a queue group of that name, and a caller's.
+async fn raw_pair(
+    url: &str,
+    subject: &str,
+) -> (
+    async_nats::Client,
+    async_nats::Subscriber,
+    async_nats::Client,
+) {
+    let server = async_nats::connect(url).await.unwrap();
+    let client = async_nats::connect(url).await.unwrap();
+    let requests = server
+        .queue_subscribe(subject.to_owned(), subject.to_owned())
+        .await
+        .unwrap();
+    (server, requests, client)
+}
+
 /// Baseline for streams over NATS: per stream, the caller subscribes to a
 /// fresh inbox and publishes a request with it as the reply subject; the
 /// handler publishes STREAM_FRAMES deltas and a final message there (the
 /// bus's frame payloads as bare bodies, no envelope).
 async fn raw_stream(url: &str, in_flight: usize) -> Row {
-    let server = async_nats::connect(url).await.unwrap();
-    let client = async_nats::connect(url).await.unwrap();
-    let mut requests = server
-        .queue_subscribe("raw.stream", "raw.stream".to_owned())
-        .await
-        .unwrap();
+    let (server, mut requests, client) = raw_pair(url, "raw.stream").await;
     let responder = server.clone();
     let handler = tokio::spawn(async move {
         while let Some(m) = requests.next().await {
@@ -301,12 +315,7 @@ async fn raw_stream(url: &str, in_flight: usize) -> Row {
 
 /// Raw request/reply; `body` is the request (echoed back as the reply).
 async fn raw_nats(name: &str, url: &str, body: bytes::Bytes, in_flight: usize) -> Row {
-    let server = async_nats::connect(url).await.unwrap();
-    let client = async_nats::connect(url).await.unwrap();
-    let mut sub = server
-        .queue_subscribe("raw.echo", "raw.echo".to_owned())
-        .await
-        .unwrap();
+    let (server, mut sub, client) = raw_pair(url, "raw.echo").await;
     let responder = server.clone();
     let task = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
@@ -354,12 +363,7 @@ async fn raw_routed(
     use std::sync::atomic::{AtomicU64, Ordering};
     type Slots = std::sync::Mutex<std::collections::HashMap<u64, oneshot::Sender<bytes::Bytes>>>;
 
-    let server = async_nats::connect(url).await.unwrap();
-    let client = async_nats::connect(url).await.unwrap();
-    let mut requests = server
-        .queue_subscribe("routed.echo", "routed.echo".to_owned())
-        .await
-        .unwrap();
+    let (server, mut requests, client) = raw_pair(url, "routed.echo").await;
     let responder = server.clone();
     let handler = tokio::spawn(async move {
         while let Some(m) = requests.next().await {

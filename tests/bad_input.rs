@@ -57,6 +57,27 @@ impl Sink for ToChannel {
     }
 }
 
+/// A raw inbox on the client's transport (`{inbox}.*`), its messages sent to
+/// a channel; settled, so that answers published to it arrive.
+async fn reply_inbox(
+    p: &BusPair,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<Message>,
+    Box<dyn openagentio_core::transport::Subscription>,
+) {
+    let inbox = p.client.transport().new_inbox_prefix();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sub = p
+        .client
+        .transport()
+        .subscribe(&format!("{inbox}.*"), None, Arc::new(ToChannel(tx)))
+        .await
+        .unwrap();
+    p.settle().await;
+    (inbox, rx, sub)
+}
+
 /// Publishes raw bytes on `subject` through `bus`'s transport, bypassing the bus.
 async fn publish_raw(bus: &Bus, subject: &str, bytes: &[u8]) {
     bus.transport()
@@ -225,15 +246,7 @@ async fn undecodable_requests_with_a_reply_subject_get_codec_failure(kind: Trans
         .handle_stream("chat", |_req, w| async move { w.finish(json!("ok")).await })
         .await
         .unwrap();
-    let inbox = p.client.transport().new_inbox_prefix();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = p
-        .client
-        .transport()
-        .subscribe(&format!("{inbox}.*"), None, Arc::new(ToChannel(tx)))
-        .await
-        .unwrap();
-    p.settle().await;
+    let (inbox, mut rx, _sub) = reply_inbox(&p).await;
 
     let s = p.server.subjects().clone();
     let missing_event_type = |n: u32| {
@@ -436,15 +449,7 @@ async fn requests_are_answered_where_a_reply_can_go(kind: TransportKind) {
         })
         .await
         .unwrap();
-    let inbox = p.client.transport().new_inbox_prefix();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _sub = p
-        .client
-        .transport()
-        .subscribe(&format!("{inbox}.*"), None, Arc::new(ToChannel(tx)))
-        .await
-        .unwrap();
-    p.settle().await;
+    let (inbox, mut rx, _sub) = reply_inbox(&p).await;
     let s = p.server.subjects().clone();
     let request = |id: &str, reply_to: &str, payload: &str| {
         format!(

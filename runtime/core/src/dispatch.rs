@@ -164,18 +164,9 @@ fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Arc<Envelope>> {
         Body::Bytes(bytes) => match crate::codec::decode(&bytes) {
             Ok(env) => Arc::new(env),
             Err(e) => {
-                Counters::bump(&bus.counters.bad_messages);
                 tracing::warn!(subject = %msg.subject, error = %e, bytes = bytes.len(), "request is not an acp envelope");
-                let msg = Message {
-                    subject: msg.subject,
-                    reply: msg.reply,
-                    body: Body::Bytes(bytes),
-                    status: None,
-                };
-                let bus = bus.clone();
-                tokio::spawn(async move {
-                    reply_error_to_undecoded(&bus, msg, BusError::codec(e.to_string())).await;
-                });
+                let err = BusError::codec(e.to_string());
+                refuse(bus, msg.subject, msg.reply, Body::Bytes(bytes), err);
                 return None;
             }
         },
@@ -185,24 +176,31 @@ fn decode_request(bus: &Arc<BusInner>, msg: Message) -> Option<Arc<Envelope>> {
             Arc::make_mut(&mut env).reply_to = reply;
         }
     } else if !is_reply_subject(&env.reply_to) {
-        Counters::bump(&bus.counters.bad_messages);
         tracing::warn!(subject = %msg.subject, reply_to = %env.reply_to, "request refused: replies cannot be published to its reply_to");
         let err = BusError::invalid(format!(
             "reply_to {:?} is not a subject replies can be published to",
             env.reply_to
         ));
+        // Answered at the transport's reply subject, if any, not there.
         Arc::make_mut(&mut env).reply_to = Text::default();
-        let msg = Message {
-            subject: msg.subject,
-            reply: msg.reply,
-            body: Body::Envelope(env),
-            status: None,
-        };
-        let bus = bus.clone();
-        tokio::spawn(async move { reply_error_to_undecoded(&bus, msg, err).await });
+        refuse(bus, msg.subject, msg.reply, Body::Envelope(env), err);
         return None;
     }
     Some(env)
+}
+
+/// Counts a request that will not be served as a bad message and answers it
+/// with `err` where its sender can be found.
+fn refuse(bus: &Arc<BusInner>, subject: Text, reply: Option<Text>, body: Body, err: BusError) {
+    Counters::bump(&bus.counters.bad_messages);
+    let msg = Message {
+        subject,
+        reply,
+        body,
+        status: None,
+    };
+    let bus = bus.clone();
+    tokio::spawn(async move { reply_error_to_undecoded(&bus, msg, err).await });
 }
 
 /// Answers a request that will not be served with an error frame, decoding only
