@@ -361,7 +361,8 @@ impl Bus {
         if env.from.is_empty() {
             env.from = self.inner.settings.agent_id.clone();
         }
-        crate::call::inherit_context(&mut env, context::current().as_deref());
+        let ctx = context::current();
+        crate::call::inherit_context(&mut env, ctx.as_deref());
         self.prepare(&mut env);
         let tenant = if env.tenant_id.is_empty() {
             Text::new(self.tenant_or_default(None)?)
@@ -373,10 +374,8 @@ impl Bus {
         // Bounded like a call: a disconnected NATS client holds publishes
         // once its send buffer is full, until it reconnects.
         let limit = self.inner.settings.default_timeout;
-        let mut deadline = tokio::time::Instant::now() + limit;
-        if let Some(parent) = context::current().and_then(|c| c.deadline()) {
-            deadline = deadline.min(parent);
-        }
+        let deadline =
+            crate::call::deadline_within(tokio::time::Instant::now(), limit, ctx.as_deref());
         let event_type = env.event_type.clone();
         let sent = self
             .inner

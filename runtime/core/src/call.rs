@@ -1,6 +1,7 @@
 //! The calling side: `invoke` and `stream_invoke`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -55,6 +56,18 @@ pub(crate) async fn finish_by<F: std::future::Future>(
         return Ok(out);
     }
     tokio::time::timeout_at(deadline, fut).await
+}
+
+/// `timeout` from `now`, or the served request's deadline if that is sooner
+/// (nested calls and publishes inherit it).
+pub(crate) fn deadline_within(
+    now: Instant,
+    timeout: Duration,
+    ctx: Option<&CallContext>,
+) -> Instant {
+    let own = now + timeout;
+    ctx.and_then(CallContext::deadline)
+        .map_or(own, |parent| own.min(parent))
 }
 
 fn fill(dst: &mut Text, src: &Text) {
@@ -193,10 +206,7 @@ impl Bus {
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let now = Instant::now();
-        let mut deadline = now + timeout;
-        if let Some(parent) = ctx.as_ref().and_then(|c| c.deadline()) {
-            deadline = deadline.min(parent);
-        }
+        let deadline = deadline_within(now, timeout, ctx.as_deref());
         let remaining_ms = deadline.saturating_duration_since(now).as_millis() as u64;
         env.metadata
             .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
