@@ -15,6 +15,10 @@
 //!   server to come back; after the restart both work again. A stream
 //!   handler whose frames the client holds is stopped at the request's
 //!   deadline (its write fails, it is cancelled) rather than at the restart.
+//! - registering a handler or a subscription while the server is down fails
+//!   with `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing
+//!   serving; a registration whose caller stops waiting is removed too; after
+//!   the restart registering works again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -410,4 +414,61 @@ async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
     .await
     .expect("the caller's stream outlived its deadline");
     assert_eq!(ended, ErrorCode::AgentTimeout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_during_an_outage_fails_in_time_and_leaves_nothing_behind() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let mut nats = NatsServer::start();
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder().agent_id("outage").default_timeout(TIMEOUT),
+    )
+    .await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let started = Instant::now();
+    let handler = bus
+        .handle_invoke("outage.late", |req| async move { Ok(req.into_payload()) })
+        .await;
+    let took = started.elapsed();
+    let err = handler.err().expect("registered without a server");
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(err.to_string().contains("is it connected"), "{err}");
+    assert!(took < TIMEOUT + MARGIN, "handle_invoke took {took:?}");
+
+    let started = Instant::now();
+    let err = bus
+        .subscribe("outage.event", |_e| async { Ok(()) })
+        .await
+        .err()
+        .expect("subscribed without a server");
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(started.elapsed() < TIMEOUT + MARGIN);
+
+    // A caller that gives up first leaves no handler behind either.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        bus.handle_invoke(
+            "outage.abandoned",
+            |req| async move { Ok(req.into_payload()) },
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "registered without a server");
+
+    nats.restart();
+    // Neither failed registration serves once the server is back.
+    let probe = nats_bus(&nats.url(), Bus::builder().agent_id("probe")).await;
+    for target in ["outage.late", "outage.abandoned"] {
+        let err = probe.invoke(target, json!(1)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
+    }
+    // And registering works again on the same bus.
+    bus.handle_invoke("outage.late", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let reply = probe.invoke("outage.late", json!("back")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("back")));
 }

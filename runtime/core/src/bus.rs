@@ -257,6 +257,22 @@ struct RegistrationInner {
     bus: Weak<BusInner>,
 }
 
+/// A registration not yet confirmed: removed if its caller stops waiting
+/// (a dropped `subscribe` future must not leave a handler serving).
+struct Unconfirmed(Option<Registration>);
+
+impl Drop for Unconfirmed {
+    fn drop(&mut self) {
+        if let Some(reg) = self.0.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = reg.unsubscribe().await;
+            });
+        }
+    }
+}
+
 impl Registration {
     /// The subject it listens on.
     pub fn subject(&self) -> &str {
@@ -467,32 +483,72 @@ impl Bus {
             bus: Arc::downgrade(&self.inner),
             name: route.name.clone(),
         });
+        let deadline = self.registration_deadline();
         let worker = tokio::spawn(run_event_worker(route, rx, opts.concurrency.unwrap_or(1)));
-        let sub = match self
+        let subscribed = self
             .inner
             .transport
-            .subscribe(&subject, opts.queue.as_deref(), sink)
-            .await
-        {
+            .subscribe(&subject, opts.queue.as_deref(), sink);
+        let sub = match self.registering(&subject, deadline, subscribed).await {
             Ok(s) => s,
             Err(e) => {
                 worker.abort();
-                return Err(e.into());
+                return Err(e);
             }
         };
         let reg = self.track(subject, sub, Some(worker.abort_handle()));
-        self.confirm(&reg).await?;
-        Ok(reg)
+        self.confirm(reg, deadline).await
     }
 
-    /// Returns once the transport has the subscription in force, so a peer that
-    /// is told "registered" can call at once.
-    async fn confirm(&self, reg: &Registration) -> Result<(), BusError> {
-        if let Err(e) = self.inner.transport.flush().await {
-            let _ = reg.unsubscribe().await;
-            return Err(e.into());
+    /// When a registration must be in force: a disconnected NATS client holds
+    /// new subscriptions, and the flush that confirms them, until it
+    /// reconnects, so registering is bounded like a call.
+    fn registration_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.inner.settings.default_timeout
+    }
+
+    /// `step` of registering on `subject`, unless `deadline` passes first
+    /// (then `TRANSPORT_FAILURE`).
+    async fn registering<T, E: Into<BusError>>(
+        &self,
+        subject: &str,
+        deadline: tokio::time::Instant,
+        step: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, BusError> {
+        match crate::call::finish_by(deadline, step).await {
+            Ok(done) => done.map_err(Into::into),
+            Err(_) => Err(BusError::transport(format!(
+                "{subject}: the transport did not put the subscription in force within {:?} \
+                 (is it connected?)",
+                self.inner.settings.default_timeout
+            ))),
         }
-        Ok(())
+    }
+
+    /// Returns `reg` once the transport has it in force, so a peer that is
+    /// told "registered" can call at once. A registration that fails, or
+    /// whose caller stops waiting, is removed.
+    async fn confirm(
+        &self,
+        reg: Registration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Registration, BusError> {
+        let mut pending = Unconfirmed(Some(reg));
+        let subject = pending
+            .0
+            .as_ref()
+            .map_or_else(String::new, |r| r.inner.subject.clone());
+        let confirmed = self
+            .registering(&subject, deadline, self.inner.transport.flush())
+            .await;
+        let reg = pending.0.take().expect("still pending");
+        match confirmed {
+            Ok(()) => Ok(reg),
+            Err(e) => {
+                let _ = reg.unsubscribe().await;
+                Err(e)
+            }
+        }
     }
 
     /// Serves `target` with a request/reply handler: its `Ok` value becomes the
@@ -587,23 +643,22 @@ impl Bus {
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
         let subject = self.inner.subjects.invoke(target, tenant);
-        self.inner
-            .cancels
-            .listen(&self.inner.transport, &self.inner.subjects.cancel())
-            .await?;
+        let deadline = self.registration_deadline();
+        let cancels = self.inner.subjects.cancel();
+        let listening = self.inner.cancels.listen(&self.inner.transport, &cancels);
+        self.registering(&cancels, deadline, listening).await?;
         let limiter = opts
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
         let route = self.route(kind, target, endpoint, limiter);
         let queue = opts.queue.unwrap_or_else(|| target.to_owned());
-        let sub = self
-            .inner
-            .transport
-            .subscribe(&subject, Some(&queue), Arc::new(RequestSink(route)))
-            .await?;
+        let subscribed =
+            self.inner
+                .transport
+                .subscribe(&subject, Some(&queue), Arc::new(RequestSink(route)));
+        let sub = self.registering(&subject, deadline, subscribed).await?;
         let reg = self.track(subject, sub, None);
-        self.confirm(&reg).await?;
-        Ok(reg)
+        self.confirm(reg, deadline).await
     }
 
     fn route(

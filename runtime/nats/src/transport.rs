@@ -184,7 +184,33 @@ impl NatsTransport {
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
+
+    /// Flushes, then sends a message to itself through the server and waits
+    /// for it.
+    async fn round_trip(&self) -> Result<(), TransportError> {
+        self.client.flush().await.map_err(to_transport_error)?;
+        let probe = self.client.new_inbox();
+        let mut sub = self
+            .client
+            .subscribe(probe.clone())
+            .await
+            .map_err(to_transport_error)?;
+        self.client
+            .publish(probe, bytes::Bytes::new())
+            .await
+            .map_err(to_transport_error)?;
+        self.client.flush().await.map_err(to_transport_error)?;
+        match sub.next().await {
+            Some(_) => Ok(()),
+            None => Err(TransportError::NotConnected(
+                "connection closed during flush".into(),
+            )),
+        }
+    }
 }
+
+/// How long a [`Transport::flush`] waits for the server's answer.
+const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// `message` with what to do about the TLS refusals a user can fix in the
 /// config (rustls names them, but not the setting that helps).
@@ -328,26 +354,15 @@ impl Transport for NatsTransport {
     /// when it returns, the server has processed every subscription and publish
     /// sent before it (a bare client flush only empties the socket buffer).
     async fn flush(&self) -> Result<(), TransportError> {
-        self.client.flush().await.map_err(to_transport_error)?;
-        let probe = self.client.new_inbox();
-        let mut sub = self
-            .client
-            .subscribe(probe.clone())
-            .await
-            .map_err(to_transport_error)?;
-        self.client
-            .publish(probe, bytes::Bytes::new())
-            .await
-            .map_err(to_transport_error)?;
-        self.client.flush().await.map_err(to_transport_error)?;
-        match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(TransportError::NotConnected(
-                "connection closed during flush".into(),
-            )),
-            Err(_) => Err(TransportError::NotConnected(
-                "no answer from the server within 10 s".into(),
-            )),
+        // Bounded as a whole: while disconnected, async-nats holds a flush
+        // (and a subscription, once its send buffer is full) until it
+        // reconnects.
+        match tokio::time::timeout(FLUSH_LIMIT, self.round_trip()).await {
+            Ok(done) => done,
+            Err(_) => Err(TransportError::NotConnected(format!(
+                "no answer from the server within {} s",
+                FLUSH_LIMIT.as_secs()
+            ))),
         }
     }
 
