@@ -6,6 +6,7 @@
 //! cargo run --example echo_agent -- --bus nats://127.0.0.1:4222
 //! ```
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -25,9 +26,19 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter("info").init();
-    let args = Args::parse();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message, not its debug form: it names the URL and the cause.
+            eprintln!("echo_agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let builder = Bus::builder()
         .agent_id("echo-agent")
         .middleware(middleware::Recover)

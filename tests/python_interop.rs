@@ -6,6 +6,7 @@
 //! - a Python caller invokes and streams from Rust handlers;
 //! - a Rust caller invokes and streams from Python handlers;
 //! - events published on either side arrive on the other;
+//! - a Python caller invokes and streams from the `echo_agent` example;
 //!
 //! with payloads, `correlation_id`, `seq`, `is_final`, session fields, metadata
 //! (non-`acp.*` request keys inherited into every reply) and error codes (a
@@ -766,4 +767,61 @@ async fn events_both_ways() {
 
     assert_eq!(bus.stats().bad_messages, 0);
     py.finish().await;
+}
+
+// ---------------------------------------------------------------------------
+// (d) The `echo_agent` example, called from Python
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_caller_calls_the_echo_agent_example() {
+    bounded(python_calls_echo_agent()).await
+}
+
+async fn python_calls_echo_agent() {
+    let nats = NatsServer::start();
+    let mut agent = tokio::process::Command::new(openagentio_testkit::example_bin("echo_agent"))
+        .args(["--bus", &nats.url(), "--word-delay-ms", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(agent.stdout.take().unwrap()).lines();
+    while let Some(line) = out.next_line().await.unwrap() {
+        if line.contains("serving `echo` and `chat`") {
+            break;
+        }
+    }
+    // Keep reading so the agent never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+
+    let mut py = PyPeer::spawn("call_echo_agent.py", &nats.url());
+    let echo = py.expect("echo").await;
+    let (req, reply) = (envelope(&echo["request"]), envelope(&echo["reply"]));
+    assert_eq!(reply.event_type, "agent.response.final");
+    assert_eq!(reply.correlation_id, req.event_id);
+    assert_eq!(reply.payload, Some(json!({"msg": "from python"})));
+    assert_eq!(reply.metadata.get("biz.key"), Some(&json!("py")));
+    assert_eq!(reply.from, "echo-agent");
+
+    let chat = py.expect("chat").await;
+    let req = envelope(&chat["request"]);
+    let frames = frames(&chat);
+    assert_eq!(
+        shape(&frames),
+        owned(&[
+            ("agent.response.started", 0, false),
+            ("agent.response.delta", 1, false),
+            ("agent.response.delta", 2, false),
+            ("agent.response.delta", 3, false),
+            ("agent.response.final", 4, true),
+        ])
+    );
+    assert!(frames.iter().all(|f| f.correlation_id == req.event_id));
+    let text: String = frames[1..4]
+        .iter()
+        .map(|f| f.payload_or_null()["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "one two three");
+    py.expect("done").await;
 }

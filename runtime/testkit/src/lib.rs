@@ -16,6 +16,6 @@ pub use buses::{BusPair, TransportKind, nats_bus};
 pub use nats_server::{NatsServer, nats_server_bin};
 pub use npm::{MOCK_LLM_INSTALL_HINT, mock_llm_bin};
 pub use ports::{free_port, wait_for_port};
-pub use process::{ChildGuard, run_service};
+pub use process::{ChildGuard, example_bin, run_service};
 pub use python::reference_python;
 pub use suite::bounded;

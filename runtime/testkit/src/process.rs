@@ -40,3 +40,23 @@ pub fn run_service(bin: &str, config: &Path, extra: &[&str], cwd: &Path) -> (Chi
     }
     panic!("the service ended before it started: {summary}");
 }
+
+/// The path of the workspace example `name`, as `cargo test` builds it next
+/// to the test binaries (`target/<profile>/examples/<name>`).
+///
+/// Panics, naming the command that builds it, when it is not there.
+pub fn example_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary under target/<profile>/deps");
+    let bin = profile_dir.join("examples").join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --example {name}`",
+        bin.display()
+    );
+    bin
+}
