@@ -15,10 +15,12 @@
 //!   server to come back; after the restart both work again. A stream
 //!   handler whose frames the client holds is stopped at the request's
 //!   deadline (its write fails, it is cancelled) rather than at the restart.
-//! - registering a handler or a subscription while the server is down fails
-//!   with `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing
-//!   serving; a registration whose caller stops waiting is removed too; after
-//!   the restart registering works again.
+//! - registering a handler or a subscription while the server is down
+//!   returns at once and serves once the server is back (the client replays
+//!   it); once the client's send buffer is full, registering fails with
+//!   `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing serving,
+//!   as does a registration whose caller stops waiting; so does one that a
+//!   connected but frozen server (SIGSTOP) never confirms.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -417,7 +419,7 @@ async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn registering_during_an_outage_fails_in_time_and_leaves_nothing_behind() {
+async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
     const TIMEOUT: Duration = Duration::from_secs(2);
     let mut nats = NatsServer::start();
     let bus = nats_bus(
@@ -428,25 +430,41 @@ async fn registering_during_an_outage_fails_in_time_and_leaves_nothing_behind() 
     nats.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    // While the client can still buffer, registering does not wait for the
+    // server: the client replays the subscription when it reconnects.
     let started = Instant::now();
-    let handler = bus
+    bus.handle_invoke("outage.early", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let (event_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    bus.subscribe("outage.event", move |env| {
+        let event_tx = event_tx.clone();
+        async move {
+            let _ = event_tx.send(env.payload);
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Once its send buffer is full, the client cannot take a subscription:
+    // registering fails in time and leaves nothing behind.
+    while bus.emit("outage.tick", json!(null)).await.is_ok() {}
+    let started = Instant::now();
+    let err = bus
         .handle_invoke("outage.late", |req| async move { Ok(req.into_payload()) })
-        .await;
+        .await
+        .err()
+        .expect("registered through a full send buffer");
     let took = started.elapsed();
-    let err = handler.err().expect("registered without a server");
     assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
     assert!(err.to_string().contains("is it connected"), "{err}");
     assert!(took < TIMEOUT + MARGIN, "handle_invoke took {took:?}");
-
-    let started = Instant::now();
-    let err = bus
-        .subscribe("outage.event", |_e| async { Ok(()) })
-        .await
-        .err()
-        .expect("subscribed without a server");
-    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
-    assert!(started.elapsed() < TIMEOUT + MARGIN);
-
     // A caller that gives up first leaves no handler behind either.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(500),
@@ -456,19 +474,84 @@ async fn registering_during_an_outage_fails_in_time_and_leaves_nothing_behind() 
         ),
     )
     .await;
-    assert!(gave_up.is_err(), "registered without a server");
+    assert!(gave_up.is_err(), "registered through a full send buffer");
 
     nats.restart();
-    // Neither failed registration serves once the server is back.
     let probe = nats_bus(&nats.url(), Bus::builder().agent_id("probe")).await;
+    // The early registrations serve; the failed ones do not.
+    let reply = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match probe.invoke("outage.early", json!("back")).await {
+                Ok(reply) => break reply,
+                // Until the client has reconnected and replayed its subscriptions.
+                Err(e) if e.code() == ErrorCode::NoHandler => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the handler registered during the outage never served");
+    assert_eq!(reply.payload, Some(json!("back")));
+    probe.emit("outage.event", json!("seen")).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert_eq!(seen.unwrap().unwrap(), Some(json!("seen")));
     for target in ["outage.late", "outage.abandoned"] {
         let err = probe.invoke(target, json!(1)).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
     }
-    // And registering works again on the same bus.
+    // And registering confirms with the server again.
     bus.handle_invoke("outage.late", |req| async move { Ok(req.into_payload()) })
         .await
         .unwrap();
-    let reply = probe.invoke("outage.late", json!("back")).await.unwrap();
-    assert_eq!(reply.payload, Some(json!("back")));
+    let reply = probe.invoke("outage.late", json!("late")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("late")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_with_a_server_that_stops_answering_fails_in_time() {
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let nats = NatsServer::start();
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder().agent_id("frozen").default_timeout(TIMEOUT),
+    )
+    .await;
+    // Connected, but the server answers nothing: the registration cannot be
+    // confirmed.
+    nats.pause();
+    let started = Instant::now();
+    let err = bus
+        .handle_invoke("frozen.late", |req| async move { Ok(req.into_payload()) })
+        .await
+        .err()
+        .expect("confirmed by a frozen server");
+    let took = started.elapsed();
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(took < TIMEOUT + MARGIN, "handle_invoke took {took:?}");
+    // A caller that stops waiting for the confirmation leaves nothing behind.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        bus.handle_invoke(
+            "frozen.abandoned",
+            |req| async move { Ok(req.into_payload()) },
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err(), "confirmed by a frozen server");
+    // Let the removal of the abandoned one reach the client first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nats.resume();
+
+    let probe = nats_bus(&nats.url(), Bus::builder().agent_id("probe")).await;
+    for target in ["frozen.late", "frozen.abandoned"] {
+        let err = probe.invoke(target, json!(1)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
+    }
+    bus.handle_invoke("frozen.late", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let reply = probe.invoke("frozen.late", json!("thawed")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("thawed")));
 }

@@ -273,6 +273,15 @@ impl Drop for Unconfirmed {
     }
 }
 
+/// `reg`, made while the transport is disconnected, logged as such.
+fn registered_offline(reg: Registration) -> Registration {
+    tracing::info!(
+        subject = %reg.inner.subject,
+        "registered while the transport is disconnected: in force once it reconnects"
+    );
+    reg
+}
+
 impl Registration {
     /// The subject it listens on.
     pub fn subject(&self) -> &str {
@@ -500,9 +509,9 @@ impl Bus {
         self.confirm(reg, deadline).await
     }
 
-    /// When a registration must be in force: a disconnected NATS client holds
-    /// new subscriptions, and the flush that confirms them, until it
-    /// reconnects, so registering is bounded like a call.
+    /// When a registration must be made: a disconnected NATS client with a
+    /// full send buffer holds new subscriptions until it reconnects, so
+    /// registering is bounded like a call.
     fn registration_deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.inner.settings.default_timeout
     }
@@ -518,7 +527,7 @@ impl Bus {
         match crate::call::finish_by(deadline, step).await {
             Ok(done) => done.map_err(Into::into),
             Err(_) => Err(BusError::transport(format!(
-                "{subject}: the transport did not put the subscription in force within {:?} \
+                "{subject}: the transport did not take the subscription within {:?} \
                  (is it connected?)",
                 self.inner.settings.default_timeout
             ))),
@@ -526,24 +535,33 @@ impl Bus {
     }
 
     /// Returns `reg` once the transport has it in force, so a peer that is
-    /// told "registered" can call at once. A registration that fails, or
-    /// whose caller stops waiting, is removed.
+    /// told "registered" can call at once. While the transport is
+    /// disconnected it returns at once instead: the client replays its
+    /// subscriptions when it reconnects, so the registration is in force from
+    /// then on, and waiting for the server would hold the caller for the
+    /// whole outage. A registration that fails otherwise, or whose caller
+    /// stops waiting, is removed.
     async fn confirm(
         &self,
         reg: Registration,
         deadline: tokio::time::Instant,
     ) -> Result<Registration, BusError> {
+        let transport = &self.inner.transport;
+        if !transport.is_connected() {
+            return Ok(registered_offline(reg));
+        }
         let mut pending = Unconfirmed(Some(reg));
         let subject = pending
             .0
             .as_ref()
             .map_or_else(String::new, |r| r.inner.subject.clone());
         let confirmed = self
-            .registering(&subject, deadline, self.inner.transport.flush())
+            .registering(&subject, deadline, transport.flush())
             .await;
         let reg = pending.0.take().expect("still pending");
         match confirmed {
             Ok(()) => Ok(reg),
+            Err(_) if !transport.is_connected() => Ok(registered_offline(reg)),
             Err(e) => {
                 let _ = reg.unsubscribe().await;
                 Err(e)

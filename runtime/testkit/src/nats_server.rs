@@ -84,6 +84,26 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open, but it answers
+    /// nothing until [`NatsServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(sent, "kill {signal} nats-server failed");
+    }
+
     /// Starts the server again on the same port.
     pub fn restart(&mut self) {
         self.kill();
