@@ -37,6 +37,8 @@ const STREAMS: usize = 10;
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// Scheduling slack allowed past a call's own timeout.
 const MARGIN: Duration = Duration::from_millis(1500);
+/// The timeout of the buses of the outage tests.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDLER_DELAY: Duration = Duration::from_millis(200);
 
 /// How one call ended.
@@ -68,6 +70,31 @@ where
         Err(_) => Outcome::Hung,
     };
     (outcome, start.elapsed())
+}
+
+/// A bus on `nats` whose calls and registrations time out after SHORT_TIMEOUT.
+async fn short_timeout_bus(nats: &NatsServer, agent: &str) -> Bus {
+    let builder = Bus::builder()
+        .agent_id(agent)
+        .default_timeout(SHORT_TIMEOUT);
+    nats_bus(&nats.url(), builder).await
+}
+
+/// Kills the server and gives its clients time to notice.
+async fn kill_and_settle(nats: &mut NatsServer) {
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Starts registering an echo handler on `target` and stops waiting after
+/// 500 ms; panics if the registration was done by then.
+async fn give_up_registering(bus: &Bus, target: &str) {
+    let registering = bus.handle_invoke(target, |req| async move { Ok(req.into_payload()) });
+    let gave_up = tokio::time::timeout(Duration::from_millis(500), registering).await;
+    assert!(
+        gave_up.is_err(),
+        "{target}: registered while it should wait"
+    );
 }
 
 async fn invoke_slow(bus: &Bus, i: usize) -> Result<(), BusError> {
@@ -316,17 +343,11 @@ async fn scenario() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_send_buffer_during_an_outage_fails_publishes_and_calls_in_time() {
-    const TIMEOUT: Duration = Duration::from_secs(2);
     let mut nats = NatsServer::start();
     // A bus that has made no call yet: its first call must subscribe its
     // reply inbox, through the same stuck send buffer.
-    let bus = nats_bus(
-        &nats.url(),
-        Bus::builder().agent_id("outage").default_timeout(TIMEOUT),
-    )
-    .await;
-    nats.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bus = short_timeout_bus(&nats, "outage").await;
+    kill_and_settle(&mut nats).await;
 
     // async-nats buffers 2,048 commands while disconnected; then it holds.
     let mut buffered = 0;
@@ -340,12 +361,12 @@ async fn a_full_send_buffer_during_an_outage_fails_publishes_and_calls_in_time()
     };
     let (err, took) = failed;
     assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
-    assert!(took < TIMEOUT + MARGIN, "the publish took {took:?}");
+    assert!(took < SHORT_TIMEOUT + MARGIN, "the publish took {took:?}");
     assert!(buffered > 0, "nothing was buffered");
 
     let call = async { bus.invoke("outage.echo", json!(null)).await.map(drop) };
     let (outcome, took) = timed(call).await;
-    assert!(took < TIMEOUT + MARGIN, "the call took {took:?}");
+    assert!(took < SHORT_TIMEOUT + MARGIN, "the call took {took:?}");
     assert!(
         matches!(outcome, Outcome::Failed(ErrorCode::AgentTimeout)),
         "{outcome:?}"
@@ -363,7 +384,6 @@ async fn a_full_send_buffer_during_an_outage_fails_publishes_and_calls_in_time()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
-    const TIMEOUT: Duration = Duration::from_secs(2);
     let mut nats = NatsServer::start();
     let server = nats_bus(&nats.url(), Bus::builder().agent_id("server")).await;
     let client = nats_bus(&nats.url(), Bus::builder().agent_id("client")).await;
@@ -391,21 +411,25 @@ async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
         .unwrap();
     server.transport().flush().await.unwrap();
     let mut stream = client
-        .stream_invoke_with("endless", json!(null), CallOptions::new().timeout(TIMEOUT))
+        .stream_invoke_with(
+            "endless",
+            json!(null),
+            CallOptions::new().timeout(SHORT_TIMEOUT),
+        )
         .await
         .unwrap();
     let started = Instant::now();
     stream.next().await.unwrap().unwrap();
     nats.kill();
-    let (code, cancelled, at) = tokio::time::timeout(TIMEOUT + MARGIN, ended_rx)
+    let (code, cancelled, at) = tokio::time::timeout(SHORT_TIMEOUT + MARGIN, ended_rx)
         .await
         .expect("the handler was still writing after its deadline")
         .unwrap();
     assert_eq!(code, ErrorCode::AgentTimeout);
     assert!(cancelled, "the handler's request was not cancelled");
-    assert!(at - started < TIMEOUT + MARGIN, "{:?}", at - started);
+    assert!(at - started < SHORT_TIMEOUT + MARGIN, "{:?}", at - started);
     // The caller, cut off too, ends with a typed error in time.
-    let ended = tokio::time::timeout(TIMEOUT + MARGIN, async {
+    let ended = tokio::time::timeout(SHORT_TIMEOUT + MARGIN, async {
         while let Some(frame) = stream.next().await {
             if let Err(e) = frame {
                 return e.code();
@@ -420,15 +444,9 @@ async fn a_stream_handler_cut_off_from_the_server_stops_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
-    const TIMEOUT: Duration = Duration::from_secs(2);
     let mut nats = NatsServer::start();
-    let bus = nats_bus(
-        &nats.url(),
-        Bus::builder().agent_id("outage").default_timeout(TIMEOUT),
-    )
-    .await;
-    nats.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bus = short_timeout_bus(&nats, "outage").await;
+    kill_and_settle(&mut nats).await;
 
     // While the client can still buffer, registering does not wait for the
     // server: the client replays the subscription when it reconnects.
@@ -464,7 +482,7 @@ async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
     let took = started.elapsed();
     assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
     assert!(err.to_string().contains("is it connected"), "{err}");
-    assert!(took < TIMEOUT + MARGIN, "handle_invoke took {took:?}");
+    assert!(took < SHORT_TIMEOUT + MARGIN, "handle_invoke took {took:?}");
     // A caller that gives up first leaves no handler behind either.
     let gave_up = tokio::time::timeout(
         Duration::from_millis(500),
@@ -511,13 +529,8 @@ async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_with_a_server_that_stops_answering_fails_in_time() {
-    const TIMEOUT: Duration = Duration::from_secs(2);
     let nats = NatsServer::start();
-    let bus = nats_bus(
-        &nats.url(),
-        Bus::builder().agent_id("frozen").default_timeout(TIMEOUT),
-    )
-    .await;
+    let bus = short_timeout_bus(&nats, "frozen").await;
     // Connected, but the server answers nothing: the registration cannot be
     // confirmed.
     nats.pause();
@@ -529,17 +542,9 @@ async fn registering_with_a_server_that_stops_answering_fails_in_time() {
         .expect("confirmed by a frozen server");
     let took = started.elapsed();
     assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
-    assert!(took < TIMEOUT + MARGIN, "handle_invoke took {took:?}");
+    assert!(took < SHORT_TIMEOUT + MARGIN, "handle_invoke took {took:?}");
     // A caller that stops waiting for the confirmation leaves nothing behind.
-    let gave_up = tokio::time::timeout(
-        Duration::from_millis(500),
-        bus.handle_invoke(
-            "frozen.abandoned",
-            |req| async move { Ok(req.into_payload()) },
-        ),
-    )
-    .await;
-    assert!(gave_up.is_err(), "confirmed by a frozen server");
+    give_up_registering(&bus, "frozen.abandoned").await;
     // Let the removal of the abandoned one reach the client first.
     tokio::time::sleep(Duration::from_millis(200)).await;
     nats.resume();
