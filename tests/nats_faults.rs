@@ -470,6 +470,15 @@ async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
         started.elapsed()
     );
 
+    // A call made now waits for its deadline (the server may be back by
+    // then), and its error says why it likely failed.
+    let err = bus.invoke("outage.early", json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
+    assert!(
+        err.to_string().contains("transport is not connected"),
+        "{err}"
+    );
+
     // Once its send buffer is full, the client cannot take a subscription:
     // registering fails in time and leaves nothing behind.
     while bus.emit("outage.tick", json!(null)).await.is_ok() {}

@@ -229,7 +229,14 @@ impl Stream {
         } else {
             "idle timeout between frames"
         };
-        self.fail(BusError::timeout(format!("{}: {what}", self.target)))
+        // Say so when the transport is down: the likely cause, which the
+        // timeout alone hides.
+        let why = if self.bus().transport.is_connected() {
+            ""
+        } else {
+            " (the bus transport is not connected)"
+        };
+        self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
     }
 
     /// Ends the stream locally and tells the handler to stop.
