@@ -3,7 +3,9 @@
 //! processes, then SIGTERM while a stream is in flight: the stream ends with a
 //! terminal frame and the service exits 0 within its drain deadline. And the
 //! same client commands against a service on the in-memory bus, through its
-//! HTTP gateway (`--bus http://...`).
+//! HTTP gateway (`--bus http://...`). A service whose NATS server is not up
+//! yet fails at start saying so, or, with `retry_on_initial_connect`, starts
+//! not ready and serves once the server comes up.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -23,12 +25,17 @@ fn client(args: &[&str]) -> Output {
 }
 
 fn write_config(nats_url: &str, http_port: u16) -> tempfile::NamedTempFile {
+    write_config_with(nats_url, "", http_port)
+}
+
+/// A NATS service config; `nats_extra` goes into `bus.nats` (`, key: value`).
+fn write_config_with(nats_url: &str, nats_extra: &str, http_port: u16) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     let yaml = format!(
         r#"version: "openagentio.bridge/v1"
 bus:
   transport: nats
-  nats: {{ url: "{nats_url}" }}
+  nats: {{ url: "{nats_url}"{nats_extra} }}
 http:
   listen: "127.0.0.1:{http_port}"
 shutdown:
@@ -319,4 +326,85 @@ fn validate_and_schema_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     let out = client(&["run", "-c", "/nonexistent.yaml"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_service_started_before_its_nats_server() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+
+    // By default it fails at start, saying what to do.
+    let cfg = write_config(&url, free_port());
+    let out = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to NATS at {url}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("retry_on_initial_connect"), "{stderr}");
+
+    // With retry_on_initial_connect it starts, not ready, and serves once
+    // the server is up: the bridges registered before are in force.
+    let http = free_port();
+    let cfg = write_config_with(&url, ", retry_on_initial_connect: true", http);
+    let (_service, summary) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    assert!(summary.contains("bridge echo (echo): echo"), "{summary}");
+    let (status, body) = http_get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("the bus transport is not connected"),
+        "{body}"
+    );
+
+    let _nats = NatsServer::start_on_port(port, &[]);
+    let started = Instant::now();
+    loop {
+        let out = client(&[
+            "invoke",
+            "echo",
+            r#""late""#,
+            "--bus",
+            &url,
+            "--timeout",
+            "1s",
+        ]);
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#""late""#);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not served after the server came up: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let gateway = format!("http://127.0.0.1:{http}");
+    let out = client(&["invoke", "echo", r#""via gateway""#, "--bus", &gateway]);
+    assert!(out.status.success(), "{out:?}");
+    let (status, body) = http_get(http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+}
+
+/// `GET path` on 127.0.0.1:`port`: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }

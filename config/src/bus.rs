@@ -121,6 +121,10 @@ pub struct NatsConfig {
     pub password: Option<Secret>,
     /// TLS settings.
     pub tls: NatsTlsConfig,
+    /// Start even when no server answers yet, and connect as soon as one
+    /// does (default `false`: the service fails at start, naming the URL).
+    /// Until then the service is not ready, and what it sends is buffered.
+    pub retry_on_initial_connect: bool,
 }
 
 impl Default for NatsConfig {
@@ -133,6 +137,7 @@ impl Default for NatsConfig {
             user: None,
             password: None,
             tls: NatsTlsConfig::default(),
+            retry_on_initial_connect: false,
         }
     }
 }
@@ -159,6 +164,11 @@ impl NatsConfig {
             user: o.opt("user", non_empty),
             password: o.opt("password", secret),
             tls: o.opt("tls", NatsTlsConfig::read).unwrap_or_default(),
+            retry_on_initial_connect: o.or(
+                "retry_on_initial_connect",
+                d.retry_on_initial_connect,
+                boolean,
+            ),
         };
         // `user` and `password` go together; one way to authenticate at most.
         match (o.has("user"), o.has("password")) {

@@ -169,7 +169,7 @@ fn required_keys_per_transport_and_kind() {
 #[test]
 fn subject_names_tenants_and_sections() {
     let yaml = format!(
-        "{V}bus: {{subject_prefix: 'acp..v1', default_tenant: 'ac.me', nats: {{url: 'http://h', user: u, token: t}}}}
+        "{V}bus: {{subject_prefix: 'acp..v1', default_tenant: 'ac.me', nats: {{url: 'http://h', user: u, token: t, retry_on_initial_connect: 'yes'}}}}
 http: {{tokens: [{{token: same}}, {{token: same, tenant: 'a b'}}], body_limit: 0, cors_origins: ['https://x.org/path']}}
 telemetry: {{log_level: verbose, otlp_endpoint: 'grpc://collector:4317'}}
 shutdown: {{drain_timeout: -1}}
@@ -183,6 +183,7 @@ bridges:
         errors(&yaml),
         [
             "bus.nats.url: expected a URL with scheme nats or tls or ws or wss, found `http`",
+            "bus.nats.retry_on_initial_connect: expected true or false, found a string",
             "bus.nats.password: missing: `user` needs `password`",
             "bus.nats.user: give only one way to authenticate: `token`, `user`/`password` or `credentials_file`",
             "bus.subject_prefix: invalid subject name: has an empty subject token (a leading, trailing or doubled `.`)",

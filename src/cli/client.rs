@@ -45,12 +45,12 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
         .await
         .map_err(|e| {
             Exit::Bus(BusError::unavailable(match e {
-                // Reached a server: the hint below would mislead.
-                ConnectError::Auth { .. } => e.to_string(),
-                _ => format!(
+                // Only when no server answered: otherwise the hint would mislead.
+                ConnectError::Unreachable { .. } => format!(
                     "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
                      reached through its HTTP gateway: --bus http://127.0.0.1:8080"
                 ),
+                _ => e.to_string(),
             }))
         })?;
     Ok(builder.transport(nats).build())

@@ -57,7 +57,7 @@ pub fn nats_options(cfg: &Config) -> NatsOptions {
         key_file: n.tls.key_file.clone(),
     });
     opts.name = Some(n.name.clone().unwrap_or_else(|| cfg.bus.agent_id.clone()));
-    opts
+    opts.retry_on_initial_connect(n.retry_on_initial_connect)
 }
 
 fn gateway_config(h: &HttpConfig) -> GatewayConfig {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use openagentio_core::middleware::{Logging, Recover};
 use openagentio_core::{Bridge, BridgeError, Bus, ServiceStatus};
-use openagentio_nats::NatsTransport;
+use openagentio_nats::{ConnectError, NatsTransport};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -66,7 +66,13 @@ impl Service {
             TransportSpec::Nats(opts) => {
                 let t = NatsTransport::connect((**opts).clone())
                     .await
-                    .map_err(|e| ServiceError::Transport(e.to_string()))?;
+                    .map_err(|e| match e {
+                        ConnectError::Unreachable { .. } => ServiceError::Transport(format!(
+                            "{e} (is nats-server running there? To start before it \
+                             does, set `bus.nats.retry_on_initial_connect: true`)"
+                        )),
+                        e => ServiceError::Transport(e.to_string()),
+                    })?;
                 let shown = openagentio_nats::redact_urls(&opts.url);
                 (format!("nats ({shown})"), Bus::builder().transport(t))
             }

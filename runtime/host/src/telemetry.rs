@@ -76,11 +76,23 @@ impl Drop for TelemetryGuard {
 #[error("telemetry: {0}")]
 pub struct TelemetryError(String);
 
+/// The filter for `log_level`: a bare level also quiets async-nats to
+/// warnings, as the NATS transport logs the connection's events itself (at
+/// info, async-nats logs each failed reconnect attempt). Directives with a
+/// target (`debug,async_nats=info`) are taken as they are.
+fn default_directives(log_level: &str) -> String {
+    if log_level.contains('=') {
+        log_level.to_owned()
+    } else {
+        format!("{log_level},async_nats=warn")
+    }
+}
+
 /// Installs the global logger and, with an OTLP endpoint, the span exporter.
 /// A second call keeps the first logger.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log_level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(default_directives(&settings.log_level)));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = match settings.log_format {
         LogFormat::Text => fmt.boxed(),
@@ -173,6 +185,16 @@ pub fn stamp_current_span(env: &mut Envelope) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_level_quiets_async_nats_and_directives_are_kept() {
+        assert_eq!(default_directives("info"), "info,async_nats=warn");
+        assert_eq!(default_directives("debug"), "debug,async_nats=warn");
+        assert_eq!(
+            default_directives("debug,async_nats=info"),
+            "debug,async_nats=info"
+        );
+    }
 
     #[test]
     fn endpoint_gets_the_traces_path_once() {

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::{ConnectOptions, Event};
+use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use async_trait::async_trait;
 use futures::StreamExt;
 use openagentio_core::codec;
@@ -39,6 +39,9 @@ struct Counters {
     reconnects: AtomicU64,
     connected_once: AtomicBool,
     closed: AtomicBool,
+    /// A client error was logged since the last connect: the next ones of
+    /// the same outage (one per reconnect attempt) go to debug.
+    failing: AtomicBool,
 }
 
 /// Why connecting failed.
@@ -71,7 +74,16 @@ pub enum ConnectError {
         /// The server.
         url: String,
     },
-    /// The server could not be reached or the handshake failed.
+    /// No server answered: the connection was refused or timed out, or the
+    /// host name did not resolve.
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// What failed.
+        message: String,
+    },
+    /// A server answered but the connection could not be made (TLS, protocol).
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect {
         /// The server.
@@ -164,19 +176,20 @@ impl NatsTransport {
         let client = co.connect(url.as_str()).await.map_err(|e| {
             let url = &shown;
             let message = e.to_string();
-            if matches!(
-                e.kind(),
-                async_nats::ConnectErrorKind::AuthorizationViolation
-            ) {
-                ConnectError::Auth { url: url.clone() }
-            } else {
-                ConnectError::Connect {
+            match e.kind() {
+                ConnectErrorKind::AuthorizationViolation => ConnectError::Auth { url: url.clone() },
+                ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {
+                    ConnectError::Unreachable {
+                        url: url.clone(),
+                        message,
+                    }
+                }
+                _ => ConnectError::Connect {
                     url: url.clone(),
                     message: with_tls_hint(message),
-                }
+                },
             }
         })?;
-        stats.connected_once.store(true, Ordering::Release);
         Ok(NatsTransport { client, stats })
     }
 
@@ -239,9 +252,12 @@ fn fastrand_f64() -> f64 {
 fn on_event(stats: &Counters, event: Event) {
     match event {
         Event::Connected => {
-            if stats.connected_once.load(Ordering::Acquire) {
+            stats.failing.store(false, Ordering::Relaxed);
+            if stats.connected_once.swap(true, Ordering::AcqRel) {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("NATS connection restored");
+            } else {
+                tracing::info!("NATS connected");
             }
         }
         Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
@@ -254,7 +270,16 @@ fn on_event(stats: &Counters, event: Event) {
         }
         Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
         Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
-        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+        Event::ClientError(e) => {
+            if stats.failing.swap(true, Ordering::Relaxed) {
+                tracing::debug!(error = %e, "NATS client error");
+            } else {
+                tracing::warn!(
+                    error = %e,
+                    "NATS client error; retrying (further errors until it connects are logged at debug)"
+                );
+            }
+        }
         Event::Draining | Event::Closed => {}
     }
 }

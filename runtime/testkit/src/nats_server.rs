@@ -41,9 +41,15 @@ impl NatsServer {
 
     /// Starts a server with extra command-line arguments (e.g. `--auth TOKEN`).
     pub fn start_with_args(args: &[&str]) -> NatsServer {
+        Self::start_on_port(free_port(), args)
+    }
+
+    /// Starts a server on `port` (one a client was told about before the
+    /// server existed, say).
+    pub fn start_on_port(port: u16, args: &[&str]) -> NatsServer {
         let mut s = NatsServer {
             child: None,
-            port: free_port(),
+            port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
