@@ -178,12 +178,10 @@ impl NatsTransport {
             let message = e.to_string();
             match e.kind() {
                 ConnectErrorKind::AuthorizationViolation => ConnectError::Auth { url: url.clone() },
-                ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => {
-                    ConnectError::Unreachable {
-                        url: url.clone(),
-                        message,
-                    }
-                }
+                _ if no_server_answered(&e) => ConnectError::Unreachable {
+                    url: url.clone(),
+                    message,
+                },
                 _ => ConnectError::Connect {
                     url: url.clone(),
                     message: with_tls_hint(message),
@@ -219,6 +217,30 @@ impl NatsTransport {
                 "connection closed during flush".into(),
             )),
         }
+    }
+}
+
+/// Whether `e` means that no server answered (refused, timed out, not
+/// resolved) rather than that one answered and the handshake failed (TLS
+/// alerts and certificate errors come as I/O errors too).
+fn no_server_answered(e: &async_nats::ConnectError) -> bool {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ConnectErrorKind::TimedOut | ConnectErrorKind::Dns => true,
+        ConnectErrorKind::Io => std::error::Error::source(e)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    ErrorKind::ConnectionRefused
+                        | ErrorKind::TimedOut
+                        | ErrorKind::HostUnreachable
+                        | ErrorKind::NetworkUnreachable
+                        | ErrorKind::AddrNotAvailable
+                        | ErrorKind::NotFound
+                )
+            }),
+        _ => false,
     }
 }
 
