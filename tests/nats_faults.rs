@@ -20,7 +20,8 @@
 //!   it); once the client's send buffer is full, registering fails with
 //!   `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing serving,
 //!   as does a registration whose caller stops waiting; so does one that a
-//!   connected but frozen server (SIGSTOP) never confirms.
+//!   connected but frozen server (SIGSTOP) never confirms;
+//! - closing a bus while the server is down returns at once.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -568,4 +569,23 @@ async fn registering_with_a_server_that_stops_answering_fails_in_time() {
         .unwrap();
     let reply = probe.invoke("frozen.late", json!("thawed")).await.unwrap();
     assert_eq!(reply.payload, Some(json!("thawed")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_during_an_outage_does_not_wait_for_the_server() {
+    let mut nats = NatsServer::start();
+    let bus = short_timeout_bus(&nats, "closing").await;
+    bus.handle_invoke("closing.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    bus.emit("closing.tick", json!(1)).await.unwrap();
+    kill_and_settle(&mut nats).await;
+    bus.emit("closing.tick", json!(2)).await.unwrap();
+    let started = Instant::now();
+    bus.close().await;
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "close took {:?}",
+        started.elapsed()
+    );
 }

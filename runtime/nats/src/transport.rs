@@ -429,6 +429,11 @@ impl Transport for NatsTransport {
         if self.stats.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        // Without a server there is nothing to flush to: waiting would only
+        // hold a shutdown during an outage.
+        if self.client.connection_state() != State::Connected {
+            return;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
     }
