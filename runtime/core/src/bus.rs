@@ -786,6 +786,28 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn a_call_in_flight_when_its_bus_closes_says_so() {
+        let bus = Bus::memory();
+        bus.handle_invoke("slow", |_req| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+        let caller = bus.clone();
+        let call = tokio::spawn(async move { caller.invoke("slow", Value::Null).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bus.close().await;
+        let err = tokio::time::timeout(Duration::from_secs(5), call)
+            .await
+            .expect("the call outlived its bus")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::TransportFailure, "{err}");
+        assert!(err.to_string().contains("the bus was closed"), "{err}");
+    }
+
+    #[tokio::test]
     async fn subscriptions_that_end_are_forgotten() {
         let bus = Bus::memory();
         let keep = bus.subscribe("kept", |_e| async { Ok(()) }).await.unwrap();

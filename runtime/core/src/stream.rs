@@ -118,8 +118,13 @@ impl Stream {
                         self.target
                     )))));
                 }
+                let why = if self.bus().closed.load(std::sync::atomic::Ordering::Acquire) {
+                    "the bus was closed"
+                } else {
+                    "reply channel closed"
+                };
                 return Some(Err(self.fail(BusError::transport(format!(
-                    "{}: reply channel closed before the terminal frame",
+                    "{}: {why} before the terminal frame",
                     self.target
                 )))));
             };
