@@ -261,6 +261,13 @@ struct RegistrationInner {
 /// (a dropped `subscribe` future must not leave a handler serving).
 struct Unconfirmed(Option<Registration>);
 
+impl Unconfirmed {
+    /// The registration, now that its caller has the outcome.
+    fn settled(mut self) -> Registration {
+        self.0.take().expect("settled once")
+    }
+}
+
 impl Drop for Unconfirmed {
     fn drop(&mut self) {
         if let Some(reg) = self.0.take()
@@ -550,15 +557,12 @@ impl Bus {
         if !transport.is_connected() {
             return Ok(registered_offline(reg));
         }
-        let mut pending = Unconfirmed(Some(reg));
-        let subject = pending
-            .0
-            .as_ref()
-            .map_or_else(String::new, |r| r.inner.subject.clone());
+        let subject = reg.inner.subject.clone();
+        let pending = Unconfirmed(Some(reg));
         let confirmed = self
             .registering(&subject, deadline, transport.flush())
             .await;
-        let reg = pending.0.take().expect("still pending");
+        let reg = pending.settled();
         match confirmed {
             Ok(()) => Ok(reg),
             Err(_) if !transport.is_connected() => Ok(registered_offline(reg)),
