@@ -7,6 +7,8 @@
 //! - a Rust caller invokes and streams from Python handlers;
 //! - events published on either side arrive on the other;
 //! - a Python caller invokes and streams from the `echo_agent` example;
+//! - with a custom subject prefix and a tenant on both sides, calls and
+//!   events cross both ways and other prefixes and tenants are not reached;
 //!
 //! with payloads, `correlation_id`, `seq`, `is_final`, session fields, metadata
 //! (non-`acp.*` request keys inherited into every reply) and error codes (a
@@ -824,4 +826,88 @@ async fn python_calls_echo_agent() {
         .collect();
     assert_eq!(text, "one two three");
     py.expect("done").await;
+}
+
+// ---------------------------------------------------------------------------
+// (e) A custom subject prefix and a tenant, on both sides
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_prefix_and_tenant_match_the_reference_subjects() {
+    bounded(scoped_both_ways()).await
+}
+
+async fn scoped_both_ways() {
+    let nats = NatsServer::start();
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder()
+            .agent_id("rust")
+            .subject_prefix("myco.agents")
+            .tenant("acme")
+            .default_timeout(Duration::from_secs(10)),
+    )
+    .await;
+    bus.handle_invoke("rs-scoped", |req| async move {
+        Ok(json!({"answered": req.payload().clone(), "tenant": req.envelope().tenant_id.as_str()}))
+    })
+    .await
+    .unwrap();
+    let (tx, mut events) = mpsc::unbounded_channel();
+    bus.subscribe("scoped.to_rs", move |env: Envelope| {
+        let tx = tx.clone();
+        async move {
+            tx.send(env).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+
+    let mut py = PyPeer::spawn("scoped.py", &nats.url());
+    py.expect("ready").await;
+
+    // Rust calls Python: same prefix, same tenant.
+    let reply = bus.invoke("scoped-echo", json!({"n": 1})).await.unwrap();
+    assert_eq!(
+        reply.payload,
+        Some(json!({"echoed": {"n": 1}, "tenant": "acme"}))
+    );
+    // A bus on the default prefix, or another tenant, does not reach it.
+    let plain = rust_bus(&nats).await;
+    let err = plain.invoke("scoped-echo", json!(null)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler, "{err}");
+    let err = bus
+        .invoke_with(
+            "scoped-echo",
+            json!(null),
+            CallOptions::new().tenant("other"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler, "{err}");
+
+    // Python calls Rust.
+    py.send("call").await;
+    let r = py.expect("reply").await;
+    let (req, reply) = (envelope(&r["request"]), envelope(&r["reply"]));
+    assert_eq!(reply.correlation_id, req.event_id);
+    assert_eq!(
+        reply.payload,
+        Some(json!({"answered": {"ask": "rust"}, "tenant": "acme"}))
+    );
+
+    // Events both ways.
+    bus.emit("scoped.to_py", json!({"from": "rust"}))
+        .await
+        .unwrap();
+    let e = py.expect("event").await;
+    let env = envelope(&e["env"]);
+    assert_eq!(env.payload, Some(json!({"from": "rust"})));
+    py.send("publish").await;
+    py.expect("published").await;
+    let got = tokio::time::timeout(LIMIT, events.recv())
+        .await
+        .expect("the Python event did not arrive")
+        .unwrap();
+    assert_eq!(got.payload, Some(json!({"from": "python"})));
 }

@@ -27,11 +27,12 @@ def wire(env: Envelope) -> dict[str, Any]:
     return json.loads(env.to_bytes())
 
 
-async def connect(url: str, agent_id: str, tenant: str = "") -> Bus:
+async def connect(url: str, agent_id: str, tenant: str = "", prefix: str = "acp.v1") -> Bus:
     bus = Bus(
         agent_id=agent_id,
         transport=NATSDriver(url, name=agent_id),
         tenant=tenant,
+        subject_prefix=prefix,
         default_timeout=10.0,
     )
     await bus.connect()
