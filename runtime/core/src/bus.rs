@@ -17,13 +17,14 @@ use crate::error::BusError;
 use crate::memory::MemoryTransport;
 use crate::middleware::{BoxFuture, Endpoint, Middleware};
 use crate::options::{HandleOptions, SubscribeOptions};
+use crate::registration::Registration;
 use crate::reply_router::ReplyRouter;
 use crate::request::{Call, CallKind, Request};
 use crate::stats::{BusStats, Counters};
 use crate::stream::StreamLimits;
 use crate::subject::{Subjects, check_name, check_tenant};
 use crate::text::Text;
-use crate::transport::{Message, Subscription, Transport};
+use crate::transport::{Message, Transport};
 use crate::writer::{FrameKind, StreamWriter};
 
 /// Settings fixed when the bus is built.
@@ -241,80 +242,6 @@ impl BusInner {
     }
 }
 
-/// A handler or subscription registered on the bus. It stays until
-/// [`Registration::unsubscribe`] or [`Bus::close`]; dropping the handle does not
-/// remove it.
-#[derive(Clone)]
-pub struct Registration {
-    inner: Arc<RegistrationInner>,
-}
-
-struct RegistrationInner {
-    subject: String,
-    subscription: tokio::sync::Mutex<Option<Box<dyn Subscription>>>,
-    worker: Option<tokio::task::AbortHandle>,
-    /// The bus that keeps it until `close` (weak: the bus owns its list).
-    bus: Weak<BusInner>,
-}
-
-/// A registration not yet confirmed: removed if its caller stops waiting
-/// (a dropped `subscribe` future must not leave a handler serving).
-struct Unconfirmed(Option<Registration>);
-
-impl Unconfirmed {
-    /// The registration, now that its caller has the outcome.
-    fn settled(mut self) -> Registration {
-        self.0.take().expect("settled once")
-    }
-}
-
-impl Drop for Unconfirmed {
-    fn drop(&mut self) {
-        if let Some(reg) = self.0.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                let _ = reg.unsubscribe().await;
-            });
-        }
-    }
-}
-
-/// `reg`, made while the transport is disconnected, logged as such.
-fn registered_offline(reg: Registration) -> Registration {
-    tracing::info!(
-        subject = %reg.inner.subject,
-        "registered while the transport is disconnected: in force once it reconnects"
-    );
-    reg
-}
-
-impl Registration {
-    /// The subject it listens on.
-    pub fn subject(&self) -> &str {
-        &self.inner.subject
-    }
-
-    /// Stops deliveries to the handler. Idempotent.
-    pub async fn unsubscribe(&self) -> Result<(), BusError> {
-        // The bus forgets it too: subscriptions that come and go (one per
-        // client of a gateway feed, say) must not pile up until `close`.
-        if let Some(bus) = self.inner.bus.upgrade() {
-            bus.registrations
-                .lock()
-                .retain(|r| !Arc::ptr_eq(&r.inner, &self.inner));
-        }
-        let sub = self.inner.subscription.lock().await.take();
-        if let Some(worker) = &self.inner.worker {
-            worker.abort();
-        }
-        match sub {
-            Some(s) => s.unsubscribe().await.map_err(BusError::from),
-            None => Ok(()),
-        }
-    }
-}
-
 impl Bus {
     /// A builder.
     pub fn builder() -> BusBuilder {
@@ -516,63 +443,6 @@ impl Bus {
         self.confirm(reg, deadline).await
     }
 
-    /// When a registration must be made: a disconnected NATS client with a
-    /// full send buffer holds new subscriptions until it reconnects, so
-    /// registering is bounded like a call.
-    fn registration_deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.inner.settings.default_timeout
-    }
-
-    /// `step` of registering on `subject`, unless `deadline` passes first
-    /// (then `TRANSPORT_FAILURE`).
-    async fn registering<T, E: Into<BusError>>(
-        &self,
-        subject: &str,
-        deadline: tokio::time::Instant,
-        step: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, BusError> {
-        match crate::call::finish_by(deadline, step).await {
-            Ok(done) => done.map_err(Into::into),
-            Err(_) => Err(BusError::transport(format!(
-                "{subject}: the transport did not take the subscription within {:?} \
-                 (is it connected?)",
-                self.inner.settings.default_timeout
-            ))),
-        }
-    }
-
-    /// Returns `reg` once the transport has it in force, so a peer that is
-    /// told "registered" can call at once. While the transport is
-    /// disconnected it returns at once instead: the client replays its
-    /// subscriptions when it reconnects, so the registration is in force from
-    /// then on, and waiting for the server would hold the caller for the
-    /// whole outage. A registration that fails otherwise, or whose caller
-    /// stops waiting, is removed.
-    async fn confirm(
-        &self,
-        reg: Registration,
-        deadline: tokio::time::Instant,
-    ) -> Result<Registration, BusError> {
-        let transport = &self.inner.transport;
-        if !transport.is_connected() {
-            return Ok(registered_offline(reg));
-        }
-        let subject = reg.inner.subject.clone();
-        let pending = Unconfirmed(Some(reg));
-        let confirmed = self
-            .registering(&subject, deadline, transport.flush())
-            .await;
-        let reg = pending.settled();
-        match confirmed {
-            Ok(()) => Ok(reg),
-            Err(_) if !transport.is_connected() => Ok(registered_offline(reg)),
-            Err(e) => {
-                let _ = reg.unsubscribe().await;
-                Err(e)
-            }
-        }
-    }
-
     /// Serves `target` with a request/reply handler: its `Ok` value becomes the
     /// payload of one `agent.response.final` frame, its `Err` an
     /// `agent.response.error` frame.
@@ -701,32 +571,6 @@ impl Bus {
         })
     }
 
-    fn track(
-        &self,
-        subject: String,
-        sub: Box<dyn Subscription>,
-        worker: Option<tokio::task::AbortHandle>,
-    ) -> Registration {
-        let reg = Registration {
-            inner: Arc::new(RegistrationInner {
-                subject,
-                subscription: tokio::sync::Mutex::new(Some(sub)),
-                worker,
-                bus: Arc::downgrade(&self.inner),
-            }),
-        };
-        self.inner.registrations.lock().push(reg.clone());
-        reg
-    }
-
-    /// Removes every registration (handlers and subscriptions).
-    async fn unsubscribe_all(&self) {
-        let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
-        for r in regs {
-            let _ = r.unsubscribe().await;
-        }
-    }
-
     /// Requests being served by this bus's handlers now.
     pub fn in_flight(&self) -> usize {
         self.inner.cancels.in_flight()
@@ -809,19 +653,5 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::TransportFailure, "{err}");
         assert!(err.to_string().contains("the bus was closed"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn subscriptions_that_end_are_forgotten() {
-        let bus = Bus::memory();
-        let keep = bus.subscribe("kept", |_e| async { Ok(()) }).await.unwrap();
-        for _ in 0..100 {
-            let reg = bus.subscribe("a.*", |_e| async { Ok(()) }).await.unwrap();
-            reg.unsubscribe().await.unwrap();
-            reg.unsubscribe().await.unwrap();
-        }
-        assert_eq!(bus.inner.registrations.lock().len(), 1);
-        keep.unsubscribe().await.unwrap();
-        assert!(bus.inner.registrations.lock().is_empty());
     }
 }
