@@ -3,10 +3,12 @@
 //! ones fail at once with an authorization error, not a hang or a retry loop.
 //! Credentials written into the URL (`nats://user:password@host`,
 //! `nats://token@host`) work too, and no error message shows the secret.
+//! Subjects a user's permissions deny fail with `AUTH_FAILURE` naming the
+//! server's refusal: a handler at registration, a call when it times out.
 
 use std::time::{Duration, Instant};
 
-use openagentio_core::Bus;
+use openagentio_core::{Bus, ErrorCode};
 use openagentio_nats::{ConnectError, NatsAuth, NatsOptions, NatsTransport};
 use openagentio_testkit::NatsServer;
 use serde_json::json;
@@ -20,13 +22,17 @@ async fn connect(url: &str, auth: NatsAuth) -> Result<NatsTransport, ConnectErro
 
 async fn serves(transport: NatsTransport) {
     let bus = Bus::builder().agent_id("auth").transport(transport).build();
+    serves_on(&bus).await;
+    bus.close().await;
+}
+
+/// Serves and calls an echo target on `bus`.
+async fn serves_on(bus: &Bus) {
     bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
         .await
         .unwrap();
-    bus.transport().flush().await.unwrap();
     let reply = bus.invoke("echo", json!({"ok": true})).await.unwrap();
     assert_eq!(reply.payload, Some(json!({"ok": true})));
-    bus.close().await;
 }
 
 async fn refused(url: &str, auth: NatsAuth) {
@@ -113,4 +119,61 @@ async fn credentials_in_the_url_are_used_and_never_shown() {
         assert!(!shown.contains("hunter2"), "the secret leaked: {shown}");
         assert!(shown.contains("***@127.0.0.1"), "{shown}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization {
+  users = [
+    {user: worker, password: pw, permissions: {
+      subscribe: {deny: ["acp.v1.invoke.secret"]},
+      publish: {deny: ["acp.v1.invoke.forbidden"]}
+    }}
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let nats = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]);
+    let worker = NatsAuth::UserPassword {
+        user: "worker".into(),
+        password: "pw".into(),
+    };
+    let transport = connect(&nats.url(), worker).await.unwrap();
+    let bus = Bus::builder()
+        .agent_id("worker")
+        .transport(transport)
+        .default_timeout(Duration::from_secs(2))
+        .build();
+
+    // A handler on a subject the user may not subscribe to is refused at
+    // registration, naming the subject, and nothing is left registered.
+    let err = bus
+        .handle_invoke("secret", |req| async move { Ok(req.into_payload()) })
+        .await
+        .err()
+        .expect("registered on a denied subject");
+    assert_eq!(err.code(), ErrorCode::AuthFailure, "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("acp.v1.invoke.secret"), "{shown}");
+    assert!(shown.contains("Permissions Violation"), "{shown}");
+    let err = bus.invoke("secret", json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler, "{err}");
+
+    // A call the user may not publish fails as refused, not as a bare timeout.
+    bus.handle_invoke("forbidden", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = bus.invoke("forbidden", json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AuthFailure, "{err}");
+    assert!(err.to_string().contains("refused the request"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2) + FAST);
+
+    // Everything else works on the same connection.
+    serves_on(&bus).await;
 }

@@ -121,7 +121,7 @@ pub async fn invoke(a: CallArgs) -> Exit {
 
 /// The frames of a stream, from the bus or from the gateway's SSE answer.
 enum Frames {
-    Bus(Bus, openagentio_core::Stream),
+    Bus(Bus, Box<openagentio_core::Stream>),
     Gateway(gateway::Envelopes, Option<Duration>),
 }
 
@@ -171,7 +171,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
             Remote::Bus(bus) => {
                 let s = bus.stream_invoke_with(&a.call.target, p, opts).await;
                 match s {
-                    Ok(s) => Frames::Bus(bus, s),
+                    Ok(s) => Frames::Bus(bus, Box::new(s)),
                     Err(e) => {
                         bus.close().await;
                         return Err(e.into());

@@ -426,13 +426,16 @@ impl Bus {
             bus: Arc::downgrade(&self.inner),
             name: route.name.clone(),
         });
-        let deadline = self.registration_deadline();
+        let attempt = self.registration_attempt();
         let worker = tokio::spawn(run_event_worker(route, rx, opts.concurrency.unwrap_or(1)));
         let subscribed = self
             .inner
             .transport
             .subscribe(&subject, opts.queue.as_deref(), sink);
-        let sub = match self.registering(&subject, deadline, subscribed).await {
+        let sub = match self
+            .registering(&subject, attempt.deadline, subscribed)
+            .await
+        {
             Ok(s) => s,
             Err(e) => {
                 worker.abort();
@@ -440,7 +443,7 @@ impl Bus {
             }
         };
         let reg = self.track(subject, sub, Some(worker.abort_handle()));
-        self.confirm(reg, deadline).await
+        self.confirm(reg, attempt).await
     }
 
     /// Serves `target` with a request/reply handler: its `Ok` value becomes the
@@ -535,10 +538,11 @@ impl Bus {
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
         let subject = self.inner.subjects.invoke(target, tenant);
-        let deadline = self.registration_deadline();
+        let attempt = self.registration_attempt();
         let cancels = self.inner.subjects.cancel();
         let listening = self.inner.cancels.listen(&self.inner.transport, &cancels);
-        self.registering(&cancels, deadline, listening).await?;
+        self.registering(&cancels, attempt.deadline, listening)
+            .await?;
         let limiter = opts
             .max_concurrency
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
@@ -548,9 +552,11 @@ impl Bus {
             self.inner
                 .transport
                 .subscribe(&subject, Some(&queue), Arc::new(RequestSink(route)));
-        let sub = self.registering(&subject, deadline, subscribed).await?;
+        let sub = self
+            .registering(&subject, attempt.deadline, subscribed)
+            .await?;
         let reg = self.track(subject, sub, None);
-        self.confirm(reg, deadline).await
+        self.confirm(reg, attempt).await
     }
 
     fn route(

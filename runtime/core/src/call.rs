@@ -12,7 +12,7 @@ use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::MESSAGE_RECEIVED;
 use crate::options::CallOptions;
-use crate::stream::Stream;
+use crate::stream::{SentRequest, Stream};
 use crate::subject::{check_name, check_tenant};
 use crate::text::Text;
 use crate::trace_context::TraceContext;
@@ -226,8 +226,12 @@ impl Bus {
             }
         };
         env.reply_to.clone_from(&slot.subject);
-        let request_id = env.event_id.clone();
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
+        let sent = SentRequest {
+            id: env.event_id.clone(),
+            subject: subject.clone(),
+            at: now.into_std(),
+        };
         let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
         match finish_by(deadline, inner.transport.publish(msg)).await {
             Ok(Ok(())) => {}
@@ -241,7 +245,7 @@ impl Bus {
         }
         Ok(Stream::new(
             slot,
-            request_id,
+            sent,
             Text::new(target),
             Some(deadline),
             opts.idle_timeout,

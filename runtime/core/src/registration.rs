@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 
 use crate::bus::{Bus, BusInner};
-use crate::error::BusError;
+use crate::error::{BusError, ErrorCode};
 use crate::transport::Subscription;
 
 /// A handler or subscription registered on the bus. It stays until
@@ -82,12 +82,22 @@ impl Registration {
     }
 }
 
+/// One attempt at registering: when it began, and by when it must be made
+/// (a disconnected NATS client with a full send buffer holds new
+/// subscriptions until it reconnects, so registering is bounded like a call).
+#[derive(Clone, Copy)]
+pub(crate) struct Attempt {
+    began: std::time::Instant,
+    pub deadline: tokio::time::Instant,
+}
+
 impl Bus {
-    /// When a registration must be made: a disconnected NATS client with a
-    /// full send buffer holds new subscriptions until it reconnects, so
-    /// registering is bounded like a call.
-    pub(crate) fn registration_deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.inner.settings.default_timeout
+    /// A registration attempt starting now.
+    pub(crate) fn registration_attempt(&self) -> Attempt {
+        Attempt {
+            began: std::time::Instant::now(),
+            deadline: tokio::time::Instant::now() + self.inner.settings.default_timeout,
+        }
     }
 
     /// `step` of registering on `subject`, unless `deadline` passes first
@@ -113,12 +123,13 @@ impl Bus {
     /// disconnected it returns at once instead: the client replays its
     /// subscriptions when it reconnects, so the registration is in force from
     /// then on, and waiting for the server would hold the caller for the
-    /// whole outage. A registration that fails otherwise, or whose caller
-    /// stops waiting, is removed.
+    /// whole outage. One the server refused (NATS permissions) fails with
+    /// `AUTH_FAILURE`. A registration that fails, or whose caller stops
+    /// waiting, is removed.
     pub(crate) async fn confirm(
         &self,
         reg: Registration,
-        deadline: tokio::time::Instant,
+        attempt: Attempt,
     ) -> Result<Registration, BusError> {
         let transport = &self.inner.transport;
         if !transport.is_connected() {
@@ -126,13 +137,14 @@ impl Bus {
         }
         let subject = reg.inner.subject.clone();
         let pending = Unconfirmed(Some(reg));
-        let confirmed = self
-            .registering(&subject, deadline, transport.flush())
-            .await;
+        let in_force = transport.confirm_subscription(&subject, attempt.began);
+        let confirmed = self.registering(&subject, attempt.deadline, in_force).await;
         let reg = pending.settled();
         match confirmed {
             Ok(()) => Ok(reg),
-            Err(_) if !transport.is_connected() => Ok(registered_offline(reg)),
+            Err(e) if e.code() != ErrorCode::AuthFailure && !transport.is_connected() => {
+                Ok(registered_offline(reg))
+            }
             Err(e) => {
                 let _ = reg.unsubscribe().await;
                 Err(e)

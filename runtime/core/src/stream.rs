@@ -16,7 +16,7 @@ use crate::error::BusError;
 use crate::reply_router::ReplySlot;
 use crate::stats::Counters;
 use crate::text::Text;
-use crate::transport::{Message, STATUS_NO_RESPONDERS};
+use crate::transport::{Message, Operation, STATUS_NO_RESPONDERS};
 
 /// Limits that end a stream with `BACKPRESSURE_DROP`.
 #[derive(Clone, Copy, Debug)]
@@ -36,6 +36,16 @@ impl Default for StreamLimits {
     }
 }
 
+/// The request a [`Stream`] answers.
+pub(crate) struct SentRequest {
+    /// Its `event_id`, which the frames carry as `correlation_id`.
+    pub id: Text,
+    /// The subject it went to.
+    pub subject: Text,
+    /// When it was sent.
+    pub at: std::time::Instant,
+}
+
 /// The frames of one `stream_invoke`, reordered by `seq`, without duplicates,
 /// ending after the terminal frame. Local failures (timeout, no handler,
 /// backpressure, transport) come as `Err`; an `agent.response.error` frame from
@@ -43,7 +53,7 @@ impl Default for StreamLimits {
 /// before its end tells the handler to stop.
 pub struct Stream {
     slot: ReplySlot,
-    request_id: Text,
+    request: SentRequest,
     target: Text,
     expected: u64,
     pending: BTreeMap<u64, Envelope>,
@@ -58,7 +68,7 @@ pub struct Stream {
 impl Stream {
     pub(crate) fn new(
         slot: ReplySlot,
-        request_id: Text,
+        request: SentRequest,
         target: Text,
         deadline: Option<Instant>,
         idle: Option<Duration>,
@@ -66,7 +76,7 @@ impl Stream {
     ) -> Self {
         Stream {
             slot,
-            request_id,
+            request,
             target,
             expected: 0,
             pending: BTreeMap::new(),
@@ -85,7 +95,7 @@ impl Stream {
 
     /// The `event_id` of the request; frames carry it as `correlation_id`.
     pub fn request_id(&self) -> &str {
-        &self.request_id
+        &self.request.id
     }
 
     /// Whether the stream has ended.
@@ -234,9 +244,18 @@ impl Stream {
         } else {
             "idle timeout between frames"
         };
-        // Say so when the transport is down: the likely cause, which the
-        // timeout alone hides.
-        let why = if self.bus().transport.is_connected() {
+        // Say why when the likely cause is known, which the timeout alone
+        // hides: the server refused the request, or the transport is down.
+        let transport = &self.bus().transport;
+        let refused = transport.refusal(Operation::Publish, &self.request.subject, self.request.at);
+        if let Some(why) = refused {
+            let err = BusError::auth(format!(
+                "{}: the server refused the request ({why})",
+                self.target
+            ));
+            return self.fail(err);
+        }
+        let why = if transport.is_connected() {
             ""
         } else {
             " (the bus transport is not connected)"
@@ -247,7 +266,7 @@ impl Stream {
     /// Ends the stream locally and tells the handler to stop.
     fn fail(&mut self, err: BusError) -> BusError {
         self.done = true;
-        self.bus().send_cancel(&self.request_id);
+        self.bus().send_cancel(&self.request.id);
         err
     }
 }
@@ -255,7 +274,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if !self.done {
-            self.bus().send_cancel(&self.request_id);
+            self.bus().send_cancel(&self.request.id);
         }
     }
 }

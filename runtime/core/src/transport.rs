@@ -122,6 +122,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Waits until everything published so far has reached the server.
     async fn flush(&self) -> Result<(), TransportError>;
 
+    /// Returns once a subscription to `subject` made since `since` is in
+    /// force, or fails with [`TransportError::Auth`] when the server refused
+    /// it. The default: a [`Transport::flush`].
+    async fn confirm_subscription(
+        &self,
+        subject: &str,
+        since: std::time::Instant,
+    ) -> Result<(), TransportError> {
+        let _ = (subject, since);
+        self.flush().await
+    }
+
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
 
@@ -130,6 +142,24 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Closes the transport; later publishes fail.
     async fn close(&self);
+
+    /// Why the server refused to let this client `op` on `subject` since
+    /// `since` (NATS permissions), if it did. A refusal arrives apart from
+    /// the operation it answers: the bus asks when a call times out. The
+    /// default: never.
+    fn refusal(&self, op: Operation, subject: &str, since: std::time::Instant) -> Option<String> {
+        let _ = (op, subject, since);
+        None
+    }
+}
+
+/// What a server can refuse a client ([`Transport::refusal`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Publishing to a subject.
+    Publish,
+    /// Subscribing to a subject.
+    Subscribe,
 }
 
 /// A transport failure.

@@ -1,8 +1,9 @@
 //! The NATS Core transport.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
@@ -10,7 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use openagentio_core::codec;
 use openagentio_core::transport::{
-    Body, Message, Sink, Subscription, Transport, TransportError, TransportStats,
+    Body, Message, Operation, Sink, Subscription, Transport, TransportError, TransportStats,
 };
 
 use crate::options::{NatsAuth, NatsOptions};
@@ -42,7 +43,17 @@ struct Counters {
     /// A client error was logged since the last connect: the next ones of
     /// the same outage (one per reconnect attempt) go to debug.
     failing: AtomicBool,
+    /// The server's latest permission refusals, oldest first, with when they
+    /// came (for [`Transport::refusal`]).
+    refusals: parking_lot::Mutex<VecDeque<(Instant, String)>>,
 }
+
+/// Permission refusals remembered at most.
+const REFUSALS_KEPT: usize = 64;
+
+/// How long a subscription's confirmation waits for a refusal the client
+/// has received but not yet reported.
+const REFUSAL_GRACE: Duration = Duration::from_millis(3);
 
 /// Why connecting failed.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +302,17 @@ fn on_event(stats: &Counters, event: Event) {
             );
         }
         Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
-        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+        Event::ServerError(e) => {
+            let message = e.to_string();
+            if message.to_lowercase().contains("permissions violation") {
+                let mut refusals = stats.refusals.lock();
+                if refusals.len() == REFUSALS_KEPT {
+                    refusals.pop_front();
+                }
+                refusals.push_back((Instant::now(), message.clone()));
+            }
+            tracing::warn!(error = %message, "NATS server error");
+        }
         Event::ClientError(e) => {
             if stats.failing.swap(true, Ordering::Relaxed) {
                 tracing::debug!(error = %e, "NATS client error");
@@ -413,6 +434,31 @@ impl Transport for NatsTransport {
         }
     }
 
+    async fn confirm_subscription(
+        &self,
+        subject: &str,
+        since: Instant,
+    ) -> Result<(), TransportError> {
+        self.flush().await?;
+        // The server answers a refused SUB before the flush's round trip
+        // ends, but the client hands that answer to its event callback on
+        // another task: give it a moment.
+        let refused = || {
+            self.refusal(Operation::Subscribe, subject, since)
+                .map(|why| {
+                    TransportError::Auth(format!(
+                        "{subject}: the server refused the subscription ({why})"
+                    ))
+                })
+        };
+        tokio::task::yield_now().await;
+        if let Some(e) = refused() {
+            return Err(e);
+        }
+        tokio::time::sleep(REFUSAL_GRACE).await;
+        refused().map_or(Ok(()), Err)
+    }
+
     fn is_connected(&self) -> bool {
         !self.stats.closed.load(Ordering::Acquire)
             && self.client.connection_state() == State::Connected
@@ -423,6 +469,23 @@ impl Transport for NatsTransport {
             dropped: self.stats.dropped.load(Ordering::Relaxed),
             reconnects: self.stats.reconnects.load(Ordering::Relaxed),
         }
+    }
+
+    fn refusal(&self, op: Operation, subject: &str, since: Instant) -> Option<String> {
+        // nats-server: `Permissions Violation for Subscription to "a.b" using
+        // queue "q"`, `Permissions Violation for Publish to "a.b"`.
+        let what = match op {
+            Operation::Publish => "publish",
+            Operation::Subscribe => "subscription",
+        };
+        let needle = format!("permissions violation for {what} to \"{subject}\"").to_lowercase();
+        let refusals = self.stats.refusals.lock();
+        refusals
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at >= since)
+            .find(|(_, message)| message.to_lowercase().contains(&needle))
+            .map(|(_, message)| message.clone())
     }
 
     async fn close(&self) {
