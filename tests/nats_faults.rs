@@ -21,7 +21,9 @@
 //!   `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing serving,
 //!   as does a registration whose caller stops waiting; so does one that a
 //!   connected but frozen server (SIGSTOP) never confirms;
-//! - closing a bus while the server is down returns at once.
+//! - closing a bus while the server is down returns at once;
+//! - when a member of a two-server cluster dies, buses that were told only
+//!   of it fail over to the other (learnt from the cluster) and serve on.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use openagentio_core::{Bus, BusError, CallOptions, ErrorCode};
-use openagentio_testkit::{NatsServer, nats_bus};
+use openagentio_testkit::{NatsServer, free_port, nats_bus};
 use serde_json::{Value, json};
 
 const IN_FLIGHT: usize = 500;
@@ -588,4 +590,56 @@ async fn closing_during_an_outage_does_not_wait_for_the_server() {
         "close took {:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_cluster_member_fails_over_to_another() {
+    // Two servers in one cluster; the buses are told of the first only and
+    // learn of the second from the cluster.
+    let (cluster_a, cluster_b) = (free_port(), free_port());
+    let route = |port: u16| format!("nats://127.0.0.1:{port}");
+    let (listen_a, listen_b) = (route(cluster_a), route(cluster_b));
+    let mut a = NatsServer::start_with_args(&[
+        "--cluster_name",
+        "oaio",
+        "--cluster",
+        &listen_a,
+        "--routes",
+        &listen_b,
+    ]);
+    let _b = NatsServer::start_with_args(&[
+        "--cluster_name",
+        "oaio",
+        "--cluster",
+        &listen_b,
+        "--routes",
+        &listen_a,
+    ]);
+    let server = nats_bus(&a.url(), Bus::builder().agent_id("server")).await;
+    let client = short_timeout_bus(&a, "client").await;
+    server
+        .handle_invoke("cluster.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    // Until the route is up and both have heard of the second server.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reply = client.invoke("cluster.echo", json!("a")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("a")));
+
+    a.kill();
+    let failed_over = Instant::now();
+    let reply = loop {
+        match client.invoke("cluster.echo", json!("b")).await {
+            Ok(reply) => break reply,
+            Err(e) => {
+                assert!(
+                    failed_over.elapsed() < Duration::from_secs(15),
+                    "no fail-over to the other member: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(reply.payload, Some(json!("b")));
+    assert!(client.transport().stats().reconnects >= 1);
 }
