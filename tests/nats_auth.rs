@@ -4,7 +4,9 @@
 //! Credentials written into the URL (`nats://user:password@host`,
 //! `nats://token@host`) work too, and no error message shows the secret.
 //! Subjects a user's permissions deny fail with `AUTH_FAILURE` naming the
-//! server's refusal: a handler at registration, a call when it times out.
+//! server's refusal: a handler at registration, a call when it times out, a
+//! caller that may not subscribe to its reply inbox at its first call (while
+//! a worker without an inbox of its own registers and serves).
 
 use std::time::{Duration, Instant};
 
@@ -133,6 +135,7 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
       subscribe: {deny: ["acp.v1.invoke.secret"]},
       publish: {deny: ["acp.v1.invoke.forbidden"]}
     }}
+    {user: caller, password: pw, permissions: {subscribe: {allow: ["acp.>"]}}}
   ]
 }
 "#,
@@ -176,4 +179,31 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
 
     // Everything else works on the same connection.
     serves_on(&bus).await;
+
+    // A caller that may not subscribe to its reply inbox (the usual missing
+    // `_INBOX.>`) is told so at its first call, not by timeouts.
+    let caller = NatsAuth::UserPassword {
+        user: "caller".into(),
+        password: "pw".into(),
+    };
+    let caller = Bus::builder()
+        .agent_id("caller")
+        .transport(connect(&nats.url(), caller).await.unwrap())
+        .build();
+    let started = Instant::now();
+    let err = caller.invoke("echo", json!(1)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AuthFailure, "{err}");
+    assert!(err.to_string().contains("_INBOX"), "{err}");
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+
+    // Such a user can still serve (a worker needs no inbox of its own): its
+    // registration is confirmed without one.
+    let started = Instant::now();
+    caller
+        .handle_invoke("least.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
+    let reply = bus.invoke("least.echo", json!("served")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("served")));
 }

@@ -18,7 +18,7 @@ use crate::bus::BusInner;
 use crate::error::BusError;
 use crate::shards::Shards;
 use crate::text::{Text, concat_text, decimal};
-use crate::transport::{Message, Sink, Subscription, Transport};
+use crate::transport::{Message, Sink, Subscription, Transport, TransportError};
 
 pub(crate) struct ReplyRouter {
     shared: Arc<Shared>,
@@ -228,10 +228,20 @@ impl ReplyRouter {
         self.subscription
             .get_or_try_init(|| async {
                 let pattern = format!("{}.*", self.shared.prefix);
-                transport
+                let since = std::time::Instant::now();
+                let sub = transport
                     .subscribe(&pattern, None, self.shared.clone())
-                    .await
-                    .map_err(BusError::from)
+                    .await?;
+                // A server that refuses the inbox (NATS permissions without
+                // `_INBOX.>`) would leave every call to time out: say so now.
+                if transport.is_connected()
+                    && let Err(e @ TransportError::Auth(_)) =
+                        transport.confirm_subscription(&pattern, since).await
+                {
+                    let _ = sub.unsubscribe().await;
+                    return Err(BusError::from(e));
+                }
+                Ok(sub)
             })
             .await?;
         let id = next_slot_id();

@@ -46,6 +46,8 @@ struct Counters {
     /// The server's latest permission refusals, oldest first, with when they
     /// came (for [`Transport::refusal`]).
     refusals: parking_lot::Mutex<VecDeque<(Instant, String)>>,
+    /// Woken with each new refusal.
+    refused: tokio::sync::Notify,
 }
 
 /// Permission refusals remembered at most.
@@ -208,8 +210,12 @@ impl NatsTransport {
     }
 
     /// Flushes, then sends a message to itself through the server and waits
-    /// for it.
+    /// for it, or for the server's refusal of the probe's subscription (a
+    /// user without `_INBOX.>` subscribe permission): the server handles a
+    /// connection's commands in order, so either answer means it has handled
+    /// all sent before.
     async fn round_trip(&self) -> Result<(), TransportError> {
+        let since = Instant::now();
         self.client.flush().await.map_err(to_transport_error)?;
         let probe = self.client.new_inbox();
         let mut sub = self
@@ -218,15 +224,27 @@ impl NatsTransport {
             .await
             .map_err(to_transport_error)?;
         self.client
-            .publish(probe, bytes::Bytes::new())
+            .publish(probe.clone(), bytes::Bytes::new())
             .await
             .map_err(to_transport_error)?;
         self.client.flush().await.map_err(to_transport_error)?;
-        match sub.next().await {
-            Some(_) => Ok(()),
-            None => Err(TransportError::NotConnected(
-                "connection closed during flush".into(),
-            )),
+        loop {
+            // Made before the check, so a refusal in between still wakes it.
+            let refused = self.stats.refused.notified();
+            if self.refusal(Operation::Subscribe, &probe, since).is_some() {
+                return Ok(());
+            }
+            tokio::select! {
+                m = sub.next() => {
+                    return match m {
+                        Some(_) => Ok(()),
+                        None => Err(TransportError::NotConnected(
+                            "connection closed during flush".into(),
+                        )),
+                    };
+                }
+                _ = refused => {}
+            }
         }
     }
 }
@@ -310,6 +328,8 @@ fn on_event(stats: &Counters, event: Event) {
                     refusals.pop_front();
                 }
                 refusals.push_back((Instant::now(), message.clone()));
+                drop(refusals);
+                stats.refused.notify_waiters();
             }
             tracing::warn!(error = %message, "NATS server error");
         }
