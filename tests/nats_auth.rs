@@ -136,6 +136,7 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
       publish: {deny: ["acp.v1.invoke.forbidden"]}
     }}
     {user: caller, password: pw, permissions: {subscribe: {allow: ["acp.>"]}}}
+    {user: narrow, password: pw, permissions: {subscribe: {allow: ["acp.v1.invoke.narrow.>"]}}}
   ]
 }
 "#,
@@ -206,4 +207,21 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
     assert!(started.elapsed() < FAST, "{:?}", started.elapsed());
     let reply = bus.invoke("least.echo", json!("served")).await.unwrap();
     assert_eq!(reply.payload, Some(json!("served")));
+
+    // Nor does it need the cancel notices' subject (only a warning says
+    // that callers' cancellations will not reach it).
+    let narrow = NatsAuth::UserPassword {
+        user: "narrow".into(),
+        password: "pw".into(),
+    };
+    let narrow = Bus::builder()
+        .agent_id("narrow")
+        .transport(connect(&nats.url(), narrow).await.unwrap())
+        .build();
+    narrow
+        .handle_invoke("narrow.echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let reply = bus.invoke("narrow.echo", json!("narrow")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("narrow")));
 }

@@ -23,7 +23,7 @@ use crate::error::BusError;
 use crate::shards::Shards;
 use crate::stats::Counters;
 use crate::text::Text;
-use crate::transport::{Message, Sink, Subscription, Transport};
+use crate::transport::{Message, Sink, Subscription, Transport, TransportError};
 use crate::writer::StreamWriter;
 
 /// Event type of a cancellation notice.
@@ -117,10 +117,26 @@ impl CancelRegistry {
     ) -> Result<(), BusError> {
         self.subscription
             .get_or_try_init(|| async {
-                transport
+                let since = std::time::Instant::now();
+                let sub = transport
                     .subscribe(subject, None, self.served.clone())
                     .await
-                    .map_err(BusError::from)
+                    .map_err(BusError::from)?;
+                // Handlers still serve without it; only callers' cancel
+                // notices are lost, so a refusal is worth a warning, not a
+                // failure.
+                if transport.is_connected()
+                    && let Err(TransportError::Auth(why)) =
+                        transport.confirm_subscription(subject, since).await
+                {
+                    tracing::warn!(
+                        %subject,
+                        %why,
+                        "cancel notices from callers cannot be received: handlers whose \
+                         caller gives up run on until their deadline"
+                    );
+                }
+                Ok::<_, BusError>(sub)
             })
             .await?;
         Ok(())
