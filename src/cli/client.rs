@@ -35,9 +35,11 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     if args.bus == "memory" {
         return Ok(builder.build());
     }
-    if !args.bus.starts_with("nats://") && !args.bus.starts_with("tls://") {
+    const SCHEMES: [&str; 4] = ["nats://", "tls://", "ws://", "wss://"];
+    if !SCHEMES.iter().any(|scheme| args.bus.starts_with(scheme)) {
         return Err(Exit::usage(format!(
-            "--bus {:?}: expected `memory`, a nats:// URL or a service's http:// gateway",
+            "--bus {:?}: expected `memory`, a NATS URL (nats://, tls://, ws://, wss://) \
+             or a service's http:// gateway",
             args.bus
         )));
     }

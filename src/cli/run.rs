@@ -84,9 +84,9 @@ fn url_of(bus: &str) -> Result<openagentio_config::url::Url, Exit> {
             "--bus {bus:?}: {e}; expected `memory` or nats://HOST:PORT"
         ))
     })?;
-    if !matches!(url.scheme(), "nats" | "tls") {
+    if !matches!(url.scheme(), "nats" | "tls" | "ws" | "wss") {
         return Err(Exit::usage(format!(
-            "--bus {bus:?}: expected `memory` or a nats:// URL"
+            "--bus {bus:?}: expected `memory` or a NATS URL (nats://, tls://, ws://, wss://)"
         )));
     }
     Ok(url)
