@@ -116,6 +116,14 @@ async fn a_tls_server_is_reached_with_the_configured_ca_and_refused_without_it()
             .unwrap(),
     )
     .await;
+    // So is a `tls://` URL.
+    let tls_url = url.replacen("nats://", "tls://", 1);
+    serves(
+        connect(&tls_url, &format!("    tls:\n      ca_file: {ca}\n"))
+            .await
+            .unwrap(),
+    )
+    .await;
 
     let err = refused(&url, "    tls:\n      required: true\n").await;
     assert!(err.contains("bus.nats.tls.ca_file"), "{err}");
