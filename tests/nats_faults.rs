@@ -23,7 +23,9 @@
 //!   connected but frozen server (SIGSTOP) never confirms;
 //! - closing a bus while the server is down returns at once;
 //! - when a member of a two-server cluster dies, buses that were told only
-//!   of it fail over to the other (learnt from the cluster) and serve on.
+//!   of it fail over to the other (learnt from the cluster) and serve on;
+//! - a configured list of servers (a comma-separated string or a list) whose
+//!   first member is down connects to a live one.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -642,4 +644,38 @@ async fn losing_a_cluster_member_fails_over_to_another() {
     };
     assert_eq!(reply.payload, Some(json!("b")));
     assert!(client.transport().stats().reconnects >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_list_with_a_dead_member_connects_to_a_live_one() {
+    let live = NatsServer::start();
+    let dead = format!("nats://127.0.0.1:{}", free_port());
+    let live_url = live.url();
+    // As a user writes it: a comma-separated string, or a YAML list.
+    for urls in [
+        format!("\"{dead},{live_url}\""),
+        format!("\"{live_url} , {dead}\""),
+        format!("[{dead}, {live_url}]"),
+    ] {
+        let text = format!(
+            "version: \"openagentio.bridge/v1\"\nbus:\n  transport: nats\n  nats:\n    url: {urls}\n"
+        );
+        let cfg =
+            openagentio_config::load_with_env(&text, openagentio_config::Format::Yaml, &|_| None)
+                .expect("a valid config");
+        let opts = openagentio_host::from_config::nats_options(&cfg);
+        let transport = openagentio_nats::NatsTransport::connect(opts)
+            .await
+            .unwrap_or_else(|e| panic!("{urls}: {e}"));
+        let bus = Bus::builder()
+            .agent_id("listed")
+            .transport(transport)
+            .build();
+        bus.handle_invoke("listed.echo", |req| async move { Ok(req.into_payload()) })
+            .await
+            .unwrap();
+        let reply = bus.invoke("listed.echo", json!(urls)).await.unwrap();
+        assert_eq!(reply.payload, Some(json!(urls)));
+        bus.close().await;
+    }
 }

@@ -186,7 +186,13 @@ impl NatsTransport {
             co = co.retry_on_initial_connect();
         }
         let shown = redact_urls(&opts.url);
-        let client = co.connect(url.as_str()).await.map_err(|e| {
+        // async-nats reads a string as one address: a list goes as a list.
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        let client = co.connect(servers.as_slice()).await.map_err(|e| {
             let url = &shown;
             let message = e.to_string();
             match e.kind() {
