@@ -5,7 +5,7 @@
 //! that requires TLS is reached with the CA given in `ca_file`; without it the
 //! certificate is refused, clearly and at once; a server that requires client
 //! certificates (mutual TLS) takes `cert_file`/`key_file` and refuses a client
-//! without them.
+//! without them; a server without TLS, asked for it, is named as the cause.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -164,4 +164,12 @@ async fn mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_on
     let err = refused(&url, &format!("    tls:\n      ca_file: {}\n", p("ca.pem"))).await;
     assert!(err.contains("bus.nats.tls.cert_file"), "{err}");
     assert!(err.contains("cannot connect to NATS"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requiring_tls_of_a_plain_server_says_so() {
+    let nats = NatsServer::start();
+    let err = refused(&nats.url(), "    tls:\n      required: true\n").await;
+    assert!(err.contains("did not answer in TLS"), "{err}");
+    assert!(err.contains("bus.nats.tls.required"), "{err}");
 }

@@ -291,6 +291,9 @@ fn with_tls_hint(message: String) -> String {
     } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
         "the server may want a client certificate: set `bus.nats.tls.cert_file` and \
          `key_file` (NatsTls::cert_file, key_file)"
+    } else if message.contains("InvalidContentType") {
+        "the server did not answer in TLS: it may not have TLS on, while \
+         `bus.nats.tls.required` (NatsTls::required) or a tls:// URL asks for it"
     } else {
         return message;
     };
