@@ -9,6 +9,8 @@
 //! - a Python caller invokes and streams from the `echo_agent` example;
 //! - with a custom subject prefix and a tenant on both sides, calls and
 //!   events cross both ways and other prefixes and tenants are not reached;
+//! - dead letters of either side land on the same subject with the same
+//!   `acp.dlq.*` keys, read by the other;
 //!
 //! with payloads, `correlation_id`, `seq`, `is_final`, session fields, metadata
 //! (non-`acp.*` request keys inherited into every reply) and error codes (a
@@ -910,4 +912,85 @@ async fn scoped_both_ways() {
         .expect("the Python event did not arrive")
         .unwrap();
     assert_eq!(got.payload, Some(json!({"from": "python"})));
+}
+
+// ---------------------------------------------------------------------------
+// (f) Dead letters both ways
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_cross_between_rust_and_python() {
+    bounded(dead_letters_both_ways()).await
+}
+
+async fn dead_letters_both_ways() {
+    let nats = NatsServer::start();
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder()
+            .agent_id("rust")
+            .default_timeout(Duration::from_secs(10))
+            .middleware(openagentio_core::middleware::DeadLetter),
+    )
+    .await;
+    bus.handle_invoke("rs-doomed", |_req| async move {
+        Err::<Value, _>(BusError::invalid("rust handler gave up"))
+    })
+    .await
+    .unwrap();
+    let (tx, mut dead) = mpsc::unbounded_channel();
+    bus.subscribe_dead_letters(">", move |env: Envelope| {
+        let tx = tx.clone();
+        async move {
+            tx.send(env).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    let mut py = PyPeer::spawn("dead_letters.py", &nats.url());
+    py.expect("ready").await;
+
+    // A Python handler's failure, dead-lettered by the reference middleware,
+    // reaches the Rust dead-letter subscription with its metadata.
+    let err = bus
+        .invoke_with(
+            "py-doomed",
+            json!({"n": 1}),
+            CallOptions::new().meta("biz.key", "py-dlq"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("python handler gave up"), "{err}");
+    let letter = tokio::time::timeout(LIMIT, dead.recv())
+        .await
+        .expect("no dead letter from Python")
+        .unwrap();
+    assert_eq!(letter.payload, Some(json!({"n": 1})));
+    assert_eq!(
+        letter.metadata.get("acp.dlq.original_event_type"),
+        Some(&json!("agent.message.received"))
+    );
+    let last_error = letter.metadata["acp.dlq.last_error"].as_str().unwrap();
+    assert!(
+        last_error.contains("python handler gave up"),
+        "{last_error}"
+    );
+    assert_eq!(letter.metadata.get("biz.key"), Some(&json!("py-dlq")));
+    let seen = py.expect("dead").await;
+    assert_eq!(seen["subject"], "acp.v1.dlq.agent.message.received");
+
+    // A Rust handler's dead letter is read by the Python side, on the same
+    // subject and with the same keys.
+    let err = bus.invoke("rs-doomed", json!({"n": 2})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+    let seen = py.expect("dead").await;
+    assert_eq!(seen["subject"], "acp.v1.dlq.agent.message.received");
+    let env = envelope(&seen["env"]);
+    assert_eq!(env.payload, Some(json!({"n": 2})));
+    assert_eq!(
+        env.metadata.get("acp.dlq.original_event_type"),
+        Some(&json!("agent.message.received"))
+    );
+    let last_error = env.metadata["acp.dlq.last_error"].as_str().unwrap();
+    assert!(last_error.contains("rust handler gave up"), "{last_error}");
 }
