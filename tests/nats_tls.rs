@@ -5,7 +5,8 @@
 //! that requires TLS is reached with the CA given in `ca_file`; without it the
 //! certificate is refused, clearly and at once; a server that requires client
 //! certificates (mutual TLS) takes `cert_file`/`key_file` and refuses a client
-//! without them; a server without TLS, asked for it, is named as the cause.
+//! without them; a server without TLS, asked for it, is named as the cause;
+//! NATS over WebSocket with TLS (`wss://`) takes the same CA.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -172,4 +173,28 @@ async fn requiring_tls_of_a_plain_server_says_so() {
     let err = refused(&nats.url(), "    tls:\n      required: true\n").await;
     assert!(err.contains("did not answer in TLS"), "{err}");
     assert!(err.contains("bus.nats.tls.required"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls_is_reached_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let port = openagentio_testkit::free_port();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "websocket {{\n  listen: \"127.0.0.1:{port}\"\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n  }}\n}}\n",
+            p("server.pem"),
+            p("server-key.pem")
+        ),
+    )
+    .unwrap();
+    let _nats = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]);
+    let url = format!("wss://127.0.0.1:{port}");
+    let with_ca = format!("    tls:\n      ca_file: {}\n", p("ca.pem"));
+    serves(connect(&url, &with_ca).await.unwrap()).await;
+    let err = refused(&url, "").await;
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
