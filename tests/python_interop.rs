@@ -189,6 +189,16 @@ async fn rust_bus(nats: &NatsServer) -> Bus {
     .await
 }
 
+/// A subscription handler that sends each envelope into `tx`.
+fn into_channel(
+    tx: mpsc::UnboundedSender<Envelope>,
+) -> impl Fn(Envelope) -> std::future::Ready<Result<(), BusError>> + Send + Sync + 'static {
+    move |env| {
+        let _ = tx.send(env);
+        std::future::ready(Ok(()))
+    }
+}
+
 /// A wire dict from Python, decoded by the Rust envelope type.
 fn envelope(v: &Value) -> Envelope {
     serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("not an envelope ({e}): {v}"))
@@ -855,15 +865,9 @@ async fn scoped_both_ways() {
     .await
     .unwrap();
     let (tx, mut events) = mpsc::unbounded_channel();
-    bus.subscribe("scoped.to_rs", move |env: Envelope| {
-        let tx = tx.clone();
-        async move {
-            tx.send(env).unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    bus.subscribe("scoped.to_rs", into_channel(tx))
+        .await
+        .unwrap();
 
     let mut py = PyPeer::spawn("scoped.py", &nats.url());
     py.expect("ready").await;
@@ -938,15 +942,9 @@ async fn dead_letters_both_ways() {
     .await
     .unwrap();
     let (tx, mut dead) = mpsc::unbounded_channel();
-    bus.subscribe_dead_letters(">", move |env: Envelope| {
-        let tx = tx.clone();
-        async move {
-            tx.send(env).unwrap();
-            Ok(())
-        }
-    })
-    .await
-    .unwrap();
+    bus.subscribe_dead_letters(">", into_channel(tx))
+        .await
+        .unwrap();
     let mut py = PyPeer::spawn("dead_letters.py", &nats.url());
     py.expect("ready").await;
 
