@@ -91,6 +91,23 @@ async fn kill_and_settle(nats: &mut NatsServer) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
+/// `probe` finds no handler for any of `targets`.
+async fn assert_unserved(probe: &Bus, targets: &[&str]) {
+    for target in targets {
+        let err = probe.invoke(target, json!(1)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
+    }
+}
+
+/// Registers an echo handler on `target` of `bus` and calls it from `probe`.
+async fn register_and_call(bus: &Bus, probe: &Bus, target: &str) {
+    bus.handle_invoke(target, |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    let reply = probe.invoke(target, json!(target)).await.unwrap();
+    assert_eq!(reply.payload, Some(json!(target)));
+}
+
 /// Starts registering an echo handler on `target` and stops waiting after
 /// 500 ms; panics if the registration was done by then.
 async fn give_up_registering(bus: &Bus, target: &str) {
@@ -529,16 +546,9 @@ async fn registering_during_an_outage_returns_at_once_and_serves_after_it() {
     probe.emit("outage.event", json!("seen")).await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
     assert_eq!(seen.unwrap().unwrap(), Some(json!("seen")));
-    for target in ["outage.late", "outage.abandoned"] {
-        let err = probe.invoke(target, json!(1)).await.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
-    }
+    assert_unserved(&probe, &["outage.late", "outage.abandoned"]).await;
     // And registering confirms with the server again.
-    bus.handle_invoke("outage.late", |req| async move { Ok(req.into_payload()) })
-        .await
-        .unwrap();
-    let reply = probe.invoke("outage.late", json!("late")).await.unwrap();
-    assert_eq!(reply.payload, Some(json!("late")));
+    register_and_call(&bus, &probe, "outage.late").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,15 +574,8 @@ async fn registering_with_a_server_that_stops_answering_fails_in_time() {
     nats.resume();
 
     let probe = nats_bus(&nats.url(), Bus::builder().agent_id("probe")).await;
-    for target in ["frozen.late", "frozen.abandoned"] {
-        let err = probe.invoke(target, json!(1)).await.unwrap_err();
-        assert_eq!(err.code(), ErrorCode::NoHandler, "{target}: {err}");
-    }
-    bus.handle_invoke("frozen.late", |req| async move { Ok(req.into_payload()) })
-        .await
-        .unwrap();
-    let reply = probe.invoke("frozen.late", json!("thawed")).await.unwrap();
-    assert_eq!(reply.payload, Some(json!("thawed")));
+    assert_unserved(&probe, &["frozen.late", "frozen.abandoned"]).await;
+    register_and_call(&bus, &probe, "frozen.late").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
