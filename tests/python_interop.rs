@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openagentio_core::{
-    Bus, BusError, CallOptions, DeltaPayload, Envelope, ErrorCode, HandleOptions,
+    Bus, BusBuilder, BusError, CallOptions, DeltaPayload, Envelope, ErrorCode, HandleOptions,
 };
 use openagentio_testkit::{NatsServer, nats_bus, reference_python};
 use serde_json::{Map, Value, json};
@@ -179,14 +179,15 @@ impl Drop for PyPeer {
 // ---------------------------------------------------------------------------
 // Helpers
 
+/// The Rust side's bus settings: agent `rust`, 10 s calls.
+fn rust_builder() -> BusBuilder {
+    Bus::builder()
+        .agent_id("rust")
+        .default_timeout(Duration::from_secs(10))
+}
+
 async fn rust_bus(nats: &NatsServer) -> Bus {
-    nats_bus(
-        &nats.url(),
-        Bus::builder()
-            .agent_id("rust")
-            .default_timeout(Duration::from_secs(10)),
-    )
-    .await
+    nats_bus(&nats.url(), rust_builder()).await
 }
 
 /// A subscription handler that sends each envelope into `tx`.
@@ -244,10 +245,7 @@ async fn python_calls_rust() {
     // Python sends no deadline; the serve timeout bounds such requests.
     let bus = nats_bus(
         &nats.url(),
-        Bus::builder()
-            .agent_id("rust")
-            .default_timeout(Duration::from_secs(10))
-            .serve_timeout(Duration::from_secs(1)),
+        rust_builder().serve_timeout(Duration::from_secs(1)),
     )
     .await;
     let (hang_tx, mut hang_seen) = mpsc::unbounded_channel();
@@ -852,11 +850,7 @@ async fn scoped_both_ways() {
     let nats = NatsServer::start();
     let bus = nats_bus(
         &nats.url(),
-        Bus::builder()
-            .agent_id("rust")
-            .subject_prefix("myco.agents")
-            .tenant("acme")
-            .default_timeout(Duration::from_secs(10)),
+        rust_builder().subject_prefix("myco.agents").tenant("acme"),
     )
     .await;
     bus.handle_invoke("rs-scoped", |req| async move {
@@ -930,10 +924,7 @@ async fn dead_letters_both_ways() {
     let nats = NatsServer::start();
     let bus = nats_bus(
         &nats.url(),
-        Bus::builder()
-            .agent_id("rust")
-            .default_timeout(Duration::from_secs(10))
-            .middleware(openagentio_core::middleware::DeadLetter),
+        rust_builder().middleware(openagentio_core::middleware::DeadLetter),
     )
     .await;
     bus.handle_invoke("rs-doomed", |_req| async move {
