@@ -1,7 +1,8 @@
 //! The behavioural suite of the runtime bus. Every test runs twice: on the
 //! in-memory transport and on a real nats-server, and must pass the same way on
 //! both: pub/sub fan-out and queue groups, invoke, streams with frames out of
-//! order, duplicates, gaps, timeouts, cancellation, panics, retry, dead letters,
+//! order, duplicates, gaps, a reader too slow for its stream, timeouts,
+//! cancellation, panics, retry, dead letters,
 //! context propagation across nested calls, tenant isolation, and the serve
 //! timeout of requests that carry no deadline (as reference SDKs send them).
 
@@ -30,6 +31,7 @@ openagentio_testkit::on_both_transports!(
     stream_too_many_pending_is_backpressure,
     timeouts_end_calls_and_cancel_handlers,
     dropping_a_stream_cancels_its_handler,
+    a_reader_too_slow_for_its_stream_gets_backpressure,
     panics_become_error_frames,
     retry_retries_only_retryable_failures,
     exhausted_failures_become_dead_letters,
@@ -456,6 +458,47 @@ async fn dropping_a_stream_cancels_its_handler(kind: TransportKind) {
         "cancel took {:?}",
         dropped_at.elapsed()
     );
+}
+
+async fn a_reader_too_slow_for_its_stream_gets_backpressure(kind: TransportKind) {
+    // The caller holds 32 unread frames; the handler writes 1,000 at once.
+    let p = BusPair::new(kind, |b, _| b.frame_buffer(32)).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("firehose", move |req, w| {
+            let tx = tx.clone();
+            async move {
+                for i in 0..1000 {
+                    if w.delta_text(i.to_string()).await.is_err() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                // The caller's notice that it gave up arrives in time.
+                let stopped = tokio::time::timeout(LIMIT, req.cancelled()).await.is_ok();
+                tx.send(stopped).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let mut s = p.client.stream_invoke("firehose", json!({})).await.unwrap();
+    // Not reading while the frames pile up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut frames = 0;
+    let err = loop {
+        match s.next().await {
+            Some(Ok(_)) => frames += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without an error after {frames} frames"),
+        }
+    };
+    assert_eq!(err.code(), ErrorCode::BackpressureDrop, "{err}");
+    assert!(err.to_string().contains("overflowed"), "{err}");
+    assert!(frames <= 32, "{frames} frames before the error");
+    assert!(s.next().await.is_none(), "frames after the error");
+    assert!(recv(&mut rx).await, "the handler was not told to stop");
 }
 
 async fn panics_become_error_frames(kind: TransportKind) {
