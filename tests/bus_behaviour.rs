@@ -1,7 +1,8 @@
 //! The behavioural suite of the runtime bus. Every test runs twice: on the
 //! in-memory transport and on a real nats-server, and must pass the same way on
 //! both: pub/sub fan-out and queue groups, invoke, streams with frames out of
-//! order, duplicates, gaps, a reader too slow for its stream, timeouts,
+//! order, duplicates, gaps, a reader too slow for its stream, events a slow
+//! subscriber cannot take (counted, never lost silently), timeouts,
 //! cancellation, panics, retry, dead letters,
 //! context propagation across nested calls, tenant isolation, and the serve
 //! timeout of requests that carry no deadline (as reference SDKs send them).
@@ -32,6 +33,7 @@ openagentio_testkit::on_both_transports!(
     timeouts_end_calls_and_cancel_handlers,
     dropping_a_stream_cancels_its_handler,
     a_reader_too_slow_for_its_stream_gets_backpressure,
+    events_a_slow_subscriber_cannot_take_are_counted,
     panics_become_error_frames,
     retry_retries_only_retryable_failures,
     exhausted_failures_become_dead_letters,
@@ -499,6 +501,45 @@ async fn a_reader_too_slow_for_its_stream_gets_backpressure(kind: TransportKind)
     assert!(frames <= 32, "{frames} frames before the error");
     assert!(s.next().await.is_none(), "frames after the error");
     assert!(recv(&mut rx).await, "the handler was not told to stop");
+}
+
+async fn events_a_slow_subscriber_cannot_take_are_counted(kind: TransportKind) {
+    let p = BusPair::new(kind, |b, _| b.event_buffer(4)).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .subscribe("burst.tick", move |_env| {
+            let tx = tx.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                tx.send(()).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    const SENT: u64 = 50;
+    for i in 0..SENT {
+        p.client.emit("burst.tick", json!(i)).await.unwrap();
+    }
+    // Every event is either handled or counted as dropped: none vanishes.
+    let started = Instant::now();
+    let mut handled = 0;
+    loop {
+        while rx.try_recv().is_ok() {
+            handled += 1;
+        }
+        let dropped = p.server.stats().dropped_events;
+        if handled + dropped == SENT {
+            assert!(dropped > 0, "a 4-event buffer took a burst of {SENT}");
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "{handled} handled + {dropped} dropped of {SENT}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn panics_become_error_frames(kind: TransportKind) {

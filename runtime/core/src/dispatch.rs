@@ -334,7 +334,7 @@ impl Sink for EventSink {
     fn deliver(&self, msg: Message) {
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(msg) {
             if let Some(bus) = self.bus.upgrade() {
-                Counters::bump(&bus.counters.overflowed_calls);
+                Counters::bump(&bus.counters.dropped_events);
             }
             tracing::warn!(subscription = %self.name, "event dropped: the subscriber is not keeping up");
         }

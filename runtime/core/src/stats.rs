@@ -13,6 +13,9 @@ pub struct BusStats {
     pub refused_requests: u64,
     /// Calls that ended because their frame buffer overflowed.
     pub overflowed_calls: u64,
+    /// Events dropped because a subscriber fell behind by more than its
+    /// buffer (each is also logged).
+    pub dropped_events: u64,
 }
 
 #[derive(Default)]
@@ -21,6 +24,7 @@ pub(crate) struct Counters {
     pub handler_panics: AtomicU64,
     pub refused_requests: AtomicU64,
     pub overflowed_calls: AtomicU64,
+    pub dropped_events: AtomicU64,
 }
 
 impl Counters {
@@ -34,6 +38,7 @@ impl Counters {
             handler_panics: self.handler_panics.load(Ordering::Relaxed),
             refused_requests: self.refused_requests.load(Ordering::Relaxed),
             overflowed_calls: self.overflowed_calls.load(Ordering::Relaxed),
+            dropped_events: self.dropped_events.load(Ordering::Relaxed),
         }
     }
 }

@@ -212,8 +212,13 @@ impl Metrics {
             ),
             (
                 "openagentio_overflowed_calls_total",
-                "Calls or subscriptions that dropped frames for want of buffer.",
+                "Calls that ended because their frame buffer overflowed.",
                 stats.overflowed_calls,
+            ),
+            (
+                "openagentio_dropped_events_total",
+                "Events dropped because a subscriber fell behind by more than its buffer.",
+                stats.dropped_events,
             ),
             (
                 "openagentio_transport_dropped_total",
