@@ -152,6 +152,8 @@ impl Bus {
         }
     }
 
+    /// A registration of `sub` on `subject`, kept in the bus's list until it
+    /// is unsubscribed or the bus closes.
     pub(crate) fn track(
         &self,
         subject: String,
