@@ -213,9 +213,13 @@ impl Bus {
 
         // The first call subscribes the reply inbox: a disconnected NATS
         // client with a full send buffer would hold that past the deadline.
-        let open = inner
-            .replies
-            .open(inner, &inner.transport, inner.settings.frame_buffer);
+        let subject = inner.subjects.invoke_text(target, &env.tenant_id);
+        let sent_at = now.into_std();
+        let open = inner.replies.open(
+            inner,
+            inner.settings.frame_buffer,
+            (subject.clone(), sent_at),
+        );
         let slot = match finish_by(deadline, open).await {
             Ok(slot) => slot?,
             Err(_) => {
@@ -226,11 +230,10 @@ impl Bus {
             }
         };
         env.reply_to.clone_from(&slot.subject);
-        let subject = inner.subjects.invoke_text(target, &env.tenant_id);
         let sent = SentRequest {
             id: env.event_id.clone(),
             subject: subject.clone(),
-            at: now.into_std(),
+            at: sent_at,
         };
         let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
         match finish_by(deadline, inner.transport.publish(msg)).await {

@@ -18,7 +18,7 @@ use crate::bus::BusInner;
 use crate::error::BusError;
 use crate::shards::Shards;
 use crate::text::{Text, concat_text, decimal};
-use crate::transport::{Message, Sink, Subscription, Transport, TransportError};
+use crate::transport::{Message, Operation, Sink, Subscription, Transport, TransportError};
 
 pub(crate) struct ReplyRouter {
     shared: Arc<Shared>,
@@ -46,6 +46,12 @@ struct QueueState {
     waker: Option<Waker>,
     closed: bool,
     overflow: bool,
+    /// The request this queue answers: the subject it went to and when.
+    request: (Text, std::time::Instant),
+    /// Whether any frame came (a refusal can no longer be this call's).
+    answered: bool,
+    /// Why the server refused the request, once it did.
+    refused: Option<String>,
 }
 
 impl ReplyQueue {
@@ -56,6 +62,7 @@ impl ReplyQueue {
             if st.closed {
                 return false;
             }
+            st.answered = true;
             if st.len() >= st.capacity {
                 st.overflow = true;
                 st.closed = true;
@@ -113,6 +120,32 @@ impl ReplyQueue {
     /// Whether frames were dropped because the queue was full.
     pub fn overflowed(&self) -> bool {
         self.state.lock().overflow
+    }
+
+    /// Why the server refused the request, if it did (the queue is then closed).
+    pub fn refused(&self) -> Option<String> {
+        self.state.lock().refused.clone()
+    }
+
+    /// Closes the queue as refused if the server refused its request and no
+    /// frame has come.
+    fn close_if_refused(&self, transport: &dyn Transport) {
+        let waker = {
+            let mut st = self.state.lock();
+            if st.closed || st.answered {
+                return;
+            }
+            let (subject, at) = &st.request;
+            let Some(why) = transport.refusal(Operation::Publish, subject, *at) else {
+                return;
+            };
+            st.refused = Some(why);
+            st.closed = true;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 }
 
@@ -218,13 +251,15 @@ impl ReplyRouter {
     }
 
     /// A new reply slot of `bus` (whose router this is) holding up to
-    /// `capacity` unread frames.
+    /// `capacity` unread frames of the answer to `request` (the subject it
+    /// goes to, and when).
     pub async fn open(
         &self,
         bus: &Arc<BusInner>,
-        transport: &Arc<dyn Transport>,
         capacity: usize,
+        request: (Text, std::time::Instant),
     ) -> Result<ReplySlot, BusError> {
+        let transport = &bus.transport;
         self.subscription
             .get_or_try_init(|| async {
                 let pattern = format!("{}.*", self.shared.prefix);
@@ -241,6 +276,9 @@ impl ReplyRouter {
                     let _ = sub.unsubscribe().await;
                     return Err(BusError::from(e));
                 }
+                if let Some(notices) = transport.refusal_notices() {
+                    tokio::spawn(end_refused_calls(Arc::downgrade(bus), notices));
+                }
                 Ok(sub)
             })
             .await?;
@@ -253,6 +291,9 @@ impl ReplyRouter {
                 waker: None,
                 closed: false,
                 overflow: false,
+                request,
+                answered: false,
+                refused: None,
             }),
         });
         self.shared
@@ -279,6 +320,28 @@ impl ReplyRouter {
     }
 }
 
+/// Ends the calls of `bus` whose requests the server refuses, as each
+/// refusal comes (a refused publish gets no answer to wait for), until the
+/// bus or its transport is gone.
+async fn end_refused_calls(
+    bus: std::sync::Weak<BusInner>,
+    mut notices: tokio::sync::watch::Receiver<u64>,
+) {
+    while notices.changed().await.is_ok() {
+        let Some(bus) = bus.upgrade() else { return };
+        let queues: Vec<Arc<ReplyQueue>> = bus
+            .replies
+            .shared
+            .slots
+            .each()
+            .flat_map(|part| part.values().cloned().collect::<Vec<_>>())
+            .collect();
+        for queue in queues {
+            queue.close_if_refused(bus.transport.as_ref());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +355,9 @@ mod tests {
                 waker: None,
                 closed: false,
                 overflow: false,
+                request: (Text::default(), std::time::Instant::now()),
+                answered: false,
+                refused: None,
             }),
         }
     }

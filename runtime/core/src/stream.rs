@@ -121,6 +121,9 @@ impl Stream {
                 },
             };
             let Some(msg) = received else {
+                if let Some(why) = self.slot.queue.refused() {
+                    return Some(Err(self.fail(self.refused(&why))));
+                }
                 if self.slot.queue.overflowed() {
                     Counters::bump(&self.bus().counters.overflowed_calls);
                     return Some(Err(self.fail(BusError::backpressure(format!(
@@ -249,10 +252,7 @@ impl Stream {
         let transport = &self.bus().transport;
         let refused = transport.refusal(Operation::Publish, &self.request.subject, self.request.at);
         if let Some(why) = refused {
-            let err = BusError::auth(format!(
-                "{}: the server refused the request ({why})",
-                self.target
-            ));
+            let err = self.refused(&why);
             return self.fail(err);
         }
         let why = if transport.is_connected() {
@@ -261,6 +261,14 @@ impl Stream {
             " (the bus transport is not connected)"
         };
         self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
+    }
+
+    /// The error of a call whose request the server refused (`why`).
+    fn refused(&self, why: &str) -> BusError {
+        BusError::auth(format!(
+            "{}: the server refused the request ({why})",
+            self.target
+        ))
     }
 
     /// Ends the stream locally and tells the handler to stop.

@@ -145,10 +145,19 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Why the server refused to let this client `op` on `subject` since
     /// `since` (NATS permissions), if it did. A refusal arrives apart from
-    /// the operation it answers: the bus asks when a call times out. The
-    /// default: never.
+    /// the operation it answers: the bus asks at each of
+    /// [`Transport::refusal_notices`] and when a call times out. The default:
+    /// never.
     fn refusal(&self, op: Operation, subject: &str, since: std::time::Instant) -> Option<String> {
         let _ = (op, subject, since);
+        None
+    }
+
+    /// A counter that moves with each refusal the server sends, for a
+    /// transport whose server can refuse operations (see
+    /// [`Transport::refusal`]): the bus watches it to end refused calls at
+    /// once instead of at their deadlines. The default: `None`, never.
+    fn refusal_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 }

@@ -46,8 +46,9 @@ struct Counters {
     /// The server's latest permission refusals, oldest first, with when they
     /// came (for [`Transport::refusal`]).
     refusals: parking_lot::Mutex<VecDeque<(Instant, String)>>,
-    /// Woken with each new refusal.
-    refused: tokio::sync::Notify,
+    /// Counts refusals: woken with each new one (for
+    /// [`Transport::refusal_notices`] and subscription confirmations).
+    refused: tokio::sync::watch::Sender<u64>,
 }
 
 /// Permission refusals remembered at most.
@@ -234,9 +235,9 @@ impl NatsTransport {
             .await
             .map_err(to_transport_error)?;
         self.client.flush().await.map_err(to_transport_error)?;
+        // Made before the check, so a refusal in between still wakes it.
+        let mut refused = self.stats.refused.subscribe();
         loop {
-            // Made before the check, so a refusal in between still wakes it.
-            let refused = self.stats.refused.notified();
             if self.refusal(Operation::Subscribe, &probe, since).is_some() {
                 return Ok(());
             }
@@ -249,7 +250,7 @@ impl NatsTransport {
                         )),
                     };
                 }
-                _ = refused => {}
+                _ = refused.changed() => {}
             }
         }
     }
@@ -338,7 +339,7 @@ fn on_event(stats: &Counters, event: Event) {
                 }
                 refusals.push_back((Instant::now(), message.clone()));
                 drop(refusals);
-                stats.refused.notify_waiters();
+                stats.refused.send_modify(|n| *n += 1);
             }
             tracing::warn!(error = %message, "NATS server error");
         }
@@ -515,6 +516,10 @@ impl Transport for NatsTransport {
             .take_while(|(at, _)| *at >= since)
             .find(|(_, message)| message.to_lowercase().contains(&needle))
             .map(|(_, message)| message.clone())
+    }
+
+    fn refusal_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.stats.refused.subscribe())
     }
 
     async fn close(&self) {
