@@ -165,6 +165,7 @@ bus: {{ transport: memory }}
 http:
   listen: "127.0.0.1:{port}"
   tokens: [{{ token: "s3cret" }}]
+  default_timeout: 300ms
 shutdown: {{ drain_timeout: 1s }}
 bridges:
   - name: echo
@@ -214,6 +215,19 @@ bridges:
     assert!(
         frames.iter().all(|f| f["session_id"] == "s-9"),
         "{frames:?}"
+    );
+
+    // The client's --timeout is the call's deadline, not the gateway's
+    // default (300 ms here): 30 words at 20 ms each take 600 ms.
+    let words = vec!["w"; 30].join(" ");
+    let out = with(&["stream", "echo", "--text", &words, "--timeout", "5s"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), words);
+    let out = with(&["stream", "echo", "--text", &words, "--timeout", "100ms"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("AGENT_TIMEOUT"),
+        "{out:?}"
     );
 
     // A stream with no text deltas prints its result, as `invoke` does.
@@ -407,4 +421,98 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     (status, body.to_owned())
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to `pid`.
+fn sigint(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_cancels_the_call_in_flight() {
+    use openagentio_core::{Bus, StreamWriter};
+    use tokio::sync::mpsc;
+
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let bus = openagentio_testkit::nats_bus(&url, Bus::builder().agent_id("waiter")).await;
+    // Both targets answer with nothing until told to stop, and say when
+    // they start and when they see the cancellation.
+    let (tx, mut seen) = mpsc::unbounded_channel::<&'static str>();
+    let t = tx.clone();
+    bus.handle_invoke("wait.invoke", move |req| {
+        let t = t.clone();
+        async move {
+            let _ = t.send("invoke started");
+            req.cancelled().await;
+            let _ = t.send("invoke cancelled");
+            Ok(Value::Null)
+        }
+    })
+    .await
+    .unwrap();
+    bus.handle_stream("wait.stream", move |req, w: StreamWriter| {
+        let t = tx.clone();
+        async move {
+            w.delta_text("first ").await?;
+            let _ = t.send("stream started");
+            req.cancelled().await;
+            let _ = t.send("stream cancelled");
+            w.finish(Value::Null).await
+        }
+    })
+    .await
+    .unwrap();
+    bus.transport().flush().await.unwrap();
+
+    for (command, target) in [("invoke", "wait.invoke"), ("stream", "wait.stream")] {
+        let child = tokio::process::Command::new(BIN)
+            .args([command, target, "--bus", &url, "--timeout", "60s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let limit = Duration::from_secs(10);
+        let started = tokio::time::timeout(limit, seen.recv()).await.unwrap();
+        assert_eq!(
+            started,
+            Some(if command == "invoke" {
+                "invoke started"
+            } else {
+                "stream started"
+            })
+        );
+        let interrupted_at = Instant::now();
+        sigint(child.id().unwrap());
+        let cancelled = tokio::time::timeout(limit, seen.recv()).await.unwrap();
+        assert_eq!(
+            cancelled,
+            Some(if command == "invoke" {
+                "invoke cancelled"
+            } else {
+                "stream cancelled"
+            })
+        );
+        assert!(
+            interrupted_at.elapsed() < Duration::from_secs(2),
+            "{command}: the handler saw the cancellation after {:?}",
+            interrupted_at.elapsed()
+        );
+        let out = tokio::time::timeout(limit, child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(130), "{command}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("interrupted"),
+            "{command}: {out:?}"
+        );
+    }
+    bus.close().await;
 }

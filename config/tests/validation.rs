@@ -198,7 +198,7 @@ bridges:
             "bridges[0].name: invalid bridge name: must not contain spaces or control characters (a bridge's name is part of its target names)",
             "bridges[1].mappings.target: invalid subject name: must not contain the NATS wildcards `*` or `>`",
             "bridges[2].mappings.inbound_message_event: invalid subject name: must not contain the NATS wildcards `*` or `>`",
-            "bridges[2].config.room_ids[0]: expected a room id like \"!abc:example.org\" or an alias like \"#room:example.org\"",
+            "bridges[2].config.room_ids[0]: expected a room id like \"!abc:example.org\" (or \"!abc\" in room version 12) or an alias like \"#room:example.org\"",
         ]
     );
 }
@@ -312,4 +312,25 @@ fn the_serve_timeout_is_optional_and_positive() {
     assert!(errs[0].starts_with("bus.serve_timeout: "), "{errs:?}");
     let errs = errors(&format!("{V}bus: {{serve_timeout: soon}}"));
     assert!(errs[0].starts_with("bus.serve_timeout: "), "{errs:?}");
+}
+
+#[test]
+fn matrix_room_ids_of_every_room_version_load() {
+    // Room version 12 ids have no `:server` part; aliases always do.
+    let yaml = format!(
+        "{V}bridges:\n  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!abc:hs', '!Bx9_qL2w', '#room:hs'], responder: [{{room: '!Bx9_qL2w', target: chat}}]}}}}\n"
+    );
+    load_with_env(&yaml, Format::Yaml, &no_env).unwrap();
+    let errs = errors(&format!(
+        "{V}bridges:\n  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!', '#room', 'room:hs']}}}}\n"
+    ));
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    for (i, e) in errs.iter().enumerate() {
+        assert!(
+            e.starts_with(&format!(
+                "bridges[0].config.room_ids[{i}]: expected a room id"
+            )),
+            "{errs:?}"
+        );
+    }
 }

@@ -103,17 +103,89 @@ fn call_setup(a: &CallArgs) -> Result<(Value, CallOptions), Exit> {
     Ok((p, options(&a.bus)?.timeout(a.timeout)))
 }
 
+/// A future that resolves on Ctrl-C. The signal handler is registered
+/// here, not at the first poll, and the future is polled by reference from
+/// then on: a Ctrl-C that comes before a call starts, or between two frames,
+/// is not lost.
+type Interrupt = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+fn interrupt() -> Interrupt {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::interrupt()) {
+            Ok(mut sigint) => Box::pin(async move {
+                if sigint.recv().await.is_none() {
+                    std::future::pending::<()>().await;
+                }
+            }),
+            // No signal handling here: never interrupted.
+            Err(_) => Box::pin(std::future::pending()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        Box::pin(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// Calls `target` over the bus and waits for its terminal frame's payload.
+/// Ctrl-C cancels the call (the handler is told to stop) before returning.
+async fn invoke_on_bus(
+    bus: &Bus,
+    target: &str,
+    p: Value,
+    opts: CallOptions,
+    interrupted: &mut Interrupt,
+) -> Result<Value, Exit> {
+    let mut stream = tokio::select! {
+        s = bus.start_invoke(target, p, opts) => s?,
+        _ = &mut *interrupted => return Err(Exit::Interrupted),
+    };
+    loop {
+        let frame = tokio::select! {
+            f = stream.next() => f,
+            _ = &mut *interrupted => {
+                let _ = stream.cancel().await;
+                return Err(Exit::Interrupted);
+            }
+        };
+        let Some(frame) = frame else {
+            return Err(
+                BusError::transport(format!("{target}: ended without a terminal frame")).into(),
+            );
+        };
+        let frame = frame?;
+        if frame.is_terminal() {
+            return match frame.error() {
+                Some(e) => Err(e.into()),
+                None => Ok(frame.payload.unwrap_or(Value::Null)),
+            };
+        }
+    }
+}
+
 /// `openagentio invoke`.
 pub async fn invoke(a: CallArgs) -> Exit {
+    let mut interrupted = interrupt();
     let run = async {
         let (p, opts) = call_setup(&a)?;
         let result = match remote(&a.bus).await? {
             Remote::Bus(bus) => {
-                let reply = bus.invoke_with(&a.target, p, opts).await;
+                let reply = invoke_on_bus(&bus, &a.target, p, opts, &mut interrupted).await;
                 bus.close().await;
-                reply?.payload.unwrap_or(Value::Null)
+                reply?
             }
-            Remote::Gateway(gw) => gw.invoke(&a.target, &p, a.timeout).await?,
+            Remote::Gateway(gw) => tokio::select! {
+                // Ending the process closes the connection: the gateway
+                // cancels the call.
+                r = gw.invoke(&a.target, &p, a.timeout) => r?,
+                _ = &mut interrupted => return Err(Exit::Interrupted),
+            },
         };
         println!("{result}");
         Ok::<_, Exit>(Exit::Ok)
@@ -154,9 +226,11 @@ impl Frames {
         }
     }
 
+    /// Ends the call: a stream that has not ended is cancelled (the handler
+    /// told to stop) before the bus closes.
     async fn close(self) {
         if let Frames::Bus(bus, s) = self {
-            drop(s);
+            let _ = s.cancel().await;
             bus.close().await;
         }
     }
@@ -164,6 +238,7 @@ impl Frames {
 
 /// `openagentio stream`.
 pub async fn stream(a: StreamArgs) -> Exit {
+    let mut interrupted = interrupt();
     let run = async {
         let (p, mut opts) = call_setup(&a.call)?;
         if let Some(idle) = a.idle_timeout {
@@ -188,11 +263,19 @@ pub async fn stream(a: StreamArgs) -> Exit {
         let mut out = std::io::stdout().lock();
         let mut printed_text = false;
         let mut failure = None;
-        while let Some(frame) = frames.next().await {
+        loop {
+            let frame = tokio::select! {
+                f = frames.next() => f,
+                _ = &mut interrupted => {
+                    failure = Some(Exit::Interrupted);
+                    break;
+                }
+            };
+            let Some(frame) = frame else { break };
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => {
-                    failure = Some(e);
+                    failure = Some(Exit::Bus(e));
                     break;
                 }
             };
@@ -214,7 +297,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
             }
             let _ = out.flush();
             if let Some(e) = frame.error() {
-                failure = Some(e);
+                failure = Some(Exit::Bus(e));
             }
             if frame.is_terminal() {
                 break;
@@ -225,7 +308,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
         }
         drop(out);
         frames.close().await;
-        Ok::<_, Exit>(failure.map_or(Exit::Ok, Exit::Bus))
+        Ok::<_, Exit>(failure.unwrap_or(Exit::Ok))
     };
     run.await.unwrap_or_else(|e| e)
 }
@@ -263,6 +346,7 @@ pub async fn publish(a: PublishArgs) -> Exit {
 
 /// `openagentio subscribe`.
 pub async fn subscribe(a: SubscribeArgs) -> Exit {
+    let mut interrupted = interrupt();
     let run = async {
         // Both ways end in one stream of envelopes: the bus's subscription
         // through a channel, or the gateway's event feed.
@@ -296,7 +380,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
             let next = async {
                 tokio::select! {
                     e = events.next() => e,
-                    _ = tokio::signal::ctrl_c() => None,
+                    _ = &mut interrupted => None,
                 }
             };
             let env = match deadline {

@@ -1,6 +1,7 @@
 //! Exit codes: 0 success; 1 a failure: a bus error (its wire code is printed),
 //! an invalid config file (every error printed with its path) or a service
-//! failure; 2 a usage error (bad arguments, payload that is not JSON).
+//! failure; 2 a usage error (bad arguments, payload that is not JSON); 130
+//! interrupted by Ctrl-C (the call in flight was cancelled).
 
 use std::process::ExitCode;
 
@@ -19,6 +20,8 @@ pub enum Exit {
     Config,
     /// A failure of the service itself (start-up, bind, connect).
     Service(String),
+    /// Ctrl-C while a call was in flight; the handler was told to stop.
+    Interrupted,
 }
 
 impl Exit {
@@ -44,6 +47,10 @@ impl Exit {
                 ExitCode::from(2)
             }
             Exit::Config => ExitCode::from(1),
+            Exit::Interrupted => {
+                eprintln!("interrupted: the call was cancelled");
+                ExitCode::from(130)
+            }
         }
     }
 }

@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use super::{BusArgs, Exit};
 
+/// How long past a call's deadline the client waits for the gateway's own
+/// answer (its typed `AGENT_TIMEOUT`) before giving up on the connection.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
+
 /// Envelopes read from an SSE answer of the gateway (a stream's frames, or
 /// an event feed).
 pub type Envelopes = Pin<Box<dyn Stream<Item = Result<Envelope, BusError>> + Send>>;
@@ -103,6 +107,7 @@ impl Gateway {
     }
 
     /// `POST /v1/agents/{target}/invoke`: the answer's payload (`null` for 204).
+    /// The gateway is given `timeout` as the call's deadline (`X-Timeout-Ms`).
     pub async fn invoke(
         &self,
         target: &str,
@@ -114,7 +119,8 @@ impl Gateway {
                 &format!("/v1/agents/{}/invoke", path_segment(target)),
                 payload,
             )
-            .timeout(timeout);
+            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
         if body.is_empty() {
@@ -138,7 +144,8 @@ impl Gateway {
                 payload,
             )
             .header("Accept", "text/event-stream")
-            .timeout(timeout);
+            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         Ok(self.envelopes(resp))
     }
@@ -184,7 +191,8 @@ impl Gateway {
     pub async fn targets(&self, timeout: Duration) -> Result<Value, BusError> {
         let req = self
             .request(reqwest::Method::GET, "/v1/agents")
-            .timeout(timeout);
+            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
         serde_json::from_slice(&body)

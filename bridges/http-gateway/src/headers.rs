@@ -10,8 +10,10 @@
 //! | `X-Traceparent`, then W3C `traceparent` | `traceparent`: the call continues that trace |
 //! | `X-Trace-Id` | `trace_id`, when no traceparent is given and it is 32 hex digits |
 //!
-//! Empty headers count as absent. The reference adapter has no per-request
-//! timeout header, so neither does the gateway: calls use
+//! | `X-Timeout-Ms` | the call's deadline (an extension: whole milliseconds, 1 to 86,400,000) |
+//!
+//! Empty headers count as absent. Calls without `X-Timeout-Ms` (the reference
+//! adapter has no such header) use
 //! [`GatewayConfig::default_timeout`](crate::GatewayConfig::default_timeout).
 
 use axum::extract::FromRequestParts;
@@ -38,9 +40,14 @@ pub const CONVERSATION_ID: &str = "x-conversation-id";
 pub const USER_ID: &str = "x-user-id";
 /// `X-Channel`
 pub const CHANNEL: &str = "x-channel";
+/// `X-Timeout-Ms`
+pub const TIMEOUT_MS: &str = "x-timeout-ms";
+
+/// The longest deadline `X-Timeout-Ms` may ask for: one day.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// Every request header the gateway reads, for CORS.
-pub(crate) const ALL: [&str; 9] = [
+pub(crate) const ALL: [&str; 10] = [
     TRACE_ID,
     X_TRACEPARENT,
     TRACEPARENT,
@@ -49,6 +56,7 @@ pub(crate) const ALL: [&str; 9] = [
     CONVERSATION_ID,
     USER_ID,
     CHANNEL,
+    TIMEOUT_MS,
     "last-event-id",
 ];
 
@@ -68,6 +76,8 @@ pub struct RequestContext {
     pub channel: Option<String>,
     /// W3C `traceparent` to continue.
     pub traceparent: Option<String>,
+    /// The call's deadline, from `X-Timeout-Ms`.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl RequestContext {
@@ -110,6 +120,18 @@ impl RequestContext {
                     .map(|t| t.traceparent().to_string())
             }),
         };
+        let timeout = match get(TIMEOUT_MS)? {
+            None => None,
+            Some(ms) => match ms.parse::<u64>() {
+                Ok(ms @ 1..=MAX_TIMEOUT_MS) => Some(std::time::Duration::from_millis(ms)),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "header X-Timeout-Ms: expected whole milliseconds from 1 to \
+                         {MAX_TIMEOUT_MS}, found {ms:?}"
+                    )));
+                }
+            },
+        };
         Ok(RequestContext {
             tenant,
             session: get(SESSION_ID)?,
@@ -117,6 +139,7 @@ impl RequestContext {
             user: get(USER_ID)?,
             channel: get(CHANNEL)?,
             traceparent,
+            timeout,
         })
     }
 

@@ -193,8 +193,12 @@ async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Resu
     if !question.traceparent.is_empty() {
         opts = opts.traceparent(question.traceparent.clone());
     }
+    // The target gets the question's text alone: it is a chat request, and a
+    // chat target (the SSE bridge) passes a payload's other keys on to the
+    // model as request parameters. The Matrix details stay in `matrix.*`
+    // metadata, which the target sees and which no bridge forwards upstream.
     opts.metadata = question.metadata.clone();
-    let payload = question.payload.clone().unwrap_or(Value::Null);
+    let payload = serde_json::json!({ "text": a.question.text });
     let mut stream = bus.stream_invoke_with(&r.target, payload, opts).await?;
     let mut text = String::new();
     let mut dirty = false;

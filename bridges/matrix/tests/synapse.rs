@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openagentio_core::{Bridge, Bus, BusError, Envelope, HealthState};
@@ -464,8 +465,11 @@ async fn responder_posts_the_streamed_answer_as_one_message() {
     bot.join(&room).await;
     let bus = Bus::memory();
     let expected_session = room.clone();
+    let asked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let seen = asked.clone();
     bus.handle_stream("test.answer", move |req, w| {
         let expected_session = expected_session.clone();
+        seen.lock().push(req.envelope().clone());
         async move {
             let text = req.payload()["text"].as_str().unwrap_or("").to_owned();
             assert_eq!(req.envelope().session_id, expected_session);
@@ -531,6 +535,20 @@ async fn responder_posts_the_streamed_answer_as_one_message() {
     );
     let edits = msgs.iter().filter(|m| is_edit(m)).count();
     assert!((1..=3).contains(&edits), "{edits} edits");
+    // The target was asked with the text alone (a chat target passes other
+    // payload keys to its model); the Matrix details came as metadata.
+    {
+        let asked = asked.lock();
+        assert_eq!(
+            asked[0].payload_or_null(),
+            &json!({"text": "what is the answer?"})
+        );
+        assert_eq!(asked[0].metadata["matrix.room_id"], room.as_str());
+        assert_eq!(
+            asked[0].metadata["matrix.sender"],
+            alice_user.user_id.as_str()
+        );
+    }
     for e in msgs.iter().filter(|m| is_edit(m)) {
         assert_eq!(
             e["content"]["m.relates_to"]["event_id"],

@@ -400,19 +400,24 @@ fn user_id(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
     }
 }
 
-/// A room id (`!id:server`) or alias (`#alias:server`).
+/// A room id (`!id:server`, or `!id` alone as room version 12 makes them)
+/// or an alias (`#alias:server`).
 fn room(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
     let s = string(v, p, r)?;
     let s = s.trim();
-    if (s.starts_with('!') || s.starts_with('#'))
-        && s[1..].contains(':')
-        && !s.contains(char::is_whitespace)
-    {
+    let well_formed = !s.contains(char::is_whitespace)
+        && match s.as_bytes().first() {
+            Some(b'!') => s.len() > 1,
+            Some(b'#') => s.len() > 3 && s[1..].contains(':'),
+            _ => false,
+        };
+    if well_formed {
         Some(s.to_owned())
     } else {
         r.error(
             p,
-            "expected a room id like \"!abc:example.org\" or an alias like \"#room:example.org\"",
+            "expected a room id like \"!abc:example.org\" (or \"!abc\" in room version 12) \
+             or an alias like \"#room:example.org\"",
         );
         None
     }

@@ -231,14 +231,19 @@ impl BusInner {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
+        let transport = self.transport.clone();
+        let msg = self.cancel_message(request_id);
+        rt.spawn(async move {
+            let _ = transport.publish(msg).await;
+        });
+    }
+
+    /// The message that tells whoever serves `request_id` to stop.
+    pub(crate) fn cancel_message(&self, request_id: &str) -> Message {
         let mut env = Envelope::new(CANCEL_EVENT);
         env.from = self.settings.agent_id.clone();
         env.correlation_id = Text::new(request_id);
-        let transport = self.transport.clone();
-        let subject = self.subjects.cancel();
-        rt.spawn(async move {
-            let _ = transport.publish(Message::envelope(subject, env)).await;
-        });
+        Message::envelope(self.subjects.cancel(), env)
     }
 }
 

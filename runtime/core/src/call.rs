@@ -98,8 +98,7 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Envelope, BusError> {
-        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
-        let mut stream = self.send_request(target, request, opts, false).await?;
+        let mut stream = self.start_invoke(target, payload, opts).await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
             if frame.is_terminal() {
@@ -112,6 +111,31 @@ impl Bus {
         Err(BusError::transport(format!(
             "{target}: ended without a terminal frame"
         )))
+    }
+
+    /// [`Bus::invoke_with`] in two steps: sends the request and returns the
+    /// call, whose terminal frame is the answer (a stream handler sends no
+    /// frames before it). The caller can wait for it, or end the call with
+    /// [`Stream::cancel`], which tells the handler to stop.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), openagentio_core::BusError> {
+    /// use openagentio_core::Bus;
+    /// use serde_json::json;
+    /// let bus = Bus::memory();
+    /// bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) }).await?;
+    /// let call = bus.start_invoke("echo", json!("hi"), Default::default()).await?;
+    /// assert_eq!(call.final_payload().await?, json!("hi"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn start_invoke(
+        &self,
+        target: &str,
+        payload: Value,
+        opts: CallOptions,
+    ) -> Result<Stream, BusError> {
+        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
+        self.send_request(target, request, opts, false).await
     }
 
     /// Calls `target` and returns its frames as they arrive.

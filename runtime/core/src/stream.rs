@@ -93,6 +93,34 @@ impl Stream {
         &self.slot.bus
     }
 
+    /// Ends the stream and tells the handler to stop, returning once the
+    /// cancellation is handed to the transport (dropping the stream sends it
+    /// in the background instead, which a process about to exit may not
+    /// wait for). Nothing is sent when the stream has already ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), openagentio_core::BusError> {
+    /// use openagentio_core::Bus;
+    /// use serde_json::json;
+    /// let bus = Bus::memory();
+    /// bus.handle_stream("forever", |req, w| async move {
+    ///     req.cancelled().await;
+    ///     w.finish(json!("stopped")).await
+    /// }).await?;
+    /// let s = bus.stream_invoke("forever", json!(null)).await?;
+    /// s.cancel().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn cancel(mut self) -> Result<(), BusError> {
+        if self.done {
+            return Ok(());
+        }
+        self.done = true;
+        let msg = self.bus().cancel_message(&self.request.id);
+        self.bus().transport.publish(msg).await?;
+        self.bus().transport.flush().await.map_err(BusError::from)
+    }
+
     /// The `event_id` of the request; frames carry it as `correlation_id`.
     pub fn request_id(&self) -> &str {
         &self.request.id

@@ -36,7 +36,7 @@ impl ServiceStatus for HostStatus {
             .unwrap_or_else(|| {
                 vec![(
                     "service".into(),
-                    BridgeHealth::degraded("bridges are starting or stopping"),
+                    BridgeHealth::unhealthy("bridges are starting or stopping"),
                 )]
             });
         if !self.bus.transport().is_connected() {

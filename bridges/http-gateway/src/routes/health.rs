@@ -1,4 +1,4 @@
-//! `GET /healthz` (alive), `GET /readyz` (every bridge healthy) and `GET /metrics`.
+//! `GET /healthz` (alive), `GET /readyz` (no bridge unhealthy) and `GET /metrics`.
 
 use axum::Json;
 use axum::extract::State;
@@ -14,11 +14,24 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// 200 when every bridge reports healthy, else 503; the body lists each
-/// bridge: `{"status": "ready"|"not_ready", "bridges": [{"name", "state", "reason"?}]}`.
+/// 200 unless a bridge is unhealthy, else 503; the body lists each bridge:
+/// `{"status": "ready"|"degraded"|"not_ready", "bridges": [{"name", "state", "reason"?}]}`.
+///
+/// A degraded bridge (serving in part, or recovering: one of several MCP
+/// servers down, a failed upstream call, a restart under way) keeps the
+/// service ready: it still serves, and a 503 would take it out of rotation
+/// until a call it could then never get proves it well again.
 pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let bridges = state.status().bridges();
-    let ready = bridges.iter().all(|(_, h)| h.state == HealthState::Healthy);
+    let worst = bridges
+        .iter()
+        .map(|(_, h)| h.state)
+        .max_by_key(|s| match s {
+            HealthState::Healthy => 0,
+            HealthState::Degraded => 1,
+            HealthState::Unhealthy => 2,
+        })
+        .unwrap_or(HealthState::Healthy);
     let list: Vec<Value> = bridges
         .into_iter()
         .map(|(name, h)| {
@@ -29,12 +42,11 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
             v
         })
         .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (status, word) = match worst {
+        HealthState::Healthy => (StatusCode::OK, "ready"),
+        HealthState::Degraded => (StatusCode::OK, "degraded"),
+        HealthState::Unhealthy => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
     };
-    let word = if ready { "ready" } else { "not_ready" };
     (status, Json(json!({"status": word, "bridges": list})))
 }
 

@@ -25,7 +25,7 @@ pub(crate) async fn invoke(
 ) -> Result<Response, ApiError> {
     let target = path_param(target)?;
     let mut opts = ctx.call_options();
-    opts.timeout = state.config().default_timeout;
+    opts.timeout = ctx.timeout.or(state.config().default_timeout);
     let reply = state
         .bus()
         .invoke_with(&target, payload.into_value(), opts)

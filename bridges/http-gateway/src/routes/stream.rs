@@ -33,7 +33,7 @@ pub(crate) async fn stream(
     let target = path_param(target)?;
     let cfg = state.config();
     let mut opts = ctx.call_options();
-    opts.timeout = cfg.default_timeout;
+    opts.timeout = ctx.timeout.or(cfg.default_timeout);
     opts.idle_timeout = cfg.idle_timeout;
     let mut stream = state
         .bus()

@@ -60,7 +60,7 @@ async fn healthz_is_200() {
 }
 
 #[tokio::test]
-async fn readyz_is_503_while_one_bridge_is_unhealthy() {
+async fn readyz_is_503_while_one_bridge_is_unhealthy_and_200_while_degraded() {
     let gw = Gateway::start_default().await;
     *gw.status.bridges.lock() = vec![
         ("mcp-fs".into(), BridgeHealth::healthy()),
@@ -83,9 +83,16 @@ async fn readyz_is_503_while_one_bridge_is_unhealthy() {
         })
     );
 
-    // Degraded is not ready either.
+    // Degraded still serves: ready, and said so.
     gw.status.bridges.lock()[1].1 = BridgeHealth::degraded("reconnecting");
-    assert_eq!(gw.get("/readyz").send().await.unwrap().status(), 503);
+    let resp = gw.get("/readyz").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(
+        body["bridges"][1],
+        json!({"name": "matrix", "state": "degraded", "reason": "reconnecting"})
+    );
 
     gw.status.bridges.lock()[1].1 = BridgeHealth::healthy();
     let resp = gw.get("/readyz").send().await.unwrap();

@@ -115,3 +115,68 @@ async fn an_unknown_code_from_a_peer_arrives_as_agent_unavailable() {
     let body = expect_error(resp, 502, "AGENT_UNAVAILABLE").await;
     assert_eq!(body["message"], "WEIRD_CODE: odd");
 }
+
+#[tokio::test]
+async fn x_timeout_ms_sets_the_calls_deadline() {
+    let gw = Gateway::start(GatewayConfig {
+        default_timeout: Some(Duration::from_millis(200)),
+        ..GatewayConfig::default()
+    })
+    .await;
+    gw.bus
+        .handle_invoke("takes_600ms", |req| async move {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            Ok(json!({"deadline_ms": req.envelope().metadata["acp.timeout_ms"]}))
+        })
+        .await
+        .unwrap();
+    // Longer than the gateway's default: the call waits for the answer.
+    let resp = gw
+        .post("/v1/agents/takes_600ms/invoke")
+        .header("X-Timeout-Ms", "5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let sent = body["deadline_ms"].as_u64().unwrap();
+    assert!((4000..=5000).contains(&sent), "{body}");
+    // The same on the stream route.
+    let resp = gw
+        .post("/v1/agents/takes_600ms/stream")
+        .header("X-Timeout-Ms", "5000")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("agent.response.final"), "{text}");
+    // Shorter: 504 at that deadline.
+    let at = std::time::Instant::now();
+    let resp = gw
+        .post("/v1/agents/takes_600ms/invoke")
+        .header("X-Timeout-Ms", "50")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 504, "AGENT_TIMEOUT").await;
+    assert!(
+        at.elapsed() < Duration::from_millis(190),
+        "{:?}",
+        at.elapsed()
+    );
+    // Not a number of milliseconds in range: 400, naming the header.
+    for bad in ["soon", "0", "-5", "1.5", "86400001"] {
+        let resp = gw
+            .post("/v1/agents/takes_600ms/invoke")
+            .header("X-Timeout-Ms", bad)
+            .send()
+            .await
+            .unwrap();
+        let body = expect_error(resp, 400, "INVALID_REQUEST").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("X-Timeout-Ms"),
+            "{bad}: {body}"
+        );
+    }
+}
