@@ -4,8 +4,9 @@
 //! order, duplicates, gaps, a reader too slow for its stream, events a slow
 //! subscriber cannot take (counted, never lost silently), timeouts,
 //! cancellation, panics, retry, dead letters,
-//! context propagation across nested calls, tenant isolation, and the serve
-//! timeout of requests that carry no deadline (as reference SDKs send them).
+//! context propagation across nested calls, tenant isolation, the serve
+//! timeout of requests that carry no deadline (as reference SDKs send them),
+//! and the caller's deadline enforced where the handler runs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -44,6 +45,7 @@ openagentio_testkit::on_both_transports!(
     invoke_of_a_stream_target_gets_only_the_answer,
     drain_finishes_in_flight_calls_and_stops_intake,
     requests_without_a_deadline_end_at_the_serve_timeout,
+    handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1130,4 +1132,47 @@ async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKin
         .await
         .unwrap();
     assert_eq!(answer.payload_or_null(), &json!("done"));
+}
+
+async fn handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message(
+    kind: TransportKind,
+) {
+    let p = BusPair::plain(kind).await;
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("wait", move |req, w| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                w.delta_text("working").await?;
+                let started = Instant::now();
+                tokio::select! {
+                    _ = req.cancelled() => seen_tx.send(started.elapsed()).unwrap(),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                w.finish(json!("done")).await
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    // A caller that sent a 300 ms deadline and then went silent (its process
+    // died): no cancellation message will come.
+    let t = p.client.transport().clone();
+    let mut req = Envelope::new("agent.message.received")
+        .with_payload(json!({}))
+        .with_metadata("acp.timeout_ms", json!(300));
+    req.reply_to = format!("{}.gone", t.new_inbox_prefix()).into();
+    let subject = p.client.subjects().invoke("wait", "");
+    let sent = Instant::now();
+    t.publish(Message::envelope(subject, req)).await.unwrap();
+    let waited = tokio::time::timeout(LIMIT, seen.recv())
+        .await
+        .expect("the handler was not cancelled at the caller's deadline")
+        .unwrap();
+    let took = sent.elapsed();
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(2),
+        "cancelled {took:?} after the request ({waited:?} into the handler)"
+    );
 }

@@ -262,11 +262,10 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
         .cancels
         .register(&env, token.clone(), writer.clone());
     let ctx = Arc::new(CallContext::with_deadline(&env, deadline));
-    let limit = serve_limit.map(|d| (d, token.clone()));
     // The handler's request is normally the envelope's only owner: it can
     // take the payload without a copy.
     let call = Call {
-        request: Request::answered_by(env, token, writer.clone()),
+        request: Request::answered_by(env, token.clone(), writer.clone()),
         writer: Some(writer.clone()),
         kind: route.kind,
         name: route.name.clone(),
@@ -276,9 +275,11 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     // panic before its future exists, too.
     let run = async { Next::new(&route.chain, &route.endpoint).run(call).await };
     let guarded = ctx.scope(AssertUnwindSafe(run).catch_unwind());
-    let (outcome, ran_out) = match &limit {
+    // The handler is told to stop at the deadline even when no cancellation
+    // comes from the caller (its process may be gone).
+    let (outcome, ran_out) = match deadline {
         None => (guarded.await, false),
-        Some((d, token)) => cancel_after(guarded, *d, token).await,
+        Some(at) => cancel_at(guarded, at, &token).await,
     };
     let mut result = outcome.unwrap_or_else(|panic| {
         Counters::bump(&writer.bus().counters.handler_panics);
@@ -287,7 +288,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
             panic_message(panic.as_ref())
         )))
     });
-    if let (true, Some((d, _)), Err(_)) = (ran_out, &limit, &result) {
+    if let (true, Some(d), Err(_)) = (ran_out, serve_limit, &result) {
         result = Err(BusError::timeout(format!(
             "{}: the request carried no deadline and ran past the serve timeout ({d:?})",
             route.name
@@ -308,17 +309,21 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     }
 }
 
-/// Runs `fut`; when `limit` passes first, cancels `token` and lets `fut`
-/// finish (handlers see the cancellation). True when the limit passed.
-async fn cancel_after<F: std::future::Future>(
+/// Runs `fut`; when `deadline` passes first, cancels `token` and lets `fut`
+/// finish (handlers see the cancellation). True when the deadline passed. A
+/// handler done on its first poll needs no timer.
+async fn cancel_at<F: std::future::Future>(
     fut: F,
-    limit: Duration,
+    deadline: tokio::time::Instant,
     token: &CancellationToken,
 ) -> (F::Output, bool) {
     let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
+        return (out, false);
+    }
     tokio::select! {
         out = &mut fut => return (out, false),
-        _ = tokio::time::sleep(limit) => token.cancel(),
+        _ = tokio::time::sleep_until(deadline) => token.cancel(),
     }
     (fut.await, true)
 }
