@@ -23,8 +23,9 @@
 //!
 //! `BENCH_SECS` sets the seconds per measurement (default 3), `BENCH_ROUNDS`
 //! the alternating rounds (default 5), `BENCH_ONLY` the groups and
-//! `BENCH_IN_FLIGHT` the calls in flight (default `1,64`). Results are
-//! printed as a Markdown table for BENCHMARKS.md.
+//! `BENCH_IN_FLIGHT` the calls in flight (default `1,64`), `BENCH_WORKERS`
+//! the runtime's worker threads (default 2). Results are printed as a
+//! Markdown table for BENCHMARKS.md.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -492,7 +493,12 @@ fn merge(rounds: &[Vec<Row>]) -> Vec<Row> {
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("BENCH_WORKERS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()
         .unwrap();
