@@ -97,6 +97,8 @@ pub struct GatewayConfig {
     /// as `NO_HANDLER`) answers with a JSON error and its status; a later one
     /// arrives as an `agent.response.error` frame.
     pub stream_start_wait: Duration,
+    /// Whether `GET /metrics` is served (default true); off, it is 404.
+    pub metrics: bool,
 }
 
 impl Default for GatewayConfig {
@@ -111,6 +113,7 @@ impl Default for GatewayConfig {
             sse_retry: Some(DEFAULT_SSE_RETRY),
             sse_keep_alive: Some(Duration::from_secs(15)),
             stream_start_wait: Duration::from_millis(250),
+            metrics: true,
         }
     }
 }

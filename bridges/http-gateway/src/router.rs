@@ -55,10 +55,13 @@ pub fn router(bus: Bus, config: GatewayConfig, status: Arc<dyn ServiceStatus>) -
             post(events::publish).get(feed::feed),
         )
         .route_layer(from_fn_with_state(state.clone(), auth::require));
-    let mut app = Router::new()
+    let mut open = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/readyz", get(health::readyz));
+    if state.config().metrics {
+        open = open.route("/metrics", get(health::metrics));
+    }
+    let mut app = open
         .merge(api)
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)

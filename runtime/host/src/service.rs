@@ -139,7 +139,9 @@ impl Service {
         }
 
         let gateway = match (spec.gateway, listener) {
-            (Some(cfg), Some(listener)) => {
+            (Some(mut cfg), Some(listener)) => {
+                // Metrics off for the service: none over HTTP either.
+                cfg.metrics &= spec.metrics;
                 let addr = listener.local_addr().unwrap_or(cfg.listen);
                 let router = openagentio_http_gateway::router(
                     bus.clone(),
