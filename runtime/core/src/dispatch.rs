@@ -276,8 +276,13 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     let run = async { Next::new(&route.chain, &route.endpoint).run(call).await };
     let guarded = ctx.scope(AssertUnwindSafe(run).catch_unwind());
     // The handler is told to stop at the deadline even when no cancellation
-    // comes from the caller (its process may be gone).
-    let (outcome, ran_out) = match deadline {
+    // comes from the caller (its process may be gone). The caller's own
+    // deadline passes first (see `CALLER_DEADLINE_GRACE`).
+    let stop_at = match (caller, deadline) {
+        (Some(at), _) => Some(at + CALLER_DEADLINE_GRACE),
+        (None, limit) => limit,
+    };
+    let (outcome, ran_out) = match stop_at {
         None => (guarded.await, false),
         Some(at) => cancel_at(guarded, at, &token).await,
     };
@@ -308,6 +313,13 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
         tracing::warn!(target = %route.name, error = %e, "could not send the terminal frame");
     }
 }
+
+/// How long after a caller's deadline its handler is cancelled when no
+/// cancellation came. Without it, a handler that answers its cancellation
+/// could answer before the caller's deadline passes there (the deadline is
+/// sent in whole milliseconds, rounded down), and the caller would take a
+/// cut-short answer for the real one.
+const CALLER_DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
 /// Runs `fut`; when `deadline` passes first, cancels `token` and lets `fut`
 /// finish (handlers see the cancellation). True when the deadline passed. A
