@@ -34,6 +34,8 @@ impl Format {
 
     /// Parses `text` into a JSON value tree.
     pub(crate) fn parse(self, text: &str) -> Result<Value, ConfigError> {
+        // Editors on some systems start UTF-8 files with a byte order mark.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match self {
             Format::Json => serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
                 format: self,
@@ -56,7 +58,8 @@ impl Format {
                 serde_json::to_value(&yaml).map_err(|e| ConfigError::Syntax {
                     format: self,
                     message: format!(
-                        "unsupported YAML content (mapping keys must be strings): {e}"
+                        "unsupported YAML content (mapping keys must be strings, and numbers \
+                         whole numbers of at most 64 bits or finite decimals): {e}"
                     ),
                     line: None,
                     column: None,

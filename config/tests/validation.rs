@@ -334,3 +334,16 @@ fn matrix_room_ids_of_every_room_version_load() {
         );
     }
 }
+
+#[test]
+fn a_byte_order_mark_is_not_part_of_the_file() {
+    for (text, format) in [
+        ("\u{feff}version: openagentio.bridge/v1\n", Format::Yaml),
+        (
+            "\u{feff}{\"version\": \"openagentio.bridge/v1\"}",
+            Format::Json,
+        ),
+    ] {
+        load_with_env(text, format, &no_env).unwrap();
+    }
+}

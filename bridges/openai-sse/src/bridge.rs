@@ -239,10 +239,15 @@ impl CallServer {
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+            .is_some_and(|ct| {
+                // Media types are case-insensitive (RFC 9110).
+                ct.trim_start()
+                    .get(..16)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("application/json"))
+            });
         if is_json {
             return call
-                .read_completion(opened.response, self.config.max_event_bytes, total_deadline)
+                .read_completion(opened.response, &self.config, total_deadline)
                 .await;
         }
         call.pump(
@@ -274,7 +279,9 @@ impl Call<'_> {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new(cfg.max_event_bytes);
         let mut events: Vec<SseEvent> = Vec::new();
-        let mut got_event = false;
+        // The first-token limit holds until the answer begins, not until
+        // the first chunk (which may carry only the role).
+        let mut got_token = false;
         let (mut until, mut kind) = limit(
             first_token_deadline,
             TimeoutKind::FirstToken,
@@ -286,18 +293,25 @@ impl Call<'_> {
             let item = tokio::select! {
                 biased;
                 item = body.next() => item,
-                _ = &mut timer => return Err(SseError::Timeout(kind)),
+                _ = &mut timer => {
+                    // A server that sent its `finish_reason` and then
+                    // neither `[DONE]` nor the end of the body has answered.
+                    if kind == TimeoutKind::Idle && self.assembler.is_finished() {
+                        return Ok(self.assembler.result());
+                    }
+                    return Err(SseError::Timeout(kind));
+                }
             };
             match item {
                 Some(Ok(bytes)) => {
                     parser.feed(&bytes, &mut events)?;
                     for event in events.drain(..) {
-                        got_event = true;
                         if self.on_event(event).await? == Flow::Done {
                             return Ok(self.assembler.result());
                         }
                     }
-                    (until, kind) = if got_event {
+                    got_token = got_token || self.assembler.has_output();
+                    (until, kind) = if got_token {
                         limit(
                             Instant::now() + cfg.idle_timeout,
                             TimeoutKind::Idle,
@@ -390,13 +404,20 @@ impl Call<'_> {
     async fn read_completion(
         &mut self,
         mut response: reqwest::Response,
-        cap: usize,
+        cfg: &SseConfig,
         total_deadline: Instant,
     ) -> Result<Value, SseError> {
+        let cap = cfg.max_event_bytes;
         let mut body = Vec::new();
         loop {
-            match tokio::time::timeout_at(total_deadline, response.chunk()).await {
-                Err(_) => return Err(SseError::Timeout(TimeoutKind::Total)),
+            // A body that stalls is held to the idle limit, as a stream is.
+            let (until, kind) = limit(
+                Instant::now() + cfg.idle_timeout,
+                TimeoutKind::Idle,
+                total_deadline,
+            );
+            match tokio::time::timeout_at(until, response.chunk()).await {
+                Err(_) => return Err(SseError::Timeout(kind)),
                 Ok(Err(e)) => return Err(SseError::Transport(e.without_url().to_string())),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => {
@@ -409,6 +430,15 @@ impl Call<'_> {
         }
         let completion: Value = serde_json::from_slice(&body)
             .map_err(|e| SseError::Codec(format!("the JSON response does not parse ({e})")))?;
+        if completion.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(SseError::from_upstream(&completion));
+        }
+        if !completion.get("choices").is_some_and(Value::is_array) {
+            return Err(SseError::Codec(format!(
+                "the JSON response is not a chat completion (no `choices`): {}",
+                snippet(&completion.to_string())
+            )));
+        }
         self.on_chunk(&completion_as_chunk(&completion)).await?;
         Ok(self.assembler.result())
     }

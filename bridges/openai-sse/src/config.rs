@@ -109,11 +109,17 @@ impl SseConfig {
         self
     }
 
-    /// The URL requests go to: `{base_url}/chat/completions`.
+    /// The URL requests go to: `{base_url}/chat/completions`, with the
+    /// query of `base_url` kept (Azure OpenAI's `?api-version=...`, say).
     pub fn endpoint(&self) -> Result<Url, ConfigError> {
-        let base = self.base_url.as_str().trim_end_matches('/');
-        Url::parse(&format!("{base}/chat/completions"))
-            .map_err(|e| ConfigError::new("base_url", e.to_string()))
+        let mut url = self.base_url.clone();
+        if url.cannot_be_a_base() {
+            return Err(ConfigError::new("base_url", "must be an http or https URL"));
+        }
+        let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.set_fragment(None);
+        Ok(url)
     }
 
     /// Checks every field; the first problem found is returned.
@@ -245,6 +251,20 @@ mod tests {
         assert_eq!(
             cfg().endpoint().unwrap().as_str(),
             "http://u:pw@127.0.0.1:9/v1/chat/completions"
+        );
+        // A query (Azure's api-version) stays a query, after the path.
+        let mut c = cfg();
+        c.base_url = "https://x.example/openai/deployments/d?api-version=2024-06-01"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            c.endpoint().unwrap().as_str(),
+            "https://x.example/openai/deployments/d/chat/completions?api-version=2024-06-01"
+        );
+        c.base_url = "http://h:8000".parse().unwrap();
+        assert_eq!(
+            c.endpoint().unwrap().as_str(),
+            "http://h:8000/chat/completions"
         );
     }
 

@@ -59,8 +59,17 @@ pub fn map_request(cfg: &SseConfig, env: &Envelope) -> Result<ChatRequest, SseEr
             ));
         }
     };
-    let mut messages = match (payload.get(&cfg.text_field), payload.get("messages")) {
-        (Some(text), _) if !text.is_null() => {
+    let text = payload.get(&cfg.text_field).filter(|t| !t.is_null());
+    let mut messages = match (text, payload.get("messages")) {
+        (Some(_), Some(m)) if !m.is_null() => {
+            // Which one the caller meant is not ours to guess.
+            return Err(SseError::InvalidRequest(format!(
+                "the payload has both {:?} and \"messages\"; send one: the text as the \
+                 user's message, or the whole conversation in `messages`",
+                cfg.text_field
+            )));
+        }
+        (Some(text), _) => {
             let text = match text {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
@@ -209,6 +218,7 @@ mod tests {
             json!("hi"),
             json!({"prompt": "x"}),
             json!({"messages": "x"}),
+            json!({"text": "hi", "messages": [{"role": "user", "content": "hello"}]}),
         ] {
             let env = Envelope::new("agent.request").with_payload(p.clone());
             let err = map_request(&cfg(), &env).unwrap_err();

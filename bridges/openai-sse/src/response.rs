@@ -134,6 +134,16 @@ impl ResponseAssembler {
         self.started
     }
 
+    /// Whether the answer has begun: text, reasoning, a tool call or a
+    /// `finish_reason` (a chunk that only names the role or the model has
+    /// not begun it).
+    pub fn has_output(&self) -> bool {
+        !self.text.is_empty()
+            || self.reasoning.is_some()
+            || !self.tools.calls.is_empty()
+            || self.finish_reason.is_some()
+    }
+
     /// The `meta` of the `started` frame: `{"model", "id"}`.
     pub fn meta(&self) -> Value {
         json!({ "model": self.model(), "id": self.id })

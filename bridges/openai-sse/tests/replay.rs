@@ -626,3 +626,74 @@ async fn payload_without_text_or_messages_is_rejected_before_any_request() {
     );
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_role_only_first_chunk_is_not_the_first_token() {
+    let t0 = Instant::now();
+    let (frames, _s) = replay(&["role_only_first_chunk"], |_| {}).await;
+    assert_eq!(
+        frames,
+        vec![
+            started("m", "r1"),
+            error(
+                "AGENT_TIMEOUT",
+                "no first token from the upstream in time",
+                true
+            ),
+        ]
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_finished_answer_without_done_ends_at_the_idle_limit_as_a_success() {
+    let (frames, _s) = replay(&["finish_without_done"], |_| {}).await;
+    assert_eq!(
+        frames,
+        vec![
+            started("m", "f1"),
+            delta("All done"),
+            fin(
+                json!({"text": "All done", "reasoning": null, "tool_calls": [], "finish_reason": "stop",
+                       "usage": null, "model": "m", "id": "f1"})
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_json_answer_without_choices_is_a_codec_failure() {
+    // The content type is matched without regard to case.
+    let (frames, _s) = replay(&["json_not_a_completion"], |_| {}).await;
+    assert_eq!(
+        frames,
+        vec![error(
+            "CODEC_FAILURE",
+            "upstream stream is not decodable: the JSON response is not a chat completion (no `choices`): {}",
+            false
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_json_body_times_out_at_the_idle_limit() {
+    let t0 = Instant::now();
+    let (frames, _s) = replay(&["json_stalled_body"], |_| {}).await;
+    assert_eq!(
+        frames,
+        vec![error(
+            "AGENT_TIMEOUT",
+            "the upstream stalled between chunks",
+            true
+        )]
+    );
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
