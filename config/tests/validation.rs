@@ -325,6 +325,14 @@ fn matrix_room_ids_of_every_room_version_load() {
         "{V}bridges:\n  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!', '#room', 'room:hs']}}}}\n"
     ));
     assert_eq!(errs.len(), 3, "{errs:?}");
+    let zero_edits = errors(&format!(
+        "{V}bridges:\n  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!a'], responder: [{{room: '*', target: chat, max_edits: 0}}]}}}}\n"
+    ));
+    assert_eq!(zero_edits.len(), 1, "{zero_edits:?}");
+    assert!(
+        zero_edits[0].starts_with("bridges[0].config.responder[0].max_edits: "),
+        "{zero_edits:?}"
+    );
     for (i, e) in errs.iter().enumerate() {
         assert!(
             e.starts_with(&format!(

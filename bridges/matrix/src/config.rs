@@ -142,16 +142,20 @@ impl FromStr for OutboundMsgType {
 /// to `target`; the answer is posted as one message, edited as deltas arrive.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Responder {
-    /// Room id or alias (it must also be a room the bridge listens in).
+    /// Room id or alias (it must also be a room the bridge listens in), or
+    /// `*` for every room without a responder of its own.
     pub room: String,
     /// The bus stream target to ask (for example an `openai_chat_sse` bridge's target).
     pub target: String,
     /// At most one edit per interval while deltas arrive (default 500 ms).
     pub edit_interval: Duration,
-    /// Most edits of one answer, the final one included (default 20).
+    /// Most edits of one answer, the final one included (default 100, as
+    /// in the config file).
     pub max_edits: u32,
     /// How long to wait for the whole answer (default 120 s).
     pub timeout: Duration,
+    /// Show a typing notice while the answer is awaited (default true).
+    pub typing: bool,
 }
 
 impl Responder {
@@ -161,8 +165,9 @@ impl Responder {
             room: room.into(),
             target: target.into(),
             edit_interval: Duration::from_millis(500),
-            max_edits: 20,
+            max_edits: 100,
             timeout: Duration::from_secs(120),
+            typing: true,
         }
     }
 }
@@ -327,7 +332,7 @@ impl MatrixConfig {
             bad("timeline_limit", "must be at least 1".into());
         }
         for (i, r) in self.responders.iter().enumerate() {
-            if !is_room_ref(&r.room) {
+            if r.room != ANY_ROOM && !is_room_ref(&r.room) {
                 bad(
                     &format!("responders[{i}].room"),
                     format!("must be a room id or alias, got {:?}", r.room),
@@ -380,6 +385,9 @@ pub(crate) fn is_user_id(s: &str) -> bool {
 
 /// A room id (`!id:server`, or `!id` without a server part as in room
 /// version 12) or an alias (`#alias:server`).
+/// The responder room that stands for every room.
+pub(crate) const ANY_ROOM: &str = "*";
+
 pub(crate) fn is_room_ref(s: &str) -> bool {
     if s.contains(char::is_whitespace) {
         return false;

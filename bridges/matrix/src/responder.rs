@@ -33,14 +33,18 @@ pub(crate) fn spawn(
     let stop = shared.shutdown.child_token();
     let tasks = shared.tasks.clone();
     tasks.spawn(async move {
-        let typing = spawn_typing(session.clone(), room_id.clone());
+        let typing = responder
+            .typing
+            .then(|| spawn_typing(session.clone(), room_id.clone()));
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = respond(&shared, &session, &room_id, &responder, question, &msg) => {}
         }
-        typing.abort();
-        if let Err(e) = session.client.typing(&room_id, false, TYPING_TIMEOUT).await {
-            tracing::debug!(error = %e, "matrix: cannot clear the typing notice");
+        if let Some(typing) = typing {
+            typing.abort();
+            if let Err(e) = session.client.typing(&room_id, false, TYPING_TIMEOUT).await {
+                tracing::debug!(error = %e, "matrix: cannot clear the typing notice");
+            }
         }
     });
 }

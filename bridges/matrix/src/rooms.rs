@@ -47,7 +47,12 @@ pub(crate) async fn setup(shared: &Shared, session: &Session) -> Result<(), Matr
         listened.extend(c.invited_rooms.iter().cloned());
     }
     let mut responders = std::collections::HashMap::new();
+    let mut any_responder = None;
     for r in &cfg.responders {
+        if r.room == crate::config::ANY_ROOM {
+            any_responder = Some(r.clone());
+            continue;
+        }
         match shared.resolve_room(session, &r.room).await {
             Ok(id) => {
                 listened.insert(id.clone());
@@ -71,6 +76,7 @@ pub(crate) async fn setup(shared: &Shared, session: &Session) -> Result<(), Matr
     let mut rooms = shared.rooms.write();
     rooms.listened = listened;
     rooms.responders = responders;
+    rooms.any_responder = any_responder;
     Ok(())
 }
 

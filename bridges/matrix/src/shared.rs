@@ -22,6 +22,8 @@ pub(crate) struct Rooms {
     pub listened: HashSet<String>,
     /// Responders by room id.
     pub responders: HashMap<String, Responder>,
+    /// The responder of rooms without one of their own (room `*`).
+    pub any_responder: Option<Responder>,
     /// Resolved aliases.
     pub aliases: HashMap<String, String>,
     /// Encrypted rooms already warned about.

@@ -310,8 +310,18 @@ async fn publish_event(
         }
     };
     let env = to_envelope(room_id, &msg, &shared.cfg);
-    let responder = (msg.replaces.is_none())
-        .then(|| shared.rooms.read().responders.get(room_id).cloned())
+    // Edits are not new questions, and neither is history (a first sync
+    // that replays the room's past, say).
+    let is_question = msg.replaces.is_none() && !is_history(msg.origin_server_ts);
+    let responder = is_question
+        .then(|| {
+            let rooms = shared.rooms.read();
+            rooms
+                .responders
+                .get(room_id)
+                .or(rooms.any_responder.as_ref())
+                .cloned()
+        })
         .flatten();
     let question = responder.as_ref().map(|_| env.clone());
     bus.publish(env).await.map_err(|e| {
@@ -334,6 +344,22 @@ async fn publish_event(
         );
     }
     Ok(())
+}
+
+/// How old a message may be and still get a responder's answer.
+const QUESTION_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a message sent at `origin_server_ts` (Unix milliseconds) is older
+/// than [`QUESTION_MAX_AGE`]: read as history, not as a question waiting
+/// for an answer.
+fn is_history(origin_server_ts: Option<i64>) -> bool {
+    let Some(sent) = origin_server_ts else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now.saturating_sub(sent) > QUESTION_MAX_AGE.as_millis() as i64
 }
 
 /// The sync filter: room messages and memberships, encryption state, no presence.

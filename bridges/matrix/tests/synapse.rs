@@ -574,3 +574,46 @@ async fn responder_posts_the_streamed_answer_as_one_message() {
     );
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_responder_for_room_star_answers_in_every_room() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice_user = hs.register("alice").await;
+    let alice = TestClient::new(&hs, &alice_user);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let first = alice.create_room(None, &[&bot_user.user_id]).await;
+    let second = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&first).await;
+    bot.join(&second).await;
+    let bus = Bus::memory();
+    bus.handle_stream("test.any", |req, w| async move {
+        let text = req.payload()["text"].as_str().unwrap_or("").to_owned();
+        w.finish(json!(format!("you said: {text}"))).await
+    })
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(
+        &hs,
+        &bot_user,
+        vec![first.clone(), second.clone()],
+        state.path(),
+    );
+    let mut r = Responder::new("*", "test.any");
+    r.typing = false;
+    cfg.responders = vec![r];
+    let mut bridge = started("matrix", cfg, &bus).await;
+
+    for (room, text) in [(&first, "one"), (&second, "two")] {
+        alice.send_text(room, text).await;
+        let want = format!("you said: {text}");
+        alice
+            .wait_messages_from(room, &bot_user.user_id, WAIT, |m| {
+                m.iter().any(|m| m["content"]["body"] == want.as_str())
+            })
+            .await;
+    }
+    bridge.stop().await.unwrap();
+}

@@ -180,7 +180,7 @@ pub struct ResponderConfig {
     #[serde(serialize_with = "crate::duration::serialize")]
     pub edit_throttle: Duration,
     /// The most edits of one reply; later deltas wait for the final message.
-    #[schemars(default = "default_max_edits")]
+    #[schemars(default = "default_max_edits", range(min = 1))]
     pub max_edits: u32,
     /// Show a typing notice while waiting for the reply.
     #[schemars(default = "yes")]
@@ -438,7 +438,7 @@ fn read_responder(v: &Value, p: &Path, r: &mut Report) -> Option<ResponderConfig
         DEFAULT_EDIT_THROTTLE,
         duration(Sign::NonNegative),
     );
-    let max_edits = o.or("max_edits", DEFAULT_MAX_EDITS, whole(0));
+    let max_edits = o.or("max_edits", DEFAULT_MAX_EDITS, whole(1));
     let typing = o.or("typing", true, boolean);
     o.finish();
     Some(ResponderConfig {

@@ -195,6 +195,7 @@ fn matrix_config(name: &str, c: &MatrixFile) -> MatrixConfig {
             target: r.target.clone(),
             edit_interval: r.edit_throttle,
             max_edits: r.max_edits,
+            typing: r.typing,
             ..Responder::new(r.room.clone(), r.target.clone())
         })
         .collect();
