@@ -33,6 +33,7 @@ pub mod schema;
 mod call;
 mod http_client;
 mod targets;
+mod tool_list;
 mod upstream;
 
 pub use bridge::{KIND, McpBridge};

@@ -352,18 +352,21 @@ impl Upstream {
                 r = tokio::time::timeout(timeout, sent) => r,
                 _ = self.lost() => return Err(McpError::lost(self.lost_reason())),
             };
-            let page = match answer {
+            let (page, next) = match answer {
                 Err(_) => return Err(McpError::Timeout("tools/list timed out".to_owned())),
                 Ok(Err(e)) => return Err(errors::from_service(&e)),
-                Ok(Ok(ServerResult::ListToolsResult(page))) => page,
+                Ok(Ok(ServerResult::ListToolsResult(page))) => (page.tools, page.next_cursor),
+                // A page rmcp could not read as a tool list (a tool without
+                // `inputSchema`, say): read tool by tool.
+                Ok(Ok(ServerResult::CustomResult(raw))) => crate::tool_list::lenient_page(&raw.0)?,
                 Ok(Ok(_)) => {
                     return Err(McpError::Transport(
                         "tools/list answered with something else than a tool list".to_owned(),
                     ));
                 }
             };
-            tools.extend(page.tools);
-            match page.next_cursor {
+            tools.extend(page);
+            match next {
                 Some(c) if !c.is_empty() => cursor = Some(c),
                 _ => return Ok(tools),
             }

@@ -200,3 +200,35 @@ async fn a_restarted_http_server_gets_a_new_session() {
     assert_eq!(answer.unwrap()["text"], "two");
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_without_an_input_schema_is_served_not_fatal() {
+    let script = format!(
+        "{}/tests/python/sloppy_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let cfg = McpConfig::new(McpTransport::stdio(python(), [script]));
+    let (bus, mut bridge) = start("sloppy", cfg).await;
+    // Both tools are served: the one without a schema takes any object.
+    let loose = bus
+        .invoke("sloppy.loose", json!({"anything": [1, 2]}))
+        .await
+        .unwrap();
+    assert_eq!(
+        loose.payload_or_null()["text"],
+        r#"{"anything": [1, 2]}"#,
+        "{loose:?}"
+    );
+    let strict = bus.invoke("sloppy.strict", json!({"a": 2})).await.unwrap();
+    assert_eq!(strict.payload_or_null()["text"], r#"{"a": 2}"#);
+    let e = bus
+        .invoke("sloppy.strict", json!({"a": "two"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidRequest);
+    assert_eq!(
+        bridge.health().state,
+        openagentio_core::HealthState::Healthy
+    );
+    bridge.stop().await.unwrap();
+}

@@ -1,0 +1,53 @@
+"""A hand-written MCP server over stdio that breaks the protocol the way some
+servers do: its tool `loose` has no `inputSchema`. No SDK here, because every
+SDK adds the schema. Tools: `loose` (echoes its arguments) and `strict(a)`.
+"""
+
+import json
+import sys
+
+
+def reply(msg_id, result):
+    sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg_id, "result": result}) + "\n")
+    sys.stdout.flush()
+
+
+TOOLS = [
+    {"name": "loose", "description": "Echoes its arguments; declares no inputSchema."},
+    {
+        "name": "strict",
+        "description": "Takes a number.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"a": {"type": "number"}},
+            "required": ["a"],
+        },
+    },
+]
+
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    msg = json.loads(line)
+    method, msg_id = msg.get("method"), msg.get("id")
+    if msg_id is None:
+        continue  # a notification
+    if method == "initialize":
+        reply(msg_id, {
+            "protocolVersion": msg["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "sloppy", "version": "0.1"},
+        })
+    elif method == "tools/list":
+        reply(msg_id, {"tools": TOOLS})
+    elif method == "tools/call":
+        args = msg["params"].get("arguments") or {}
+        text = json.dumps(args, sort_keys=True)
+        reply(msg_id, {"content": [{"type": "text", "text": text}]})
+    elif method == "ping":
+        reply(msg_id, {})
+    else:
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg_id,
+                                     "error": {"code": -32601, "message": "no such method"}}) + "\n")
+        sys.stdout.flush()
