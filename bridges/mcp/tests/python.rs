@@ -232,3 +232,51 @@ async fn a_tool_without_an_input_schema_is_served_not_fatal() {
     );
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_is_reported_with_the_servers_reason() {
+    refused_handshake(false).await;
+    // A server that exits after refusing is reported by its words too, not
+    // as a process that exited.
+    refused_handshake(true).await;
+}
+
+async fn refused_handshake(then_exit: bool) {
+    let script = format!(
+        "{}/tests/python/sloppy_server.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut t = McpTransport::stdio(python(), [script]);
+    if let McpTransport::Stdio { env, .. } = &mut t {
+        env.insert(
+            "SLOPPY_REFUSE_INIT".into(),
+            "protocol version not supported".into(),
+        );
+        if then_exit {
+            env.insert("SLOPPY_EXIT_AFTER_REFUSING".into(), "1".into());
+        }
+    }
+    let mut cfg = McpConfig::new(t);
+    cfg.connect_timeout = Duration::from_secs(5);
+    let bus = openagentio_core::Bus::memory();
+    let mut bridge = openagentio_mcp::McpBridge::new("refusing", cfg).unwrap();
+    // The start may fail, or go on retrying in the background: either way
+    // the server's own words are what the user reads.
+    let reason = match bridge.start(&bus).await {
+        Err(e) => e.to_string(),
+        Ok(()) => {
+            let mut reason = String::new();
+            eventually(Duration::from_secs(4), || {
+                reason = bridge.health().reason.unwrap_or_default();
+                reason.contains("protocol version not supported")
+            })
+            .await;
+            let _ = bridge.stop().await;
+            reason
+        }
+    };
+    assert!(
+        reason.contains("protocol version not supported"),
+        "{reason}"
+    );
+}

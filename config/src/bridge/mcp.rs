@@ -23,6 +23,8 @@ use crate::values::{
 
 /// The default `config.timeout` of a tool call: 10 s, as the reference.
 pub const DEFAULT_MCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default `config.connect_timeout` of an `mcp_tool` bridge.
+pub const DEFAULT_MCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An `mcp_tool` bridge.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +74,14 @@ pub struct McpToolSettings {
     #[schemars(default = "default_timeout", with = "crate::schema::PositiveDuration")]
     #[serde(serialize_with = "crate::duration::serialize")]
     pub timeout: Duration,
+    /// How long starting the server, its handshake and listing its tools may
+    /// take before the attempt fails (and is retried under `supervision`).
+    #[schemars(
+        default = "default_connect_timeout",
+        with = "crate::schema::PositiveDuration"
+    )]
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub connect_timeout: Duration,
     /// Per-tool deadlines that override `timeout`, by the tool's name as the server gives it.
     #[schemars(default, with = "BTreeMap<String, crate::schema::PositiveDuration>")]
     pub tool_timeouts: BTreeMap<String, Duration>,
@@ -84,6 +94,10 @@ pub struct McpToolSettings {
     /// How a dead upstream is reconnected or respawned.
     #[schemars(default)]
     pub supervision: SupervisionConfig,
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_MCP_CONNECT_TIMEOUT
 }
 
 fn default_timeout() -> Duration {
@@ -263,6 +277,7 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<McpToolSettings>
         headers: o.or("headers", BTreeMap::new(), map(header_name, header_value)),
         token: o.opt("token", secret),
         timeout: o.or("timeout", DEFAULT_MCP_TIMEOUT, &pos),
+        connect_timeout: o.or("connect_timeout", DEFAULT_MCP_CONNECT_TIMEOUT, &pos),
         tool_timeouts: o.or("tool_timeouts", BTreeMap::new(), map(any_name, &pos)),
         include: o.or("include", Vec::new(), list(glob)),
         exclude: o.or("exclude", Vec::new(), list(glob)),

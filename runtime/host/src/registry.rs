@@ -104,6 +104,7 @@ fn mcp_config(c: &McpToolConfig) -> Option<McpConfig> {
     let mut cfg = McpConfig::new(transport);
     cfg.target_prefix = c.mappings.target_prefix.clone();
     cfg.timeout = s.timeout;
+    cfg.connect_timeout = s.connect_timeout;
     cfg.tool_timeouts = s.tool_timeouts.clone();
     cfg.include = s.include.iter().map(|g| g.as_str().to_owned()).collect();
     cfg.exclude = s.exclude.iter().map(|g| g.as_str().to_owned()).collect();

@@ -1,9 +1,12 @@
 """A hand-written MCP server over stdio that breaks the protocol the way some
 servers do: its tool `loose` has no `inputSchema`. No SDK here, because every
 SDK adds the schema. Tools: `loose` (echoes its arguments) and `strict(a)`.
+With SLOPPY_REFUSE_INIT set, it answers `initialize` with that JSON-RPC error
+message (and stays up, or exits with SLOPPY_EXIT_AFTER_REFUSING set).
 """
 
 import json
+import os
 import sys
 
 
@@ -33,7 +36,13 @@ for line in sys.stdin:
     method, msg_id = msg.get("method"), msg.get("id")
     if msg_id is None:
         continue  # a notification
-    if method == "initialize":
+    if method == "initialize" and os.environ.get("SLOPPY_REFUSE_INIT"):
+        sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": msg_id, "error": {
+            "code": -32602, "message": os.environ["SLOPPY_REFUSE_INIT"]}}) + "\n")
+        sys.stdout.flush()
+        if os.environ.get("SLOPPY_EXIT_AFTER_REFUSING"):
+            sys.exit(3)
+    elif method == "initialize":
         reply(msg_id, {
             "protocolVersion": msg["params"]["protocolVersion"],
             "capabilities": {"tools": {}},
