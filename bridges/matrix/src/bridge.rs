@@ -242,6 +242,7 @@ impl Bridge for MatrixBridge {
                 }
             })),
             bridge: self.name.clone(),
+            upstream_name: None,
         }]
     }
 

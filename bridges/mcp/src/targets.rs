@@ -24,6 +24,15 @@ pub(crate) struct Plan {
 pub(crate) fn plan(tools: Vec<Tool>, prefix: &str, filter: &ToolFilter, cfg: &McpConfig) -> Plan {
     let mut specs: BTreeMap<String, Arc<ToolSpec>> = BTreeMap::new();
     let mut problems = Vec::new();
+    // A `tool_timeouts` entry for a tool the server does not have is a typo
+    // (or a tool that went away): said, not ignored.
+    for name in cfg.tool_timeouts.keys() {
+        if !tools.iter().any(|t| t.name == name.as_str()) {
+            problems.push(format!(
+                "tool_timeouts names {name:?}, which the server does not offer"
+            ));
+        }
+    }
     for tool in tools {
         let name = tool.name.to_string();
         if !filter.allows(&name) {
@@ -65,6 +74,7 @@ pub(crate) fn info(spec: &ToolSpec, bridge: &str) -> TargetInfo {
         streaming: true,
         input_schema: Some(spec.input_schema.clone()),
         bridge: bridge.to_owned(),
+        upstream_name: Some(spec.name.clone()),
     }
 }
 
@@ -112,6 +122,20 @@ mod tests {
         assert!(i.streaming);
         assert_eq!(i.description, "does echo");
         assert_eq!(i.input_schema, Some(json!({"type": "object"})));
+        assert_eq!(i.upstream_name.as_deref(), Some("echo"));
+        let renamed = p.specs.keys().find(|n| n.starts_with("demo.a_b-")).unwrap();
+        assert_eq!(
+            info(&p.specs[renamed], "b").upstream_name.as_deref(),
+            Some("a b")
+        );
         assert!(p.problems.is_empty());
+
+        cfg.tool_timeouts
+            .insert("slwo".into(), Duration::from_secs(5));
+        let p = plan(vec![tool("slow")], "demo", &filter, &cfg);
+        assert_eq!(
+            p.problems,
+            ["tool_timeouts names \"slwo\", which the server does not offer"]
+        );
     }
 }

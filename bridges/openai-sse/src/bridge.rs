@@ -166,6 +166,7 @@ impl Bridge for SseBridge {
             streaming: true,
             input_schema: Some(input_schema(&self.config)),
             bridge: self.name.clone(),
+            upstream_name: None,
         }]
     }
 }

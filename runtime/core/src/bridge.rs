@@ -83,6 +83,10 @@ pub struct TargetInfo {
     pub input_schema: Option<Value>,
     /// The bridge that serves it.
     pub bridge: String,
+    /// The name of what it serves where it comes from, e.g. an MCP tool's
+    /// own name (which a target name may have had to change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_name: Option<String>,
 }
 
 /// Why a bridge could not start or stop.

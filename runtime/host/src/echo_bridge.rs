@@ -100,6 +100,7 @@ impl Bridge for EchoBridge {
                 json!({"type": "object", "properties": {"text": {"type": "string"}}}),
             ),
             bridge: self.name.clone(),
+            upstream_name: None,
         }]
     }
 }

@@ -12,6 +12,7 @@ fn target(name: &str, streaming: bool) -> TargetInfo {
         streaming,
         input_schema: Some(json!({"type": "object", "properties": {"path": {"type": "string"}}})),
         bridge: "mcp-fs".into(),
+        upstream_name: None,
     }
 }
 
