@@ -135,6 +135,11 @@ fn run_invoke_stream_and_drain_on_sigterm() {
         ),
         "{last}"
     );
+    if last["event_type"] == "agent.response.error" {
+        // Cut short by the drain, and told so (not that it gave up itself).
+        let message = last["payload"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("shutting down"), "{last}");
+    }
     let _ = stream.wait();
 
     let status = loop {

@@ -188,6 +188,10 @@ async fn call(
                 return Err(McpError::Timeout("tool call timed out".to_owned()));
             }
             _ = req.cancelled() => {
+                if req.bus().is_draining() {
+                    guard.cancel("the service is shutting down");
+                    return Err(McpError::unavailable("the service is shutting down"));
+                }
                 guard.cancel("the caller cancelled the request");
                 return Err(McpError::unavailable("the caller cancelled the call"));
             }

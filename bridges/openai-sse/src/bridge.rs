@@ -191,7 +191,11 @@ impl CallServer {
     async fn serve(&self, req: Request, writer: StreamWriter) -> Result<(), BusError> {
         let outcome = tokio::select! {
             biased;
-            _ = req.cancelled() => Err(SseError::Cancelled),
+            _ = req.cancelled() => Err(if req.bus().is_draining() {
+                SseError::Stopped
+            } else {
+                SseError::Cancelled
+            }),
             _ = self.stop.cancelled() => Err(SseError::Stopped),
             r = self.run(&req, &writer) => r,
         };

@@ -180,6 +180,7 @@ impl BusBuilder {
                 registrations: Mutex::new(Vec::new()),
                 counters,
                 closed: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
                 transport,
             }),
         }
@@ -220,6 +221,8 @@ pub(crate) struct BusInner {
     pub registrations: Mutex<Vec<Registration>>,
     pub counters: Arc<Counters>,
     pub closed: AtomicBool,
+    /// Set when a drain starts cancelling the requests still being served.
+    pub draining: AtomicBool,
 }
 
 impl BusInner {
@@ -603,6 +606,7 @@ impl Bus {
             in_flight = self.in_flight(),
             "drain: cancelling requests still being served"
         );
+        self.inner.draining.store(true, Ordering::Release);
         self.inner.cancels.cancel_all();
         if self.inner.cancels.wait_idle(deadline).await {
             return false;
@@ -610,6 +614,13 @@ impl Bus {
         let err = BusError::unavailable("the service is shutting down");
         self.inner.cancels.fail_all(&err).await;
         false
+    }
+
+    /// Whether a drain ([`Bus::drain`]) has cancelled the requests still
+    /// being served: a handler that sees its cancellation can tell the
+    /// caller the service is shutting down, rather than that it gave up.
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Acquire)
     }
 
     /// Removes every registration, stops listening for replies and closes the transport.

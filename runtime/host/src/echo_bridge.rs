@@ -59,7 +59,11 @@ impl Bridge for EchoBridge {
                 w.started(json!({"bridge": "echo"})).await?;
                 for (i, word) in text.split_whitespace().enumerate() {
                     tokio::select! {
-                        _ = req.cancelled() => return Err(BusError::unavailable("the caller went away")),
+                        _ = req.cancelled() => return Err(BusError::unavailable(if req.bus().is_draining() {
+                            "the service is shutting down"
+                        } else {
+                            "the caller went away"
+                        })),
                         _ = tokio::time::sleep(delay) => {}
                     }
                     let sep = if i == 0 { "" } else { " " };
