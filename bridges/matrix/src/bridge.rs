@@ -114,7 +114,7 @@ impl MatrixBridge {
         let sub = bus
             .subscribe(&self.config.outbound_message_event, move |env| {
                 let s = s.clone();
-                async move { outbound::send(&s, &env).await.map(|_| ()) }
+                async move { outbound::send_event(&s, &env).await }
             })
             .await
             .map_err(|e| BridgeError::permanent(&self.name, format!("cannot subscribe: {e}")))?;

@@ -3,7 +3,7 @@
 //! a transaction id derived from the envelope's `event_id`, so a redelivered
 //! event never posts twice.
 
-use openagentio_core::{BusError, Envelope};
+use openagentio_core::{BusError, Envelope, ErrorCode};
 use serde_json::{Value, json};
 
 use crate::config::{OutboundMsgType, SessionStrategy, is_room_ref};
@@ -161,6 +161,46 @@ pub(crate) fn build(
 }
 
 /// Sends what `env` asks for; returns the room id and the Matrix event id.
+/// How long an outbound event keeps being retried through a homeserver
+/// outage before it is given up (an event has no caller to tell).
+const EVENT_RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+/// The pause between two rounds of retries of an outbound event.
+const EVENT_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Posts an outbound event, retrying through a homeserver outage for up to
+/// [`EVENT_RETRY_WINDOW`] (the transaction id makes a retry post at most
+/// once), until the bridge stops. Later events wait their turn, so the room
+/// sees them in order.
+pub(crate) async fn send_event(shared: &Shared, env: &Envelope) -> Result<(), BusError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        let err = match send(shared, env).await {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        // A homeserver that cannot be reached (or is overloaded) may come
+        // back; a refused message will not be accepted later either.
+        let may_pass_later = err.retryable()
+            || matches!(
+                err.code(),
+                ErrorCode::AgentUnavailable
+                    | ErrorCode::TransportFailure
+                    | ErrorCode::AgentTimeout
+                    | ErrorCode::BackpressureDrop
+            );
+        if !may_pass_later || started.elapsed() + EVENT_RETRY_PAUSE > EVENT_RETRY_WINDOW {
+            tracing::error!(bridge = %shared.name, event_id = %env.event_id, error = %err, "matrix: outbound event given up");
+            return Err(err);
+        }
+        tracing::warn!(bridge = %shared.name, event_id = %env.event_id, error = %err, "matrix: outbound event not sent yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(EVENT_RETRY_PAUSE) => {}
+            _ = shared.shutdown.cancelled() => return Err(err),
+        }
+    }
+}
+
+/// Posts `env` (one round of retries) and returns the room id and event id.
 pub(crate) async fn send(shared: &Shared, env: &Envelope) -> Result<(String, String), BusError> {
     let out = build(
         env,

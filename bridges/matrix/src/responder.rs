@@ -20,6 +20,23 @@ use crate::shared::Shared;
 const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest error notice.
 const MAX_NOTICE: usize = 300;
+/// Longest answer text shown, in bytes. A Matrix event holds at most 64 KiB,
+/// and an edit carries its text twice (`body` and `m.new_content`).
+const MAX_ANSWER_BYTES: usize = 24_000;
+/// What replaces the rest of an answer too long to show.
+const TRUNCATED: &str = "\n\n[… the answer is too long for one Matrix message; cut here]";
+
+/// `text`, cut (at a character boundary) to fit in one Matrix message.
+fn fit(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ANSWER_BYTES {
+        return text.into();
+    }
+    let mut end = MAX_ANSWER_BYTES - TRUNCATED.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{TRUNCATED}", &text[..end]).into()
+}
 
 /// Answers `question` (already published) in the background.
 pub(crate) fn spawn(
@@ -80,6 +97,7 @@ impl Answer<'_> {
     }
 
     async fn post(&mut self, text: &str) -> Result<(), BusError> {
+        let text = &*fit(text);
         let content = message_content(
             self.shared.cfg.outbound_msgtype.as_str(),
             text,
@@ -104,6 +122,7 @@ impl Answer<'_> {
         let Some(original) = self.posted.clone() else {
             return self.post(text).await;
         };
+        let text = &*fit(text);
         if text == self.shown {
             return Ok(());
         }
@@ -259,5 +278,15 @@ mod tests {
         assert_eq!(final_text(&json!({"content": "c"})), "c");
         assert_eq!(final_text(&json!(null)), "");
         assert_eq!(final_text(&json!({"result": 3})), "3");
+    }
+
+    #[test]
+    fn long_answers_are_cut_to_fit_one_message() {
+        assert_eq!(fit("short"), "short");
+        let long = "é".repeat(MAX_ANSWER_BYTES); // two bytes each
+        let cut = fit(&long);
+        assert!(cut.len() <= MAX_ANSWER_BYTES, "{}", cut.len());
+        assert!(cut.ends_with(TRUNCATED));
+        assert!(cut.starts_with("éé"));
     }
 }

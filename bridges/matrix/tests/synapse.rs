@@ -590,6 +590,10 @@ async fn a_responder_for_room_star_answers_in_every_room() {
     let bus = Bus::memory();
     bus.handle_stream("test.any", |req, w| async move {
         let text = req.payload()["text"].as_str().unwrap_or("").to_owned();
+        if text == "long" {
+            // Longer than one Matrix event holds: cut, not refused.
+            return w.finish(json!("word ".repeat(10_000))).await;
+        }
         w.finish(json!(format!("you said: {text}"))).await
     })
     .await
@@ -615,5 +619,58 @@ async fn a_responder_for_room_star_answers_in_every_room() {
             })
             .await;
     }
+    alice.send_text(&first, "long").await;
+    let msgs = alice
+        .wait_messages_from(&first, &bot_user.user_id, WAIT, |m| {
+            m.iter().any(|m| {
+                m["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with("word word") && b.contains("too long"))
+            })
+        })
+        .await;
+    assert!(
+        !msgs.iter().any(|m| m["content"]["msgtype"] == "m.notice"),
+        "{msgs:#?}"
+    );
+    bridge.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_events_sent_during_a_homeserver_outage_are_posted_once_it_is_back() {
+    logs::capture();
+    let mut hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let bus = Bus::memory();
+    let mut bridge = started("mx", cfg, &bus).await;
+
+    hs.kill();
+    for text in ["first while down", "second while down"] {
+        bus.publish(
+            Envelope::new("matrix.message.send")
+                .with_payload(json!({"text": text, "room_id": room})),
+        )
+        .await
+        .unwrap();
+    }
+    // Down longer than one round of send retries (7.5 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    hs.restart().await;
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, Duration::from_secs(60), |m| {
+            m.len() >= 2
+        })
+        .await;
+    let bodies: Vec<&str> = msgs
+        .iter()
+        .map(|m| m["content"]["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["first while down", "second while down"]);
     bridge.stop().await.unwrap();
 }

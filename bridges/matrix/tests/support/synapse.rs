@@ -165,6 +165,20 @@ disable_existing_loggers: false
     path
 }
 
+/// Runs Synapse on the config in `dir`.
+fn spawn(python: &std::path::Path, dir: &std::path::Path) -> Child {
+    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "--config-path"])
+        .arg(dir.join("homeserver.yaml"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{INSTALL_HINT} (cannot run {}: {e})", python.display()))
+}
+
 impl Synapse {
     /// Starts Synapse with default options.
     pub async fn start() -> Synapse {
@@ -176,17 +190,8 @@ impl Synapse {
         let python = synapse_python();
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let config = write_config(dir.path(), port, &opts);
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let child = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--config-path"])
-            .arg(&config)
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{INSTALL_HINT} (cannot run {}: {e})", python.display()));
+        write_config(dir.path(), port, &opts);
+        let child = spawn(&python, dir.path());
         let mut s = Synapse {
             child: Some(child),
             port,
@@ -195,6 +200,22 @@ impl Synapse {
         };
         s.wait_ready(Duration::from_secs(90)).await;
         s
+    }
+
+    /// Kills the server (an outage); [`Synapse::restart`] brings it back
+    /// with the same data.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the killed server again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Some(spawn(&synapse_python(), self.dir.path()));
+        self.wait_ready(Duration::from_secs(90)).await;
     }
 
     async fn wait_ready(&mut self, limit: Duration) {
@@ -285,9 +306,6 @@ impl Synapse {
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
     }
 }
