@@ -254,10 +254,20 @@ pub(crate) fn socket_addr(v: &Value, p: &Path, r: &mut Report) -> Option<SocketA
     {
         return Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     }
-    r.error(
-        p,
-        "expected an address with a port, like \"127.0.0.1:8080\" or \"[::]:8080\"",
-    );
+    let host_and_port = s
+        .rsplit_once(':')
+        .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    let message = match host_and_port {
+        Some((host, port)) => format!(
+            "expected an IP address and port; host names other than `localhost` are not \
+             looked up here (`{host}`): write \"0.0.0.0:{port}\" to listen on every \
+             interface, or the interface's IP address"
+        ),
+        None => {
+            "expected an address with a port, like \"127.0.0.1:8080\" or \"[::]:8080\"".to_owned()
+        }
+    };
+    r.error(p, message);
     None
 }
 
@@ -494,6 +504,25 @@ mod tests {
             run(&w, json!(u64::MAX)),
             Err(vec!["k: number is too large".into()])
         );
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            run(socket_addr, json!("localhost:9")),
+            Ok("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            run(socket_addr, json!("[::]:9")),
+            Ok("[::]:9".parse().unwrap())
+        );
+        let e = run(socket_addr, json!("myhost:8080")).unwrap_err();
+        assert!(
+            e[0].contains("`myhost`") && e[0].contains("\"0.0.0.0:8080\""),
+            "{e:?}"
+        );
+        let e = run(socket_addr, json!("127.0.0.1")).unwrap_err();
+        assert!(e[0].contains("with a port"), "{e:?}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum MatrixAuth {
         user_id: String,
         /// Its password.
         password: Secret,
+        /// The device to log in as, the first time (a stored session's
+        /// device is reused after that); the homeserver makes one when absent.
+        device_id: Option<String>,
     },
 }
 

@@ -40,11 +40,22 @@ pub(crate) async fn login(
                 client,
             })
         }
-        MatrixAuth::Password { password, .. } => {
-            let stored = store
-                .load_session()?
-                .filter(|s| s.user_id == user_id && s.homeserver_url == cfg.base_url());
-            let mut device_id = stored.as_ref().and_then(|s| s.device_id.clone());
+        MatrixAuth::Password {
+            password,
+            device_id: configured_device,
+            ..
+        } => {
+            // A stored session is reused unless the config names another device.
+            let stored = store.load_session()?.filter(|s| {
+                s.user_id == user_id
+                    && s.homeserver_url == cfg.base_url()
+                    && configured_device
+                        .as_ref()
+                        .is_none_or(|d| s.device_id.as_ref() == Some(d))
+            });
+            let mut device_id = configured_device
+                .clone()
+                .or_else(|| stored.as_ref().and_then(|s| s.device_id.clone()));
             if let Some(s) = stored.filter(|s| !s.access_token.is_empty()) {
                 let client = anon.with_token(Secret::new(s.access_token));
                 match client.whoami().await {

@@ -24,11 +24,14 @@ pub(crate) struct Rooms {
     pub responders: HashMap<String, Responder>,
     /// The responder of rooms without one of their own (room `*`).
     pub any_responder: Option<Responder>,
-    /// Resolved aliases.
-    pub aliases: HashMap<String, String>,
+    /// Resolved aliases, with when they were resolved.
+    pub aliases: HashMap<String, (String, tokio::time::Instant)>,
     /// Encrypted rooms already warned about.
     pub warned_encrypted: HashSet<String>,
 }
+
+/// How long a resolved alias is trusted before it is looked up again.
+const ALIAS_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// State shared by the bus handlers, the sync work and the responders.
 pub(crate) struct Shared {
@@ -114,28 +117,35 @@ impl Shared {
             })
     }
 
-    /// The room id of a room id or alias (aliases are resolved once and cached).
+    /// The room id of a room id or alias (an alias's room is looked up again
+    /// after [`ALIAS_TTL`]: an alias can be moved to another room).
     pub async fn resolve_room(&self, session: &Session, room: &str) -> Result<String, MatrixError> {
         if !room.starts_with('#') {
             return Ok(room.to_owned());
         }
-        if let Some(id) = self.rooms.read().aliases.get(room) {
+        let cached = self.rooms.read().aliases.get(room).cloned();
+        if let Some((id, at)) = &cached
+            && at.elapsed() < ALIAS_TTL
+        {
             return Ok(id.clone());
         }
-        let id = session
-            .client
-            .resolve_alias(room)
-            .await
-            .map_err(|e| match e {
-                MatrixError::Api { status: 404, .. } => {
-                    MatrixError::Invalid(format!("room alias {room} does not exist"))
-                }
-                other => other,
-            })?;
+        let id = match session.client.resolve_alias(room).await {
+            Ok(id) => id,
+            Err(MatrixError::Api { status: 404, .. }) => {
+                return Err(MatrixError::Invalid(format!(
+                    "room alias {room} does not exist"
+                )));
+            }
+            // The homeserver cannot say now: the last answer stands.
+            Err(e) if e.is_retryable() && cached.is_some() => {
+                return Ok(cached.map(|(id, _)| id).unwrap_or_default());
+            }
+            Err(e) => return Err(e),
+        };
         self.rooms
             .write()
             .aliases
-            .insert(room.to_owned(), id.clone());
+            .insert(room.to_owned(), (id.clone(), tokio::time::Instant::now()));
         Ok(id)
     }
 

@@ -304,6 +304,7 @@ async fn restart_delivers_missed_messages_once_in_order_and_reuses_the_session()
     cfg.auth = MatrixAuth::Password {
         user_id: bot.user_id.clone(),
         password: Secret::new(bot.password.clone()),
+        device_id: None,
     };
     cfg.auto_join = true;
     cfg.timeline_limit = 5; // 50 messages are many sync pages
@@ -343,6 +344,16 @@ async fn restart_delivers_missed_messages_once_in_order_and_reuses_the_session()
     bridge.stop().await.unwrap();
     let session = std::fs::read_to_string(state.path().join("session.json")).unwrap();
     assert!(session.contains(&device));
+
+    // A device named in the config is the one logged in as.
+    cfg.auth = MatrixAuth::Password {
+        user_id: bot.user_id.clone(),
+        password: Secret::new(bot.password.clone()),
+        device_id: Some("OAIOFIXED".into()),
+    };
+    let mut bridge = started("matrix", cfg, &bus).await;
+    assert_eq!(bridge.device_id().as_deref(), Some("OAIOFIXED"));
+    bridge.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

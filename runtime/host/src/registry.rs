@@ -142,6 +142,7 @@ fn matrix_config(name: &str, c: &MatrixFile) -> MatrixConfig {
         (None, Some(password)) => MatrixAuth::Password {
             user_id: s.user_id.clone(),
             password: password.expose().into(),
+            device_id: s.device_id.clone(),
         },
         // The config crate requires one of the two; an empty token fails validation.
         (None, None) => MatrixAuth::AccessToken {
