@@ -50,6 +50,55 @@ async fn catalog_lists_targets_and_finds_one() {
 
     let resp = gw.get("/v1/agents/unknown").send().await.unwrap();
     expect_error(resp, 404, "NO_HANDLER").await;
+
+    // Calls for another tenant than the bridges serve (here: none) reach
+    // none of these targets, so they are not listed for them.
+    let other: Value = gw
+        .get("/v1/agents")
+        .header("X-Tenant-Id", "acme")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other, json!([]));
+    let resp = gw
+        .get("/v1/agents/mcp-fs.read")
+        .header("X-Tenant-Id", "acme")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "NO_HANDLER").await;
+}
+
+#[tokio::test]
+async fn a_tenant_bound_token_sees_the_targets_of_its_tenant_only() {
+    use openagentio_http_gateway::{ApiToken, GatewayConfig};
+    let config = || GatewayConfig {
+        tokens: vec![
+            ApiToken::for_tenant("acme-token", "acme"),
+            ApiToken::new("admin"),
+        ],
+        ..GatewayConfig::default()
+    };
+    let names = |gw: &Gateway, token: &'static str| {
+        let req = gw.get("/v1/agents").bearer_auth(token);
+        async move {
+            let list: Value = req.send().await.unwrap().json().await.unwrap();
+            list.as_array().unwrap().len()
+        }
+    };
+    // Bridges serving no tenant: the acme token could call none of them.
+    let gw = Gateway::start(config()).await;
+    *gw.status.targets.lock() = vec![target("mcp-fs.read", true)];
+    assert_eq!(names(&gw, "acme-token").await, 0);
+    assert_eq!(names(&gw, "admin").await, 1);
+    // Bridges serving acme (the bus's default tenant): it sees them.
+    let bus = openagentio_core::Bus::builder().tenant("acme").build();
+    let gw = Gateway::start_on(bus, config()).await;
+    *gw.status.targets.lock() = vec![target("mcp-fs.read", true)];
+    assert_eq!(names(&gw, "acme-token").await, 1);
 }
 
 #[tokio::test]
