@@ -155,6 +155,24 @@ impl MatrixClient {
                 waited += wait;
                 continue;
             }
+            // A homeserver answers every client-server path it does not
+            // serve with a Matrix error (`M_UNRECOGNIZED`); a bare 404 or
+            // 405 comes from something else at that address.
+            if errcode.is_empty()
+                && matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+                )
+            {
+                return Err(MatrixError::Config(format!(
+                    "homeserver_url {}: {} answered HTTP {} without a Matrix error, so no \
+                     homeserver serves the client-server API there; give the homeserver's \
+                     base URL (like \"https://matrix.example.org\", without a path)",
+                    self.base,
+                    redact_path(path),
+                    status.as_u16()
+                )));
+            }
             if errcode == "M_UNKNOWN_TOKEN" || errcode == "M_MISSING_TOKEN" {
                 if self.token.is_some() {
                     self.auth_lost.cancel();
