@@ -521,3 +521,53 @@ async fn ctrl_c_cancels_the_call_in_flight() {
     }
     bus.close().await;
 }
+
+#[test]
+fn targets_lists_every_service_on_the_bus() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let service = |bridge: &str| {
+        let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        let yaml = format!(
+            r#"version: "openagentio.bridge/v1"
+bus: {{ transport: nats, nats: {{ url: "{url}" }} }}
+http: {{ enabled: false }}
+bridges:
+  - {{ name: {bridge}, type: echo, mappings: {{ target: {bridge} }} }}
+"#
+        );
+        std::io::Write::write_all(&mut f, yaml.as_bytes()).unwrap();
+        f
+    };
+    let (a, b, replica) = (service("first"), service("second"), service("second"));
+    let _first = run_service(BIN, a.path(), &[], Path::new("."));
+    let _second = run_service(BIN, b.path(), &[], Path::new("."));
+    let _replica = run_service(BIN, replica.path(), &[], Path::new("."));
+
+    let out = client(&["targets", "--bus", &url, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    // Both services' targets; the replica's once.
+    assert_eq!(names, ["first", "second"], "{list}");
+
+    // With no service at all: NO_HANDLER at once, not a timeout.
+    let empty = NatsServer::start();
+    let started = Instant::now();
+    let out = client(&["targets", "--bus", &empty.url(), "--timeout", "10s"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NO_HANDLER"),
+        "{out:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -419,12 +419,9 @@ pub async fn targets(a: TargetsArgs) -> Exit {
     let run = async {
         let list = match remote(&a.bus).await? {
             Remote::Bus(bus) => {
-                let opts = options(&a.bus)?.timeout(a.timeout);
-                let reply = bus
-                    .invoke_with(openagentio_host::CATALOG_TARGET, Value::Null, opts)
-                    .await;
+                let list = super::catalog::gather(&bus, a.bus.tenant.as_deref(), a.timeout).await;
                 bus.close().await;
-                reply?.payload.unwrap_or(Value::Array(Vec::new()))
+                list?
             }
             Remote::Gateway(gw) => gw.targets(a.timeout).await?,
         };

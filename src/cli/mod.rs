@@ -1,5 +1,6 @@
 //! The command line: `run`, `validate`, `schema`, and client commands against a running bus.
 
+mod catalog;
 mod client;
 mod exit;
 mod gateway;

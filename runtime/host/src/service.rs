@@ -250,16 +250,24 @@ impl Service {
 
 /// The invoke target that lists this service's targets (what `openagentio
 /// targets` calls): every bridge's targets with description and input schema.
+/// Each service serves it in a queue group of its own, so a request reaches
+/// every service on the bus: a caller that reads every answer (as the CLI
+/// does) sees the whole fleet's targets; `invoke` gets one service's.
 pub const CATALOG_TARGET: &str = "openagentio.targets";
 
 async fn serve_catalog(
     bus: &Bus,
     status: Arc<HostStatus>,
 ) -> Result<(), openagentio_core::BusError> {
-    bus.handle_invoke(CATALOG_TARGET, move |_req| {
-        let targets = status.targets();
-        async move { Ok(serde_json::to_value(targets).unwrap_or_default()) }
-    })
+    let own_group = format!("openagentio-targets-{}", openagentio_core::new_span_id());
+    bus.handle_invoke_with(
+        CATALOG_TARGET,
+        openagentio_core::HandleOptions::new().queue(own_group),
+        move |_req| {
+            let targets = status.targets();
+            async move { Ok(serde_json::to_value(targets).unwrap_or_default()) }
+        },
+    )
     .await
     .map(|_| ())
 }
