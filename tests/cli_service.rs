@@ -50,13 +50,14 @@ bridges:
     f
 }
 
-fn sigterm(pid: u32) {
+/// Sends `signal` (`TERM`, or `INT` as Ctrl-C does) to `pid`.
+fn signal(name: &str, pid: u32) {
     let ok = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .unwrap()
         .success();
-    assert!(ok, "kill -TERM failed");
+    assert!(ok, "kill -{name} failed");
 }
 
 #[test]
@@ -118,7 +119,7 @@ fn run_invoke_stream_and_drain_on_sigterm() {
         let _: Value = serde_json::from_str(&line).unwrap();
     }
     let term_at = Instant::now();
-    sigterm(service.0.id());
+    signal("TERM", service.0.id());
     let mut last = Value::Null;
     for line in frames {
         last = serde_json::from_str(&line.unwrap()).unwrap();
@@ -289,7 +290,7 @@ bridges:
     let out = with(&["invoke", "echo", "--meta", "k=v"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
-    sigterm(service.0.id());
+    signal("TERM", service.0.id());
     assert!(service.0.wait().unwrap().success());
 
     // Nobody there: a clear error, not a hang.
@@ -428,16 +429,6 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-/// Sends SIGINT (what Ctrl-C sends) to `pid`.
-fn sigint(pid: u32) {
-    let ok = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -INT failed");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_cancels_the_call_in_flight() {
     use openagentio_core::{Bus, StreamWriter};
@@ -494,7 +485,7 @@ async fn ctrl_c_cancels_the_call_in_flight() {
             })
         );
         let interrupted_at = Instant::now();
-        sigint(child.id().unwrap());
+        signal("INT", child.id().unwrap());
         let cancelled = tokio::time::timeout(limit, seen.recv()).await.unwrap();
         assert_eq!(
             cancelled,
