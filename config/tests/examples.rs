@@ -126,6 +126,10 @@ fn reference_matrix() {
     assert_eq!(c.sync_timeout, Duration::from_secs(30));
     assert_eq!(c.reconnect_delay, Duration::from_secs(2));
     assert_eq!(c.supervision.base_delay, Duration::from_secs(2));
+    // A sync loop rides out homeserver outages by default.
+    assert_eq!(c.supervision.max_restarts, 10);
+    assert_eq!(c.supervision.restart_window, Duration::from_secs(60));
+    assert_eq!(c.supervision.max_delay, Duration::from_secs(300));
     assert_eq!(c.initial_sync_behavior, InitialSyncBehavior::Skip);
     assert_eq!(c.outbound_msgtype, OutboundMsgtype::Text);
     assert!(c.ignore_notices);

@@ -176,11 +176,11 @@ impl Bridge for MatrixBridge {
             bus,
         ));
         let registrations = self.register(bus, &shared).await?;
-        let policy = RestartPolicy {
+        let policy = self.config.restart.clone().unwrap_or(RestartPolicy {
             initial_backoff: self.config.reconnect_delay,
             max_backoff: MAX_RECONNECT_DELAY,
             ..RestartPolicy::default()
-        };
+        });
         let s = shared.clone();
         let work = Supervised::spawn(&self.name, policy, move |ctx| sync::run(s.clone(), ctx));
         self.running = Some(Running {

@@ -212,6 +212,9 @@ pub struct MatrixConfig {
     pub ignore_notices: bool,
     /// Room → stream target wiring.
     pub responders: Vec<Responder>,
+    /// How the sync loop is restarted after a failure; `None`: at most 10
+    /// restarts a minute, backing off from `reconnect_delay` to 5 minutes.
+    pub restart: Option<openagentio_core::supervisor::RestartPolicy>,
     /// Timeline events per room per sync (default 50); a longer gap is back-filled.
     pub timeline_limit: u32,
     /// How long `start` waits for the first sync before returning (default 30 s).
@@ -244,6 +247,7 @@ impl MatrixConfig {
             sender_allowlist: Vec::new(),
             ignore_notices: true,
             responders: Vec::new(),
+            restart: None,
             timeline_limit: 50,
             start_timeout: Duration::from_secs(30),
         }

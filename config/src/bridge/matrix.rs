@@ -102,7 +102,9 @@ pub struct MatrixSettings {
     /// streamed reply, posted once and edited as it grows.
     #[schemars(default)]
     pub responder: Vec<ResponderConfig>,
-    /// How a failing sync loop is restarted (`base_delay_seconds` defaults to `reconnect_delay`).
+    /// How a failing sync loop is restarted: by default at most 10 restarts a
+    /// minute, backing off from `reconnect_delay` (`base_delay_seconds`) to
+    /// 5 minutes (`max_delay_seconds`).
     #[schemars(default)]
     pub supervision: SupervisionConfig,
 }
@@ -322,9 +324,13 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<MatrixSettings> 
     let sender_allowlist = o.or("sender_allowlist", Vec::new(), list(glob));
     let ignore_notices = o.or("ignore_notices", true, boolean);
     let responder = o.or("responder", Vec::new(), list(read_responder));
+    let supervision_defaults = SupervisionConfig::for_matrix(reconnect_delay);
     let supervision = o
-        .opt("supervision", SupervisionConfig::reader(reconnect_delay))
-        .unwrap_or_else(|| SupervisionConfig::with_base_delay(reconnect_delay));
+        .opt(
+            "supervision",
+            SupervisionConfig::reader_with(supervision_defaults.clone()),
+        )
+        .unwrap_or(supervision_defaults);
 
     match (o.has("access_token"), o.has("password")) {
         (false, false) => o.error(

@@ -64,10 +64,28 @@ impl SupervisionConfig {
         }
     }
 
+    /// The defaults of a Matrix bridge's sync loop: it rides out homeserver
+    /// outages (at most 10 restarts a minute, backing off from
+    /// `reconnect_delay` to 5 minutes, which its backoff never reaches).
+    pub(crate) fn for_matrix(reconnect_delay: Duration) -> Self {
+        SupervisionConfig {
+            max_restarts: 10,
+            restart_window: Duration::from_secs(60),
+            base_delay: reconnect_delay,
+            max_delay: reconnect_delay.max(Duration::from_secs(300)),
+            ..SupervisionConfig::default()
+        }
+    }
+
     /// A reader whose `base_delay_seconds` defaults to `base_delay`.
     pub(crate) fn reader(base_delay: Duration) -> impl Parser<Self> {
+        Self::reader_with(Self::with_base_delay(base_delay))
+    }
+
+    /// A reader whose keys default to those of `d`.
+    pub(crate) fn reader_with(d: SupervisionConfig) -> impl Parser<Self> {
         move |v: &Value, p: &Path, r: &mut Report| {
-            let d = SupervisionConfig::with_base_delay(base_delay);
+            let d = d.clone();
             let mut o = Obj::new(v, p, r)?;
             let pos = duration(Sign::Positive);
             let config = SupervisionConfig {

@@ -162,6 +162,7 @@ fn matrix_config(name: &str, c: &MatrixFile) -> MatrixConfig {
         state_dir,
     );
     cfg.sync_timeout = s.sync_timeout;
+    cfg.restart = Some(restart_policy(&s.supervision));
     cfg.reconnect_delay = s.reconnect_delay;
     cfg.initial_sync_behavior = match s.initial_sync_behavior {
         FileSync::Skip => openagentio_matrix::InitialSyncBehavior::Skip,
@@ -234,4 +235,25 @@ fn sse_config(c: &OpenAiSseConfig, openclaw: bool) -> SseConfig {
     cfg.retries = s.retries;
     cfg.max_event_bytes = s.max_event_size;
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use openagentio_config::{BridgeKind, Format, load_with_env};
+    use std::time::Duration;
+
+    #[test]
+    fn matrix_supervision_reaches_the_bridge() {
+        let yaml = "version: openagentio.bridge/v1\nbridges:\n  - {name: mx, type: matrix_event, config: {homeserver_url: 'http://hs', user_id: '@a:hs', access_token: t, room_ids: ['!r'], supervision: {max_restarts: 3, base_delay_seconds: 4}}}\n";
+        let cfg = load_with_env(yaml, Format::Yaml, &|_| None).unwrap();
+        let BridgeKind::MatrixEvent(mx) = &cfg.bridges[0].kind else {
+            panic!("not a matrix bridge")
+        };
+        let restart = super::matrix_config("mx", mx).restart.unwrap();
+        assert_eq!(restart.max_restarts, 3);
+        assert_eq!(restart.initial_backoff, Duration::from_secs(4));
+        // Keys not given keep the Matrix defaults.
+        assert_eq!(restart.window, Duration::from_secs(60));
+        assert_eq!(restart.max_backoff, Duration::from_secs(300));
+    }
 }
