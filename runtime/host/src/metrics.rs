@@ -48,9 +48,13 @@ pub struct Metrics {
     targets: Arc<Mutex<BTreeMap<(String, &'static str), TargetStats>>>,
 }
 
-fn kind_label(kind: CallKind) -> &'static str {
-    match kind {
+/// How a call was made: `invoke` (the answer alone, as `invoke` and
+/// `POST .../invoke` ask, even of a stream target), `stream` (every frame)
+/// or `event`.
+fn kind_label(call: &Call) -> &'static str {
+    match call.kind() {
         CallKind::Invoke => "invoke",
+        CallKind::Stream if call.request.stream_requested() == Some(false) => "invoke",
         CallKind::Stream => "stream",
         CallKind::Event => "event",
     }
@@ -69,9 +73,9 @@ impl Metrics {
         Self::default()
     }
 
-    fn record(&self, name: &str, kind: CallKind, secs: f64, frames: u64, outcome: Outcome<'_>) {
+    fn record(&self, name: &str, kind: &'static str, secs: f64, frames: u64, outcome: Outcome<'_>) {
         let mut map = self.targets.lock();
-        let s = map.entry((name.to_owned(), kind_label(kind))).or_default();
+        let s = map.entry((name.to_owned(), kind)).or_default();
         match outcome {
             Outcome::Ok => s.ok += 1,
             Outcome::Cancelled => s.cancelled += 1,
@@ -249,7 +253,7 @@ impl Metrics {
 impl Middleware for Metrics {
     async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
         let name = call.name().to_owned();
-        let kind = call.kind();
+        let kind = kind_label(&call);
         let probe = call.clone();
         let started = Instant::now();
         let result = next.run(call).await;
@@ -306,6 +310,27 @@ mod tests {
         );
         assert!(text.contains("openagentio_stream_frames_total{target=\"ok\",kind=\"invoke\"} 2"));
         assert!(text.contains("openagentio_bridge_restarts_total{bridge=\"mcp\"} 2"));
+    }
+
+    #[tokio::test]
+    async fn calls_are_labelled_by_how_they_were_made() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        bus.handle_stream("chat", |_req, w| async move { w.finish(json!("hi")).await })
+            .await
+            .unwrap();
+        bus.invoke("chat", json!(null)).await.unwrap();
+        let mut s = bus.stream_invoke("chat", json!(null)).await.unwrap();
+        while let Some(f) = s.next().await {
+            f.unwrap();
+        }
+        let text = metrics.render(&bus, &[]);
+        for kind in ["invoke", "stream"] {
+            let want = format!(
+                "openagentio_calls_total{{target=\"chat\",kind=\"{kind}\",outcome=\"ok\"}} 1"
+            );
+            assert!(text.contains(&want), "{want} not in {text}");
+        }
     }
 
     #[tokio::test]
