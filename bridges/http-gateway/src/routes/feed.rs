@@ -34,11 +34,11 @@ use crate::state::AppState;
 /// Events that may wait for one slow client before its feed ends.
 pub const FEED_BUFFER: usize = 1024;
 
-/// The queue group named by `?queue=NAME` (letters, digits, `-`, `_`, `.`).
+/// The queue group named by `?queue=NAME` (letters, digits, `-`, `_`, `.`;
+/// percent-encoded or not).
 fn queue_of(query: Option<&str>) -> Result<Option<String>, ApiError> {
     let mut queue = None;
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if key != "queue" {
             return Err(ApiError::bad_request(format!(
                 "unknown query parameter {key:?} (this route takes `queue`)"
@@ -50,7 +50,7 @@ fn queue_of(query: Option<&str>) -> Result<Option<String>, ApiError> {
                 "queue {value:?}: expected letters, digits, '-', '_' or '.'"
             )));
         }
-        queue = Some(value.to_owned());
+        queue = Some(value.into_owned());
     }
     Ok(queue)
 }
@@ -177,6 +177,11 @@ mod tests {
         assert_eq!(queue_of(Some("")).unwrap(), None);
         assert_eq!(
             queue_of(Some("queue=workers.a-1")).unwrap().as_deref(),
+            Some("workers.a-1")
+        );
+        // Percent-encoded as some clients send even safe characters.
+        assert_eq!(
+            queue_of(Some("queue=workers%2Ea%2D1")).unwrap().as_deref(),
             Some("workers.a-1")
         );
         assert!(queue_of(Some("queue=")).is_err());
