@@ -37,12 +37,14 @@ impl Format {
         // Editors on some systems start UTF-8 files with a byte order mark.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         match self {
-            Format::Json => serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
-                format: self,
-                message: e.to_string(),
-                line: Some(e.line()),
-                column: Some(e.column()),
-            }),
+            Format::Json => serde_json::from_str(text)
+                .map(|crate::strict_json::StrictValue(v)| v)
+                .map_err(|e| ConfigError::Syntax {
+                    format: self,
+                    message: e.to_string(),
+                    line: Some(e.line()),
+                    column: Some(e.column()),
+                }),
             Format::Yaml => {
                 let syntax = |e: serde_norway::Error| {
                     let loc = e.location();

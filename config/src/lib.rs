@@ -49,6 +49,7 @@ mod reader;
 mod schema;
 mod secret;
 mod shutdown;
+mod strict_json;
 mod subject;
 mod telemetry;
 mod validate;

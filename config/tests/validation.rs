@@ -355,3 +355,18 @@ fn a_byte_order_mark_is_not_part_of_the_file() {
         load_with_env(text, format, &no_env).unwrap();
     }
 }
+
+#[test]
+fn a_key_given_twice_is_an_error_in_both_formats() {
+    let json = "{\"version\": \"openagentio.bridge/v1\",\n \"http\": {\"listen\": \"127.0.0.1:1\", \"listen\": \"127.0.0.1:2\"}}";
+    let e = load_with_env(json, Format::Json, &no_env).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::Syntax { line: Some(2), .. })
+            && e.to_string().contains("\"listen\""),
+        "{e}"
+    );
+    let yaml = format!("{V}http:\n  listen: 127.0.0.1:1\n  listen: 127.0.0.1:2\n");
+    let e = load_with_env(&yaml, Format::Yaml, &no_env).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+    assert!(e.to_string().contains("listen"), "{e}");
+}
