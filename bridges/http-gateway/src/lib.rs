@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 mod metrics;
+mod origin;
 mod router;
 mod routes;
 mod serve;

@@ -13,7 +13,7 @@ use crate::config::GatewayConfig;
 use crate::error::{method_not_allowed, route_not_found};
 use crate::routes::{catalog, events, feed, health, invoke, stream};
 use crate::state::AppState;
-use crate::{auth, headers, metrics};
+use crate::{auth, headers, metrics, origin};
 
 /// Builds the gateway's router over `bus`.
 ///
@@ -54,7 +54,8 @@ pub fn router(bus: Bus, config: GatewayConfig, status: Arc<dyn ServiceStatus>) -
             "/v1/events/{event_type}",
             post(events::publish).get(feed::feed),
         )
-        .route_layer(from_fn_with_state(state.clone(), auth::require));
+        .route_layer(from_fn_with_state(state.clone(), auth::require))
+        .route_layer(from_fn_with_state(state.clone(), origin::require_allowed));
     let mut open = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

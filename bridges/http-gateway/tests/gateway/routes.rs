@@ -209,6 +209,35 @@ async fn cors_allows_the_configured_origins() {
         resp.headers()["access-control-allow-origin"],
         "https://app.example"
     );
+
+    // A page of another origin cannot run a call even by a request that
+    // needs no preflight (it could not read the answer, but the call ran).
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .header("Origin", "https://evil.example")
+        .header("Content-Type", "text/plain")
+        .bearer_auth("t")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let body = expect_error(resp, 403, "AUTH_FAILURE").await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("https://evil.example"),
+        "{body}"
+    );
+    // Clients that send no Origin (every non-browser one) are not affected.
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .bearer_auth("t")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 403);
 }
 
 #[tokio::test]
