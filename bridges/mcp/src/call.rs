@@ -80,6 +80,13 @@ pub(crate) async fn serve(
             )));
         }
     };
+    // A caller that asked for every frame is told the call has started
+    // (which tool, on which server), as the SSE bridge tells its model.
+    if req.stream_requested() == Some(true) {
+        writer
+            .started(serde_json::json!({"tool": spec.name, "server": conn.server()}))
+            .await?;
+    }
     let answer = match call(spec, &conn, args, req, writer).await {
         Ok(v) => v,
         Err(e) => {

@@ -276,7 +276,7 @@ impl Upstream {
             .and_then(|i| {
                 i.server_info
                     .as_ref()
-                    .map(|s| format!("{} {}", s.name, s.version))
+                    .map(|s| format!("{} {}", s.name, s.version).trim().to_owned())
             })
             .unwrap_or_else(|| "unknown server".to_owned());
         Ok(Arc::new(Upstream {

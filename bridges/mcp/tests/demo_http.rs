@@ -40,6 +40,7 @@ async fn calls_and_progress_over_http_with_a_bearer_token() {
     assert_eq!(
         kinds,
         [
+            "agent.response.started",
             "agent.response.delta",
             "agent.response.delta",
             "agent.response.final"

@@ -205,18 +205,22 @@ async fn streaming_callers_get_progress_then_the_result() {
     assert_eq!(
         types,
         [
+            "agent.response.started",
             "agent.response.delta",
             "agent.response.delta",
             "agent.response.delta",
             "agent.response.final"
         ]
     );
+    let started = frames[0].payload.as_ref().unwrap();
+    assert_eq!(started["meta"]["tool"], "slow", "{started}");
+    assert!(started["meta"]["server"].is_string(), "{started}");
     assert_eq!(
-        frames[1].payload,
+        frames[2].payload,
         Some(json!({"data": {"progress": 2, "total": 3, "message": "step 2 of 3"}}))
     );
     assert_eq!(
-        frames[3].payload.as_ref().unwrap()["result"]["text"],
+        frames[4].payload.as_ref().unwrap()["result"]["text"],
         "slept 0.3 s in 3 steps"
     );
     // An invoking caller of the same tool gets only the answer.
@@ -269,6 +273,8 @@ async fn a_caller_that_gives_up_cancels_the_mcp_request() {
         .await
         .unwrap();
     // Wait for the first progress frame, then walk away.
+    let started = s.next().await.unwrap().unwrap();
+    assert_eq!(started.event_type, "agent.response.started");
     let first = s.next().await.unwrap().unwrap();
     assert_eq!(first.event_type, "agent.response.delta");
     drop(s);

@@ -90,14 +90,17 @@ async fn exercise(bus: &Bus, bridge: &McpBridge) {
         .unwrap();
     let mut deltas = Vec::new();
     let mut last = None;
+    let mut first = None;
     while let Some(f) = s.next().await {
         let f = f.unwrap();
+        first.get_or_insert_with(|| f.event_type.clone());
         if f.event_type == "agent.response.delta" {
             deltas.push(f.payload.unwrap());
-        } else {
+        } else if f.event_type != "agent.response.started" {
             last = Some(f);
         }
     }
+    assert_eq!(first.as_deref(), Some("agent.response.started"));
     assert_eq!(deltas.len(), 4, "{deltas:?}");
     for (i, d) in deltas.iter().enumerate() {
         assert_eq!(d["data"]["progress"], i as u64 + 1);

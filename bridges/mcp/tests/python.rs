@@ -71,6 +71,11 @@ async fn a_caller_that_gives_up_cancels_on_the_server() {
         .stream_invoke("py.slow", json!({"seconds": 10, "steps": 20}))
         .await
         .unwrap();
+    let started = s.next().await.unwrap().unwrap();
+    assert_eq!(
+        started.payload,
+        Some(json!({"meta": {"tool": "slow", "server": "openagentio-python-test"}}))
+    );
     let first = s.next().await.unwrap().unwrap();
     assert_eq!(
         first.payload,
