@@ -262,7 +262,7 @@ bridges:
         // The feed may not be subscribed yet: publish until it has one.
         tries += 1;
         assert!(tries < 50, "the subscriber never got an event");
-        let out = with(&["publish", "agent.note", r#"{"x": 1}"#]);
+        let out = with(&["publish", "agent.note", "--text", "a note"]);
         assert!(out.status.success(), "{out:?}");
         std::thread::sleep(Duration::from_millis(100));
         if subscriber.try_wait().unwrap().is_some() {
@@ -272,7 +272,7 @@ bridges:
     assert!(out.status.success(), "{out:?}");
     let event: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(event["event_type"], "agent.note");
-    assert_eq!(event["payload"], serde_json::json!({"x": 1}));
+    assert_eq!(event["payload"], serde_json::json!({"text": "a note"}));
 
     // Errors keep the gateway's code; what HTTP cannot carry is refused.
     let out = with(&["invoke", "nobody"]);

@@ -316,7 +316,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
 /// `openagentio publish`.
 pub async fn publish(a: PublishArgs) -> Exit {
     let run = async {
-        let p = payload(a.payload.as_deref(), None)?;
+        let p = payload(a.payload.as_deref(), a.text.as_deref())?;
         let bus = match remote(&a.bus).await? {
             Remote::Bus(bus) => bus,
             Remote::Gateway(gw) => {

@@ -160,6 +160,9 @@ pub struct PublishArgs {
     pub event_type: String,
     /// The payload as JSON (`-` reads standard input).
     pub payload: Option<String>,
+    /// Send `{"text": TEXT}` as the payload.
+    #[arg(long, conflicts_with = "payload")]
+    pub text: Option<String>,
     #[command(flatten)]
     pub bus: BusArgs,
 }
