@@ -302,7 +302,21 @@ pub(crate) fn subject_token(v: &Value, p: &Path, r: &mut Report) -> Option<Strin
 
 /// A glob pattern.
 pub(crate) fn glob(v: &Value, p: &Path, r: &mut Report) -> Option<Glob> {
-    non_empty(v, p, r).map(Glob::new)
+    let s = non_empty(v, p, r)?;
+    // Shell-style classes and alternatives would match nothing here (they
+    // are taken literally), which is never what was meant.
+    if s.contains(['[', ']', '{', '}']) {
+        r.error(
+            p,
+            format!(
+                "{s:?}: only `*` (any run of characters) and `?` (one character) are \
+                 special in these patterns; `[...]` and `{{...}}` are not supported \
+                 (list several patterns instead)"
+            ),
+        );
+        return None;
+    }
+    Some(Glob::new(s))
 }
 
 /// Any JSON object, kept as it is.
@@ -504,6 +518,15 @@ mod tests {
             run(&w, json!(u64::MAX)),
             Err(vec!["k: number is too large".into()])
         );
+    }
+
+    #[test]
+    fn globs_refuse_shell_classes_and_alternatives() {
+        assert!(run(glob, json!("read_*")).is_ok());
+        for bad in ["read_[a-z]*", "{read,write}_file"] {
+            let e = run(glob, json!(bad)).unwrap_err();
+            assert!(e[0].contains("not supported"), "{e:?}");
+        }
     }
 
     #[test]
