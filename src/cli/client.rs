@@ -146,25 +146,15 @@ async fn invoke_on_bus(
         s = bus.start_invoke(target, p, opts) => s?,
         _ = &mut *interrupted => return Err(Exit::Interrupted),
     };
-    loop {
-        let frame = tokio::select! {
-            f = stream.next() => f,
-            _ = &mut *interrupted => {
-                let _ = stream.cancel().await;
-                return Err(Exit::Interrupted);
-            }
-        };
-        let Some(frame) = frame else {
-            return Err(
-                BusError::transport(format!("{target}: ended without a terminal frame")).into(),
-            );
-        };
-        let frame = frame?;
-        if frame.is_terminal() {
-            return match frame.error() {
-                Some(e) => Err(e.into()),
-                None => Ok(frame.payload.unwrap_or(Value::Null)),
-            };
+    let answer = tokio::select! {
+        r = stream.answer() => Some(r),
+        _ = &mut *interrupted => None,
+    };
+    match answer {
+        Some(r) => Ok(r?),
+        None => {
+            let _ = stream.cancel().await;
+            Err(Exit::Interrupted)
         }
     }
 }

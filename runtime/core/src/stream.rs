@@ -210,6 +210,13 @@ impl Stream {
     /// Reads to the end and returns the terminal frame's payload; an error frame
     /// becomes `Err`.
     pub async fn final_payload(mut self) -> Result<Value, BusError> {
+        self.answer().await
+    }
+
+    /// [`Stream::final_payload`] without giving the stream up: a caller that
+    /// stops waiting (a `select!` on Ctrl-C, say) can still
+    /// [cancel](Stream::cancel) the call.
+    pub async fn answer(&mut self) -> Result<Value, BusError> {
         while let Some(frame) = self.next().await {
             let frame = frame?;
             if frame.is_terminal() {
@@ -219,7 +226,10 @@ impl Stream {
                 return Ok(frame.payload.unwrap_or(Value::Null));
             }
         }
-        Err(BusError::transport("stream ended without a terminal frame"))
+        Err(BusError::transport(format!(
+            "{}: ended without a terminal frame",
+            self.target
+        )))
     }
 
     /// The frames as a `futures::Stream`.
