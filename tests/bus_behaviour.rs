@@ -34,6 +34,7 @@ openagentio_testkit::on_both_transports!(
     timeouts_end_calls_and_cancel_handlers,
     dropping_a_stream_cancels_its_handler,
     a_reader_too_slow_for_its_stream_gets_backpressure,
+    a_slow_reader_holds_its_producer_back_and_loses_nothing,
     events_a_slow_subscriber_cannot_take_are_counted,
     panics_become_error_frames,
     retry_retries_only_retryable_failures,
@@ -466,7 +467,19 @@ async fn dropping_a_stream_cancels_its_handler(kind: TransportKind) {
 
 async fn a_reader_too_slow_for_its_stream_gets_backpressure(kind: TransportKind) {
     // The caller holds 32 unread frames; the handler writes 1,000 at once.
-    let p = BusPair::new(kind, |b, _| b.frame_buffer(32)).await;
+    // The caller offers no flow control (as reference SDK callers do not),
+    // so nothing holds the handler back.
+    let p = BusPair::new(kind, |b, side| {
+        let b = b.frame_buffer(32);
+        if side == "client" {
+            b.preparer(|env: &mut Envelope| {
+                env.metadata.remove(openagentio_core::context::WINDOW_KEY);
+            })
+        } else {
+            b
+        }
+    })
+    .await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     p.server
         .handle_stream("firehose", move |req, w| {
@@ -503,6 +516,56 @@ async fn a_reader_too_slow_for_its_stream_gets_backpressure(kind: TransportKind)
     assert!(frames <= 32, "{frames} frames before the error");
     assert!(s.next().await.is_none(), "frames after the error");
     assert!(recv(&mut rx).await, "the handler was not told to stop");
+}
+
+async fn a_slow_reader_holds_its_producer_back_and_loses_nothing(kind: TransportKind) {
+    // The caller holds 32 unread frames and offers flow control (as every
+    // `stream_invoke` here does); the handler writes 1,000 as fast as it may.
+    let p = BusPair::new(kind, |b, _| b.frame_buffer(32)).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("firehose", move |_req, w| {
+            let tx = tx.clone();
+            async move {
+                for i in 0..1000 {
+                    w.delta_text(i.to_string()).await?;
+                }
+                tx.send(()).unwrap();
+                w.finish(json!("done")).await
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let mut s = p
+        .client
+        .stream_invoke_with(
+            "firehose",
+            json!({}),
+            CallOptions::new().timeout(Duration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    // Not reading for a while: the handler waits instead of flooding.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(rx.try_recv().is_err(), "the handler was not held back");
+    let mut deltas = Vec::new();
+    let mut last = None;
+    while let Some(f) = s.next().await {
+        let f = f.expect("no frame is lost");
+        if f.is_terminal() {
+            last = Some(f);
+        } else {
+            deltas.push(f.payload_or_null()["delta"].as_str().unwrap().to_owned());
+            if deltas.len().is_multiple_of(100) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let want: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+    assert_eq!(deltas, want);
+    assert_eq!(last.unwrap().payload_or_null()["result"], "done");
+    recv(&mut rx).await;
 }
 
 async fn events_a_slow_subscriber_cannot_take_are_counted(kind: TransportKind) {

@@ -697,3 +697,49 @@ async fn a_stalled_json_body_times_out_at_the_idle_limit() {
         t0.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_burst_to_a_slow_reader_is_held_back_not_dropped() {
+    // 20,000 chunks, five times the caller's frame buffer, while the caller
+    // reads slowly: the bridge waits for it instead of overflowing it.
+    let server = Replay::start(&["burst"]).await;
+    let mut cfg = config(server.base_url());
+    cfg.total_timeout = Duration::from_secs(60);
+    cfg.idle_timeout = Duration::from_secs(10);
+    let (bus, _bridge) = bus_with(cfg).await;
+    let mut s = bus
+        .stream_invoke_with(
+            "chat",
+            json!({"text": "hi"}),
+            CallOptions::new().timeout(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut text = String::new();
+    let mut last = None;
+    let mut n = 0u64;
+    while let Some(f) = s.next().await {
+        let f = f.expect("no frame is dropped");
+        n += 1;
+        if n.is_multiple_of(2000) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(d) = f.payload_or_null()["delta"].as_str() {
+            text.push_str(d);
+        }
+        if f.is_terminal() {
+            last = Some(f);
+        }
+    }
+    assert_eq!(text.len(), 20_000);
+    let last = last.unwrap();
+    assert_eq!(last.event_type, "agent.response.final");
+    assert_eq!(
+        last.payload_or_null()["result"]["text"]
+            .as_str()
+            .unwrap()
+            .len(),
+        20_000
+    );
+}

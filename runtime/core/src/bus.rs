@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::cancel::{CANCEL_EVENT, CancelRegistry};
+use crate::cancel::{CANCEL_EVENT, CancelRegistry, WINDOW_EVENT};
 use crate::context;
+use crate::context::WINDOW_READ_KEY;
 use crate::dispatch::{EventSink, RequestSink, Route, run_event_worker};
 use crate::envelope::Envelope;
 use crate::error::BusError;
@@ -228,6 +229,23 @@ pub(crate) struct BusInner {
 impl BusInner {
     /// Tells whoever serves request `request_id` to stop (fire and forget).
     pub fn send_cancel(&self, request_id: &str) {
+        self.send_control(|| self.cancel_message(request_id));
+    }
+
+    /// Tells whoever serves `request_id` that its caller has read `read`
+    /// frames (fire and forget; see [`crate::context::WINDOW_KEY`]).
+    pub fn send_window(&self, request_id: &str, read: u64) {
+        self.send_control(|| {
+            self.control_message(WINDOW_EVENT, request_id, |env| {
+                env.metadata
+                    .insert(WINDOW_READ_KEY.to_owned(), serde_json::Value::from(read));
+            })
+        });
+    }
+
+    /// Publishes the notice `make` builds in the background, unless the bus
+    /// is closed or there is no runtime to do it on (a drop outside one).
+    fn send_control(&self, make: impl FnOnce() -> Message) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -235,7 +253,7 @@ impl BusInner {
             return;
         }
         let transport = self.transport.clone();
-        let msg = self.cancel_message(request_id);
+        let msg = make();
         rt.spawn(async move {
             let _ = transport.publish(msg).await;
         });
@@ -243,9 +261,21 @@ impl BusInner {
 
     /// The message that tells whoever serves `request_id` to stop.
     pub(crate) fn cancel_message(&self, request_id: &str) -> Message {
-        let mut env = Envelope::new(CANCEL_EVENT);
+        self.control_message(CANCEL_EVENT, request_id, |_| {})
+    }
+
+    /// A notice of `event_type` about request `request_id` to whoever serves
+    /// it, with what `fill` adds.
+    fn control_message(
+        &self,
+        event_type: &'static str,
+        request_id: &str,
+        fill: impl FnOnce(&mut Envelope),
+    ) -> Message {
+        let mut env = Envelope::new(event_type);
         env.from = self.settings.agent_id.clone();
         env.correlation_id = Text::new(request_id);
+        fill(&mut env);
         Message::envelope(self.subjects.cancel(), env)
     }
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::bus::Bus;
-use crate::context::{CallContext, STREAM_KEY, TIMEOUT_MS_KEY, current};
+use crate::context::{CallContext, STREAM_KEY, TIMEOUT_MS_KEY, WINDOW_KEY, current};
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::MESSAGE_RECEIVED;
@@ -226,7 +226,16 @@ impl Bus {
         }
         env.metadata
             .insert(STREAM_KEY.to_owned(), Value::Bool(streaming));
+        if streaming {
+            // Room for the unread frames the window lets through, plus the
+            // notices' granularity (a quarter of it) and the terminal frame.
+            let window = (inner.settings.frame_buffer as u64 * 3 / 4).max(1);
+            env.metadata
+                .insert(WINDOW_KEY.to_owned(), Value::from(window));
+        }
         self.prepare(env);
+        // What the request offers once prepared (a preparer may take it back).
+        let window = env.metadata.get(WINDOW_KEY).and_then(Value::as_u64);
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let now = Instant::now();
@@ -277,6 +286,7 @@ impl Bus {
             Some(deadline),
             opts.idle_timeout,
             inner.settings.limits,
-        ))
+        )
+        .with_window(window))
     }
 }

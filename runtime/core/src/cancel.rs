@@ -29,6 +29,9 @@ use crate::writer::StreamWriter;
 /// Event type of a cancellation notice.
 pub const CANCEL_EVENT: &str = "acp.control.cancel";
 
+/// Event type of a flow-control notice (see [`crate::context::WINDOW_KEY`]).
+pub const WINDOW_EVENT: &str = "acp.control.window";
+
 pub(crate) struct CancelRegistry {
     served: Arc<Served>,
     subscription: OnceCell<Box<dyn Subscription>>,
@@ -65,15 +68,27 @@ impl Sink for Served {
                 return;
             }
         };
-        if env.event_type != CANCEL_EVENT {
-            return;
-        }
+        let read = match env.event_type.as_str() {
+            CANCEL_EVENT => None,
+            WINDOW_EVENT => match env
+                .metadata
+                .get(crate::context::WINDOW_READ_KEY)
+                .and_then(serde_json::Value::as_u64)
+            {
+                Some(n) => Some(n),
+                None => return,
+            },
+            _ => return,
+        };
         // Requests are filed under the thread that registered them: look in
         // every part (notices are rare; registrations are every call).
         let id = env.correlation_id.as_str();
         for part in self.calls.each() {
-            if let Some((token, _)) = part.calls.get(id) {
-                token.cancel();
+            if let Some((token, writer)) = part.calls.get(id) {
+                match read {
+                    None => token.cancel(),
+                    Some(n) => writer.caller_read(n),
+                }
             }
         }
     }

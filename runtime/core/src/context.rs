@@ -24,6 +24,17 @@ pub const TIMEOUT_MS_KEY: &str = "acp.timeout_ms";
 /// `stream_invoke`): every frame, as the reference SDKs do.
 pub const STREAM_KEY: &str = "acp.stream";
 
+/// Metadata key by which a streaming caller offers flow control: how many
+/// frames past the last it has read it can hold. A handler on this runtime
+/// then waits, rather than send more, until the caller says (notices on
+/// `{prefix}.control.cancel`, event type `acp.control.window`, the count read
+/// in [`WINDOW_READ_KEY`]) that it has read on. Reference SDK peers neither
+/// send nor read it: their frames are not held back, as before.
+pub const WINDOW_KEY: &str = "acp.window";
+
+/// Metadata key of a window notice: how many frames the caller has read.
+pub const WINDOW_READ_KEY: &str = "acp.window.read";
+
 /// What a request passes on to the calls made while serving it: its context
 /// fields (ids, session, conversation, tenant, user, channel, trace) and its
 /// deadline. The payload and metadata stay with the handler's

@@ -63,6 +63,11 @@ pub struct Stream {
     done: bool,
     /// One timer for the whole call, moved only when the wait limit moves.
     timer: Option<Pin<Box<Sleep>>>,
+    /// The flow-control window the request offered (see
+    /// [`crate::context::WINDOW_KEY`]), and how many frames read the handler
+    /// was last told of.
+    window: Option<u64>,
+    told_read: u64,
 }
 
 impl Stream {
@@ -85,7 +90,16 @@ impl Stream {
             limits,
             done: false,
             timer: None,
+            window: None,
+            told_read: 0,
         }
+    }
+
+    /// Tells the handler, as frames are read, that it may send more
+    /// (`window`: the frames the request offered to hold).
+    pub(crate) fn with_window(mut self, window: Option<u64>) -> Self {
+        self.window = window;
+        self
     }
 
     /// The bus the call went out on.
@@ -242,6 +256,13 @@ impl Stream {
         self.expected += 1;
         if env.is_terminal() {
             self.done = true;
+        } else if let Some(window) = self.window {
+            // Every quarter window: often enough that the handler rarely
+            // waits, seldom enough to cost nothing.
+            if self.expected - self.told_read >= (window / 4).max(1) {
+                self.told_read = self.expected;
+                self.bus().send_window(&self.request.id, self.expected);
+            }
         }
         env
     }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, BusInner};
-use crate::context::STREAM_KEY;
+use crate::context::{STREAM_KEY, WINDOW_KEY};
 use crate::envelope::Envelope;
 use crate::error::BusError;
 use crate::event_type::{RESPONSE_DELTA, RESPONSE_ERROR, RESPONSE_FINAL, RESPONSE_STARTED};
@@ -72,6 +72,13 @@ struct WriterInner {
     /// The request's deadline: a frame the transport has not taken by then
     /// is given up (see [`StreamWriter::send`]).
     deadline: Option<tokio::time::Instant>,
+    /// The frames the caller can hold past those it has read, when it
+    /// offered flow control (see [`crate::context::WINDOW_KEY`]).
+    window: Option<u64>,
+    /// How many frames the caller has said it has read.
+    caller_read: AtomicU64,
+    /// Woken when the caller reads on.
+    read_on: tokio::sync::Notify,
 }
 
 struct WriterState {
@@ -144,9 +151,18 @@ impl StreamWriter {
         cancel: CancellationToken,
         deadline: Option<tokio::time::Instant>,
     ) -> Self {
+        let streaming = request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false);
+        let window = request
+            .metadata
+            .get(WINDOW_KEY)
+            .and_then(Value::as_u64)
+            .filter(|w| streaming && *w > 0);
         StreamWriter {
             inner: Arc::new(WriterInner {
-                streaming: request.metadata.get(STREAM_KEY).and_then(Value::as_bool) != Some(false),
+                streaming,
+                window,
+                caller_read: AtomicU64::new(0),
+                read_on: tokio::sync::Notify::new(),
                 reply_to: request.reply_to.clone(),
                 state: Mutex::new(WriterState {
                     seq: 0,
@@ -212,8 +228,14 @@ impl StreamWriter {
         self.send(FrameKind::Error, Some(payload)).await
     }
 
-    /// Sends a frame of `kind` with `payload` exactly as given.
+    /// Sends a frame of `kind` with `payload` exactly as given. When the
+    /// caller offered flow control and holds as many unread frames as it
+    /// can, a non-terminal frame waits until it reads on (or cancels, or its
+    /// deadline passes).
     pub async fn send(&self, kind: FrameKind, payload: Option<Value>) -> Result<(), BusError> {
+        if !kind.is_terminal() && self.inner.window.is_some() {
+            self.wait_for_room().await?;
+        }
         let (seq, template) = {
             let mut st = self.inner.state.lock();
             if st.closed {
@@ -273,6 +295,56 @@ impl StreamWriter {
             }
         }
         sent
+    }
+
+    /// Waits until the caller can hold one more frame.
+    async fn wait_for_room(&self) -> Result<(), BusError> {
+        let Some(window) = self.inner.window else {
+            return Ok(());
+        };
+        // The frames sent so far (one or two more under concurrent writers:
+        // the window leaves the caller room for that).
+        let has_room = || {
+            self.inner.frames.load(Ordering::Relaxed)
+                < self.inner.caller_read.load(Ordering::Acquire) + window
+        };
+        if has_room() {
+            return Ok(());
+        }
+        loop {
+            // Registered before the check, so a notice between the two is not missed.
+            let read_on = self.inner.read_on.notified();
+            tokio::pin!(read_on);
+            read_on.as_mut().enable();
+            if has_room() {
+                return Ok(());
+            }
+            let deadline = async {
+                match self.inner.deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = read_on => {}
+                _ = self.inner.cancel.cancelled() => {
+                    return Err(BusError::unavailable(
+                        "stream: the caller went away while it was still to read the frames sent",
+                    ));
+                }
+                _ = deadline => {
+                    return Err(BusError::timeout(
+                        "stream: the caller did not read the frames sent before the deadline",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The caller has read `read` frames: frames waiting for room may go.
+    pub(crate) fn caller_read(&self, read: u64) {
+        self.inner.caller_read.fetch_max(read, Ordering::AcqRel);
+        self.inner.read_on.notify_waiters();
     }
 
     /// `publish`, given up at the request's deadline: a NATS client without
