@@ -562,3 +562,31 @@ bridges:
         started.elapsed()
     );
 }
+
+#[test]
+fn publish_reports_an_event_the_server_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("server.conf");
+    std::fs::write(
+        &conf,
+        r#"authorization {
+  users = [
+    {user: pub, password: pw, permissions: {publish: {deny: ["acp.v1.events.secret.>"]}}}
+  ]
+}
+"#,
+    )
+    .unwrap();
+    let nats = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]);
+    let url = format!("nats://pub:pw@127.0.0.1:{}", nats.port());
+    let out = client(&["publish", "open.note", "--text", "hi", "--bus", &url]);
+    assert!(out.status.success(), "{out:?}");
+    let out = client(&["publish", "secret.note", "--text", "hi", "--bus", &url]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AUTH_FAILURE") && err.contains("secret.note") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(!err.contains(":pw@"), "the password leaked: {err}");
+}

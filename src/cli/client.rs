@@ -323,12 +323,31 @@ pub async fn publish(a: PublishArgs) -> Exit {
             env.session_id = s.into();
         }
         env.metadata = opts.metadata;
+        let tenant = match env.tenant_id.as_str() {
+            "" => bus.settings().tenant.to_string(),
+            t => t.to_owned(),
+        };
+        let subject = bus.subjects().event(&a.event_type, &tenant);
+        let sent_at = std::time::Instant::now();
         bus.publish(env).await?;
         bus.transport()
             .flush()
             .await
             .map_err(|e| Exit::Bus(e.into()))?;
+        // The server answers a publish it refuses before the flush's round
+        // trip ends: a refusal is known by now, and is the command's result.
+        let refused = bus.transport().refusal(
+            openagentio_core::transport::Operation::Publish,
+            &subject,
+            sent_at,
+        );
         bus.close().await;
+        if let Some(why) = refused {
+            return Err(Exit::Bus(BusError::auth(format!(
+                "event {}: the server refused it ({why})",
+                a.event_type
+            ))));
+        }
         Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)
