@@ -565,19 +565,14 @@ bridges:
 
 #[test]
 fn publish_reports_an_event_the_server_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("server.conf");
-    std::fs::write(
-        &conf,
+    let nats = NatsServer::start_with_config(
         r#"authorization {
   users = [
     {user: pub, password: pw, permissions: {publish: {deny: ["acp.v1.events.secret.>"]}}}
   ]
 }
 "#,
-    )
-    .unwrap();
-    let nats = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]);
+    );
     let url = format!("nats://pub:pw@127.0.0.1:{}", nats.port());
     let out = client(&["publish", "open.note", "--text", "hi", "--bus", &url]);
     assert!(out.status.success(), "{out:?}");

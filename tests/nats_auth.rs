@@ -125,10 +125,7 @@ async fn credentials_in_the_url_are_used_and_never_shown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("server.conf");
-    std::fs::write(
-        &conf,
+    let nats = NatsServer::start_with_config(
         r#"authorization {
   users = [
     {user: worker, password: pw, permissions: {
@@ -140,9 +137,7 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
   ]
 }
 "#,
-    )
-    .unwrap();
-    let nats = NatsServer::start_with_args(&["-c", conf.to_str().unwrap()]);
+    );
     let worker = NatsAuth::UserPassword {
         user: "worker".into(),
         password: "pw".into(),

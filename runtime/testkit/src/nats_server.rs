@@ -11,6 +11,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     extra_args: Vec<String>,
+    /// Holds the config file of [`NatsServer::start_with_config`] (a restart reads it again).
+    config_dir: Option<tempfile::TempDir>,
 }
 
 /// The nats-server binary: `$NATS_SERVER_BIN`, else `nats-server` on PATH or in /usr/sbin.
@@ -44,6 +46,17 @@ impl NatsServer {
         Self::start_on_port(free_port(), args)
     }
 
+    /// Starts a server with `config`, in nats-server's configuration syntax
+    /// (users and permissions, accounts, ...).
+    pub fn start_with_config(config: &str) -> NatsServer {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("server.conf");
+        std::fs::write(&path, config).expect("write the server config");
+        let mut s = Self::start_with_args(&["-c", path.to_str().expect("a UTF-8 path")]);
+        s.config_dir = Some(dir);
+        s
+    }
+
     /// Starts a server on `port` (one a client was told about before the
     /// server existed, say).
     pub fn start_on_port(port: u16, args: &[&str]) -> NatsServer {
@@ -51,6 +64,7 @@ impl NatsServer {
             child: None,
             port,
             extra_args: args.iter().map(|s| s.to_string()).collect(),
+            config_dir: None,
         };
         s.spawn();
         s
