@@ -96,17 +96,11 @@ async fn collect(
         if !frame.is_terminal() {
             continue;
         }
+        // The first answer starts the grace; later ones do not move it.
+        until = until.min(Instant::now() + MORE_ANSWERS_GRACE);
         match frame.error() {
             Some(e) => failure = Some(e),
-            None => {
-                if lists.is_empty() && failure.is_none() {
-                    until = until.min(Instant::now() + MORE_ANSWERS_GRACE);
-                }
-                lists.push(frame.payload.unwrap_or(Value::Null));
-            }
-        }
-        if failure.is_some() && lists.is_empty() {
-            until = until.min(Instant::now() + MORE_ANSWERS_GRACE);
+            None => lists.push(frame.payload.unwrap_or(Value::Null)),
         }
     }
     if lists.is_empty() {

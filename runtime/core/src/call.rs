@@ -134,8 +134,7 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
-        self.send_request(target, request, opts, false).await
+        self.send_payload(target, payload, opts, false).await
     }
 
     /// Calls `target` and returns its frames as they arrive.
@@ -167,8 +166,7 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
-        self.send_request(target, request, opts, true).await
+        self.send_payload(target, payload, opts, true).await
     }
 
     /// Sends a request envelope of the caller's making (its own id, event type,
@@ -181,6 +179,18 @@ impl Bus {
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
         self.send_request(target, Arc::new(env), opts, true).await
+    }
+
+    /// Sends a new request carrying `payload` (see [`Bus::send_request`]).
+    async fn send_payload(
+        &self,
+        target: &str,
+        payload: Value,
+        opts: CallOptions,
+        streaming: bool,
+    ) -> Result<Stream, BusError> {
+        let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
+        self.send_request(target, request, opts, streaming).await
     }
 
     /// Sends `env` to `target`. With `streaming`, the request asks for every
