@@ -25,7 +25,7 @@ use crate::stats::{BusStats, Counters};
 use crate::stream::StreamLimits;
 use crate::subject::{Subjects, check_name, check_tenant};
 use crate::text::Text;
-use crate::transport::{Message, Transport};
+use crate::transport::{Message, Transport, TransportError};
 use crate::writer::{FrameKind, StreamWriter};
 
 /// Settings fixed when the bus is built.
@@ -226,7 +226,34 @@ pub(crate) struct BusInner {
     pub draining: AtomicBool,
 }
 
+/// Takes part in tokio's cooperative budget after a publish that did not
+/// wait: without it, a loop of such publishes would never give its worker
+/// back.
+pub(crate) async fn yield_if_out_of_budget() {
+    tokio::task::coop::consume_budget().await
+}
+
 impl BusInner {
+    /// Publishes `msg` at once if the transport can take it without
+    /// waiting, with no boxed future (see [`Transport::publish_now`]); else
+    /// hands it back for [`Transport::publish`]. A sync step, so that the
+    /// callers' futures hold no state for it.
+    pub fn publish_now(&self, msg: Message) -> Result<Result<(), TransportError>, Message> {
+        self.transport.publish_now(msg)
+    }
+
+    /// Publishes `msg`: at once where the transport can, else through its
+    /// async path.
+    pub async fn publish(&self, msg: Message) -> Result<(), TransportError> {
+        match self.publish_now(msg) {
+            Ok(sent) => {
+                yield_if_out_of_budget().await;
+                sent
+            }
+            Err(msg) => self.transport.publish(msg).await,
+        }
+    }
+
     /// Tells whoever serves request `request_id` to stop (fire and forget).
     pub fn send_cancel(&self, request_id: &str) {
         self.send_control(|| self.cancel_message(request_id));
@@ -374,10 +401,7 @@ impl Bus {
         let deadline =
             crate::call::deadline_within(tokio::time::Instant::now(), limit, ctx.as_deref());
         let event_type = env.event_type.clone();
-        let sent = self
-            .inner
-            .transport
-            .publish(Message::envelope(subject, env));
+        let sent = self.inner.publish(Message::envelope(subject, env));
         match crate::call::finish_by(deadline, sent).await {
             Ok(sent) => sent.map_err(BusError::from),
             Err(_) => Err(BusError::transport(format!(

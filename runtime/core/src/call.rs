@@ -98,7 +98,8 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Envelope, BusError> {
-        let mut stream = self.start_invoke(target, payload, opts).await?;
+        let request = self.prepare_payload(target, payload, opts, false);
+        let mut stream = self.send_prepared(target, request).await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
             if frame.is_terminal() {
@@ -134,7 +135,8 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        self.send_payload(target, payload, opts, false).await
+        let request = self.prepare_payload(target, payload, opts, false);
+        self.send_prepared(target, request).await
     }
 
     /// Calls `target` and returns its frames as they arrive.
@@ -166,7 +168,8 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        self.send_payload(target, payload, opts, true).await
+        let request = self.prepare_payload(target, payload, opts, true);
+        self.send_prepared(target, request).await
     }
 
     /// Sends a request envelope of the caller's making (its own id, event type,
@@ -178,31 +181,109 @@ impl Bus {
         env: Envelope,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        self.send_request(target, Arc::new(env), opts, true).await
+        let request = self.prepare_request(target, Arc::new(env), opts, true);
+        self.send_prepared(target, request).await
     }
 
-    /// Sends a new request carrying `payload` (see [`Bus::send_request`]).
-    async fn send_payload(
+    /// A new request carrying `payload`, prepared (see [`Bus::prepare_request`]).
+    fn prepare_payload(
         &self,
         target: &str,
         payload: Value,
         opts: CallOptions,
         streaming: bool,
-    ) -> Result<Stream, BusError> {
+    ) -> Result<PreparedRequest, BusError> {
         let request = Arc::new(Envelope::new(MESSAGE_RECEIVED).with_payload(payload));
-        self.send_request(target, request, opts, streaming).await
+        self.prepare_request(target, request, opts, streaming)
     }
 
-    /// Sends `env` to `target`. With `streaming`, the request asks for every
-    /// frame; without, a stream handler answers with its terminal frame alone
-    /// (see [`STREAM_KEY`]).
-    async fn send_request(
+    /// Sends a request prepared for `target` (by [`Bus::prepare_request`],
+    /// a sync step, so that the futures of calls stay small).
+    async fn send_prepared(
+        &self,
+        target: &str,
+        request: Result<PreparedRequest, BusError>,
+    ) -> Result<Stream, BusError> {
+        let PreparedRequest {
+            mut request,
+            subject,
+            deadline,
+            sent_at,
+            window,
+            idle_timeout,
+        } = request?;
+        let inner = &self.inner;
+        let capacity = inner.settings.frame_buffer;
+        let slot = if inner.replies.is_subscribed() {
+            inner
+                .replies
+                .open_subscribed(inner, capacity, (subject.clone(), sent_at))
+        } else {
+            // The first call subscribes the reply inbox: a disconnected NATS
+            // client with a full send buffer would hold that past the
+            // deadline. Boxed: once per bus.
+            let open = inner
+                .replies
+                .open(inner, capacity, (subject.clone(), sent_at));
+            match Box::pin(finish_by(deadline, open)).await {
+                Ok(slot) => slot?,
+                Err(_) => {
+                    return Err(BusError::timeout(format!(
+                        "{target}: the reply subscription could not be made before the deadline \
+                         (is the transport connected?)"
+                    )));
+                }
+            }
+        };
+        // The only handle yet: filled in place, not copied.
+        let env = Arc::make_mut(&mut request);
+        env.reply_to.clone_from(&slot.subject);
+        let sent = SentRequest {
+            id: env.event_id.clone(),
+            subject: subject.clone(),
+            at: sent_at,
+        };
+        let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
+        let published = match inner.publish_now(msg) {
+            Ok(published) => {
+                crate::bus::yield_if_out_of_budget().await;
+                Ok(published)
+            }
+            Err(msg) => finish_by(deadline, inner.transport.publish(msg)).await,
+        };
+        match published {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => {
+                return Err(BusError::timeout(format!(
+                    "{target}: the request could not be sent before the deadline \
+                     (is the transport connected?)"
+                )));
+            }
+        }
+        Ok(Stream::new(
+            slot,
+            sent,
+            Text::new(target),
+            Some(deadline),
+            idle_timeout,
+            inner.settings.limits,
+        )
+        .with_window(window))
+    }
+
+    /// Fills `request` for `target` (sender, context, trace, tenant, the
+    /// caller's metadata, the stream flag and window, the deadline) and works
+    /// out where and until when it goes. With `streaming`, the request asks
+    /// for every frame; without, a stream handler answers with its terminal
+    /// frame alone (see [`STREAM_KEY`]).
+    fn prepare_request(
         &self,
         target: &str,
         mut request: Arc<Envelope>,
         opts: CallOptions,
         streaming: bool,
-    ) -> Result<Stream, BusError> {
+    ) -> Result<PreparedRequest, BusError> {
         // Filled in place: the envelope is not copied again on its way to
         // the transport.
         let env = Arc::make_mut(&mut request);
@@ -253,50 +334,26 @@ impl Bus {
         let remaining_ms = deadline.saturating_duration_since(now).as_millis() as u64;
         env.metadata
             .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
-
-        // The first call subscribes the reply inbox: a disconnected NATS
-        // client with a full send buffer would hold that past the deadline.
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
-        let sent_at = now.into_std();
-        let open = inner.replies.open(
-            inner,
-            inner.settings.frame_buffer,
-            (subject.clone(), sent_at),
-        );
-        let slot = match finish_by(deadline, open).await {
-            Ok(slot) => slot?,
-            Err(_) => {
-                return Err(BusError::timeout(format!(
-                    "{target}: the reply subscription could not be made before the deadline \
-                     (is the transport connected?)"
-                )));
-            }
-        };
-        env.reply_to.clone_from(&slot.subject);
-        let sent = SentRequest {
-            id: env.event_id.clone(),
-            subject: subject.clone(),
-            at: sent_at,
-        };
-        let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
-        match finish_by(deadline, inner.transport.publish(msg)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.into()),
-            Err(_) => {
-                return Err(BusError::timeout(format!(
-                    "{target}: the request could not be sent before the deadline \
-                     (is the transport connected?)"
-                )));
-            }
-        }
-        Ok(Stream::new(
-            slot,
-            sent,
-            Text::new(target),
-            Some(deadline),
-            opts.idle_timeout,
-            inner.settings.limits,
-        )
-        .with_window(window))
+        Ok(PreparedRequest {
+            request,
+            subject,
+            deadline,
+            sent_at: now.into_std(),
+            window,
+            idle_timeout: opts.idle_timeout,
+        })
     }
+}
+
+/// A request filled and ready to send (see [`Bus::prepare_request`]).
+struct PreparedRequest {
+    request: Arc<Envelope>,
+    /// Where it goes.
+    subject: Text,
+    deadline: Instant,
+    sent_at: std::time::Instant,
+    /// The frames it offers to hold unread (flow control).
+    window: Option<u64>,
+    idle_timeout: Option<Duration>,
 }

@@ -128,6 +128,37 @@ impl MemoryTransport {
         change(&mut table);
         self.inner.table.store(Arc::new(table));
     }
+
+    /// Hands `msg` to its recipients, or reports "no responders" to its
+    /// reply subject when there are none.
+    fn deliver(&self, msg: Message) -> Result<(), TransportError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        // The snapshot stays loaded while its sinks take the message (a
+        // handler served inline may publish in turn: it loads its own).
+        let table = self.inner.table.load();
+        let recipients = table.recipients(&msg.subject);
+        let Some((last, others)) = recipients.split_last() else {
+            if let Some(reply) = msg.reply {
+                let notice = Message {
+                    subject: reply,
+                    reply: None,
+                    body: Body::Bytes(Bytes::new()),
+                    status: Some(STATUS_NO_RESPONDERS),
+                };
+                for sink in table.recipients(&notice.subject) {
+                    sink.deliver(notice.clone());
+                }
+            }
+            return Ok(());
+        };
+        for sink in others {
+            sink.deliver(msg.clone());
+        }
+        last.deliver(msg);
+        Ok(())
+    }
 }
 
 impl Table {
@@ -173,35 +204,14 @@ impl Transport for MemoryTransport {
     }
 
     async fn publish(&self, msg: Message) -> Result<(), TransportError> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(TransportError::Closed);
-        }
         // Delivery here never waits, so a loop of calls would never give its
         // worker back: take part in tokio's cooperative budget as sockets do.
         tokio::task::coop::consume_budget().await;
-        // The snapshot stays loaded while its sinks take the message (a
-        // handler served inline may publish in turn: it loads its own).
-        let table = self.inner.table.load();
-        let recipients = table.recipients(&msg.subject);
-        let Some((last, others)) = recipients.split_last() else {
-            if let Some(reply) = msg.reply {
-                let notice = Message {
-                    subject: reply,
-                    reply: None,
-                    body: Body::Bytes(Bytes::new()),
-                    status: Some(STATUS_NO_RESPONDERS),
-                };
-                for sink in table.recipients(&notice.subject) {
-                    sink.deliver(notice.clone());
-                }
-            }
-            return Ok(());
-        };
-        for sink in others {
-            sink.deliver(msg.clone());
-        }
-        last.deliver(msg);
-        Ok(())
+        self.deliver(msg)
+    }
+
+    fn publish_now(&self, msg: Message) -> Result<Result<(), TransportError>, Message> {
+        Ok(self.deliver(msg))
     }
 
     async fn subscribe(
@@ -337,6 +347,23 @@ mod tests {
         assert!(!one.matches("_INBOX.k"));
         assert!(Pattern::new("*").matches("x"));
         assert!(!Pattern::new("*").matches("x.y"));
+    }
+
+    #[tokio::test]
+    async fn publish_now_delivers_without_waiting_and_fails_once_closed() {
+        let t = MemoryTransport::new();
+        let got = Arc::new(Collect::default());
+        let _sub = t.subscribe("a.b", None, got.clone()).await.unwrap();
+        assert!(matches!(
+            t.publish_now(Message::bytes("a.b", "1")),
+            Ok(Ok(()))
+        ));
+        assert_eq!(got.0.lock().len(), 1);
+        t.close().await;
+        assert!(matches!(
+            t.publish_now(Message::bytes("a.b", "2")),
+            Ok(Err(TransportError::Closed))
+        ));
     }
 
     #[tokio::test]

@@ -252,13 +252,28 @@ impl ReplyRouter {
 
     /// A new reply slot of `bus` (whose router this is) holding up to
     /// `capacity` unread frames of the answer to `request` (the subject it
-    /// goes to, and when).
+    /// goes to, and when). The first call subscribes the inbox.
     pub async fn open(
         &self,
         bus: &Arc<BusInner>,
         capacity: usize,
         request: (Text, std::time::Instant),
     ) -> Result<ReplySlot, BusError> {
+        if !self.is_subscribed() {
+            // Boxed: once per bus, and a large future for every call to hold.
+            Box::pin(self.subscribe(bus)).await?;
+        }
+        Ok(self.open_subscribed(bus, capacity, request))
+    }
+
+    /// Whether the inbox is subscribed (then [`ReplyRouter::open_subscribed`]
+    /// makes slots without waiting).
+    pub fn is_subscribed(&self) -> bool {
+        self.subscription.initialized()
+    }
+
+    /// Subscribes the inbox, unless that is done.
+    async fn subscribe(&self, bus: &Arc<BusInner>) -> Result<(), BusError> {
         let transport = &bus.transport;
         self.subscription
             .get_or_try_init(|| async {
@@ -282,6 +297,16 @@ impl ReplyRouter {
                 Ok(sub)
             })
             .await?;
+        Ok(())
+    }
+
+    /// [`ReplyRouter::open`] once the inbox is subscribed: no waiting.
+    pub fn open_subscribed(
+        &self,
+        bus: &Arc<BusInner>,
+        capacity: usize,
+        request: (Text, std::time::Instant),
+    ) -> ReplySlot {
         let id = next_slot_id();
         let queue = Arc::new(ReplyQueue {
             state: Mutex::new(QueueState {
@@ -300,12 +325,12 @@ impl ReplyRouter {
             .slots
             .part(part_of(id))
             .insert(id, queue.clone());
-        Ok(ReplySlot {
+        ReplySlot {
             subject: self.shared.subject_of(id),
             queue,
             id,
             bus: bus.clone(),
-        })
+        }
     }
 
     pub async fn close(&self) {

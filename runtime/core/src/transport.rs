@@ -105,6 +105,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes one message.
     async fn publish(&self, msg: Message) -> Result<(), TransportError>;
 
+    /// Publishes `msg` at once when that needs no waiting, else hands it
+    /// back for [`Transport::publish`]. A transport whose publishes never
+    /// wait (the in-memory one) implements it, so that the bus's calls make
+    /// no boxed future per message. The default hands every message back.
+    fn publish_now(&self, msg: Message) -> Result<Result<(), TransportError>, Message> {
+        Err(msg)
+    }
+
     /// Subscribes `sink` to `subject` (wildcards allowed), optionally in a queue
     /// group: each message goes to one member of each group and to every
     /// subscriber outside groups.

@@ -270,13 +270,17 @@ impl StreamWriter {
         let env = Arc::make_mut(&mut frame);
         stamp(env, kind, seq, payload);
         let correlation_id = kind.is_terminal().then(|| env.correlation_id.clone());
-        let publish = self
-            .inner
-            .bus
-            .inner
-            .transport
-            .publish(Message::shared_envelope(self.inner.reply_to.clone(), frame));
-        let sent = self.within_deadline(publish).await;
+        let msg = Message::shared_envelope(self.inner.reply_to.clone(), frame);
+        let sent = match self.bus().publish_now(msg) {
+            Ok(sent) => {
+                crate::bus::yield_if_out_of_budget().await;
+                sent.map_err(BusError::from)
+            }
+            Err(msg) => {
+                let publish = self.bus().transport.publish(msg);
+                self.within_deadline(publish).await
+            }
+        };
         if let Err(e) = &sent {
             match correlation_id {
                 // Boxed: a rare path that should not grow every send's future.
