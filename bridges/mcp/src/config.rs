@@ -20,8 +20,9 @@ use openagentio_core::supervisor::RestartPolicy;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default time allowed to start the server and finish the handshake and
-/// the first `tools/list` (generous: `npx -y` may download the server first).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// the first `tools/list`: 30 s, the config file's default too (enough for
+/// `npx -y` to fetch a small server first; set more for a large one).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the bridge reaches its MCP server.
 #[derive(Clone, PartialEq, Eq)]
@@ -152,7 +153,7 @@ pub struct McpConfig {
     /// Per-tool overrides of `timeout`, by the tool's MCP name.
     pub tool_timeouts: BTreeMap<String, Duration>,
     /// Time allowed to connect: spawn or reach the server, the handshake and
-    /// the first full `tools/list` (default 60 s).
+    /// the first full `tools/list` (default 30 s).
     pub connect_timeout: Duration,
     /// Glob patterns of MCP tool names to expose; empty exposes every tool.
     pub include: Vec<String>,

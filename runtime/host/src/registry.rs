@@ -256,4 +256,14 @@ mod tests {
         assert_eq!(restart.window, Duration::from_secs(60));
         assert_eq!(restart.max_backoff, Duration::from_secs(300));
     }
+
+    #[test]
+    fn mcp_defaults_are_the_same_from_a_file_and_from_the_library() {
+        use openagentio_config::bridge::mcp::{DEFAULT_MCP_CONNECT_TIMEOUT, DEFAULT_MCP_TIMEOUT};
+        assert_eq!(
+            DEFAULT_MCP_CONNECT_TIMEOUT,
+            openagentio_mcp::DEFAULT_CONNECT_TIMEOUT
+        );
+        assert_eq!(DEFAULT_MCP_TIMEOUT, openagentio_mcp::DEFAULT_TIMEOUT);
+    }
 }
