@@ -234,18 +234,10 @@ pub(crate) async fn yield_if_out_of_budget() {
 }
 
 impl BusInner {
-    /// Publishes `msg` at once if the transport can take it without
-    /// waiting, with no boxed future (see [`Transport::publish_now`]); else
-    /// hands it back for [`Transport::publish`]. A sync step, so that the
-    /// callers' futures hold no state for it.
-    pub fn publish_now(&self, msg: Message) -> Result<Result<(), TransportError>, Message> {
-        self.transport.publish_now(msg)
-    }
-
-    /// Publishes `msg`: at once where the transport can, else through its
-    /// async path.
+    /// Publishes `msg`: at once where the transport can (no boxed future,
+    /// see [`Transport::publish_now`]), else through its async path.
     pub async fn publish(&self, msg: Message) -> Result<(), TransportError> {
-        match self.publish_now(msg) {
+        match self.transport.publish_now(msg) {
             Ok(sent) => {
                 yield_if_out_of_budget().await;
                 sent

@@ -244,7 +244,7 @@ impl Bus {
             at: sent_at,
         };
         let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
-        let published = match inner.publish_now(msg) {
+        let published = match inner.transport.publish_now(msg) {
             Ok(published) => {
                 crate::bus::yield_if_out_of_budget().await;
                 Ok(published)

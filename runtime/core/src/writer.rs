@@ -271,7 +271,7 @@ impl StreamWriter {
         stamp(env, kind, seq, payload);
         let correlation_id = kind.is_terminal().then(|| env.correlation_id.clone());
         let msg = Message::shared_envelope(self.inner.reply_to.clone(), frame);
-        let sent = match self.bus().publish_now(msg) {
+        let sent = match self.bus().transport.publish_now(msg) {
             Ok(sent) => {
                 crate::bus::yield_if_out_of_budget().await;
                 sent.map_err(BusError::from)
