@@ -136,15 +136,18 @@ impl Sink for RequestSink {
         };
         let answer_only = env.metadata.get(STREAM_KEY).and_then(Value::as_bool) == Some(false);
         let route = self.0.clone();
-        let serve = async move {
+        let serve = move || async move {
             serve_request(bus, route, env).await;
             drop(permit);
         };
         if answer_only && self.0.inline.run_inline() {
             let timed = self.0.inline.should_time();
-            self.0.inline.record(run_inline_first(serve, timed));
+            // Made in its box: the future is not copied on its way there.
+            self.0
+                .inline
+                .record(run_inline_first(Box::pin(serve()), timed));
         } else {
-            tokio::spawn(serve);
+            tokio::spawn(serve());
         }
     }
 }

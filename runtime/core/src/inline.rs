@@ -12,6 +12,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,9 @@ pub(crate) struct FirstPoll {
 
 /// Polls `fut` once here; spawns it on the runtime if it is not done. With
 /// `timed`, measures how long the poll held the task (two clock reads).
-pub(crate) fn run_inline_first<F>(fut: F, timed: bool) -> FirstPoll
+/// Boxed by the caller, where it is made: a large future passed by value
+/// would be copied on the way.
+pub(crate) fn run_inline_first<F>(mut fut: Pin<Box<F>>, timed: bool) -> FirstPoll
 where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -46,7 +49,6 @@ where
             finished: false,
         };
     }
-    let mut fut = Box::pin(fut);
     DEPTH.with(|d| d.set(depth + 1));
     let mut cx = Context::from_waker(Waker::noop());
     let started = timed.then(Instant::now);
@@ -81,9 +83,9 @@ mod tests {
         let done = Arc::new(AtomicU32::new(0));
         let d = done.clone();
         run_inline_first(
-            async move {
+            Box::pin(async move {
                 d.fetch_add(1, Ordering::SeqCst);
-            },
+            }),
             false,
         );
         assert_eq!(done.load(Ordering::SeqCst), 1, "ran inline");
@@ -91,10 +93,10 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = done.clone();
         run_inline_first(
-            async move {
+            Box::pin(async move {
                 rx.await.unwrap();
                 d.fetch_add(1, Ordering::SeqCst);
-            },
+            }),
             false,
         );
         assert_eq!(done.load(Ordering::SeqCst), 1, "waits for its input");
@@ -111,17 +113,17 @@ mod tests {
     #[tokio::test]
     async fn reports_how_long_the_first_poll_held_the_task() {
         let slow = run_inline_first(
-            async {
+            Box::pin(async {
                 std::thread::sleep(Duration::from_millis(2));
-            },
+            }),
             true,
         );
         assert!(slow.held >= Some(Duration::from_millis(2)), "{slow:?}");
         assert!(slow.finished);
-        let quick = run_inline_first(async {}, true);
+        let quick = run_inline_first(Box::pin(async {}), true);
         assert!(quick.held < Some(Duration::from_millis(2)), "{quick:?}");
-        assert_eq!(run_inline_first(async {}, false).held, None);
-        let waiting = run_inline_first(std::future::pending(), false);
+        assert_eq!(run_inline_first(Box::pin(async {}), false).held, None);
+        let waiting = run_inline_first(Box::pin(std::future::pending()), false);
         assert!(!waiting.finished);
     }
 
@@ -129,12 +131,12 @@ mod tests {
     async fn deep_nesting_is_spawned_not_recursed() {
         fn nest(level: u32, seen: Arc<AtomicU32>) {
             run_inline_first(
-                async move {
+                Box::pin(async move {
                     seen.fetch_max(DEPTH.with(Cell::get), Ordering::SeqCst);
                     if level < 10 {
                         nest(level + 1, seen);
                     }
-                },
+                }),
                 false,
             );
         }
