@@ -1,5 +1,6 @@
 //! An example agent: invoke target `echo` (returns its payload) and stream
-//! target `chat` (streams the `text` of its payload back word by word).
+//! target `chat` (streams the `text` of its payload, or a string payload,
+//! back word by word).
 //!
 //! ```text
 //! cargo run --example echo_agent -- --bus memory              # serves and calls itself once
@@ -54,10 +55,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     let delay = Duration::from_millis(args.word_delay_ms);
     bus.handle_stream("chat", move |req, w: StreamWriter| async move {
-        let text = req
-            .payload()
-            .get("text")
-            .and_then(Value::as_str)
+        // The `text` of an object payload, or a string payload itself.
+        let payload = req.payload();
+        let text = payload
+            .as_str()
+            .or_else(|| payload.get("text").and_then(Value::as_str))
             .unwrap_or("")
             .to_owned();
         w.started(json!({"agent": "echo-agent"})).await?;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use futures::StreamExt;
-use openagentio_core::{Bus, BusError, CallOptions, Envelope};
+use openagentio_core::{Bus, BusError, CallOptions, Envelope, TransportError};
 use openagentio_nats::{ConnectError, NatsOptions, NatsTransport};
 use serde_json::Value;
 
@@ -330,25 +330,18 @@ pub async fn publish(a: PublishArgs) -> Exit {
         let subject = bus.subjects().event(&a.event_type, &tenant);
         let sent_at = std::time::Instant::now();
         bus.publish(env).await?;
-        bus.transport()
-            .flush()
-            .await
-            .map_err(|e| Exit::Bus(e.into()))?;
-        // The server answers a publish it refuses before the flush's round
-        // trip ends: a refusal is known by now, and is the command's result.
-        let refused = bus.transport().refusal(
-            openagentio_core::transport::Operation::Publish,
-            &subject,
-            sent_at,
-        );
+        // A publish the server refuses is the command's result (the bus's
+        // publish returns before the server could say).
+        let confirmed = bus.transport().confirm_publish(&subject, sent_at).await;
         bus.close().await;
-        if let Some(why) = refused {
-            return Err(Exit::Bus(BusError::auth(format!(
-                "event {}: the server refused it ({why})",
+        match confirmed {
+            Ok(()) => Ok::<_, Exit>(Exit::Ok),
+            Err(TransportError::Auth(why)) => Err(Exit::Bus(BusError::auth(format!(
+                "event {}: {why}",
                 a.event_type
-            ))));
+            )))),
+            Err(e) => Err(Exit::Bus(e.into())),
         }
-        Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)
 }

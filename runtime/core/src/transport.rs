@@ -142,6 +142,18 @@ pub trait Transport: Send + Sync + 'static {
         self.flush().await
     }
 
+    /// Returns once everything published to `subject` since `since` has
+    /// reached the server, or fails with [`TransportError::Auth`] when the
+    /// server refused it. The default: a [`Transport::flush`].
+    async fn confirm_publish(
+        &self,
+        subject: &str,
+        since: std::time::Instant,
+    ) -> Result<(), TransportError> {
+        let _ = (subject, since);
+        self.flush().await
+    }
+
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
 

@@ -1,6 +1,7 @@
 //! The built-in `echo` bridge: a target that answers with its payload, and
-//! streams the `text` of its payload back word by word. For trying the service
-//! and the gateway with nothing else installed.
+//! streams the `text` of its payload (or the payload itself, when it is a
+//! string) back word by word. For trying the service and the gateway with
+//! nothing else installed.
 
 use std::time::Duration;
 
@@ -52,7 +53,7 @@ impl Bridge for EchoBridge {
         let reg = bus
             .handle_stream(&self.config.target, move |req, w: StreamWriter| async move {
                 let payload = req.payload().clone();
-                let text = payload.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
+                let text = text_of(&payload).to_owned();
                 if !w.is_streaming() {
                     return w.send(openagentio_core::FrameKind::Final, Some(payload)).await;
                 }
@@ -98,13 +99,65 @@ impl Bridge for EchoBridge {
         vec![TargetInfo {
             name: self.config.target.clone(),
             description:
-                "Answers with its payload; streams the payload's `text` back word by word.".into(),
+                "Answers with its payload; streams the payload's `text` (or a string payload) back word by word.".into(),
             streaming: true,
-            input_schema: Some(
-                json!({"type": "object", "properties": {"text": {"type": "string"}}}),
-            ),
+            input_schema: Some(json!({"anyOf": [
+                {"type": "object", "properties": {"text": {"type": "string"}}},
+                {"type": "string"}
+            ]})),
             bridge: self.name.clone(),
             upstream_name: None,
         }]
+    }
+}
+
+/// What the stream sends back word by word: a string payload, or the
+/// `text` of an object payload; nothing otherwise.
+fn text_of(payload: &Value) -> &str {
+    payload
+        .as_str()
+        .or_else(|| payload.get("text").and_then(Value::as_str))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn deltas(bus: &Bus, payload: Value) -> (Vec<String>, Value) {
+        let mut stream = bus.stream_invoke("echo", payload).await.unwrap();
+        let mut words = Vec::new();
+        while let Some(frame) = stream.next().await {
+            let frame = frame.unwrap();
+            if let Some(delta) = frame.payload.as_ref().and_then(|p| p.get("delta")) {
+                words.push(delta.as_str().unwrap().to_owned());
+            }
+            if frame.is_terminal() {
+                return (words, frame.payload.unwrap_or(Value::Null));
+            }
+        }
+        panic!("no terminal frame");
+    }
+
+    #[tokio::test]
+    async fn streams_the_text_of_an_object_or_a_string_payload() {
+        let bus = Bus::memory();
+        let config = EchoConfig {
+            target: "echo".into(),
+            word_delay: Duration::ZERO,
+        };
+        let mut bridge = EchoBridge::new("echo", config);
+        bridge.start(&bus).await.unwrap();
+        let (words, last) = deltas(&bus, json!({"text": "one two"})).await;
+        assert_eq!(words, ["one", " two"]);
+        assert_eq!(last, json!({"result": {"text": "one two"}}));
+        let (words, last) = deltas(&bus, json!("three four five")).await;
+        assert_eq!(words, ["three", " four", " five"]);
+        assert_eq!(last, json!({"result": "three four five"}));
+        let (words, _) = deltas(&bus, json!({"n": 1})).await;
+        assert!(words.is_empty());
+        let answer = bus.invoke("echo", json!("as is")).await.unwrap();
+        assert_eq!(answer.payload, Some(json!("as is")));
+        bridge.stop().await.unwrap();
     }
 }

@@ -54,8 +54,8 @@ struct Counters {
 /// Permission refusals remembered at most.
 const REFUSALS_KEPT: usize = 64;
 
-/// How long a subscription's confirmation waits for a refusal the client
-/// has received but not yet reported.
+/// How long a confirmation (of a subscription or a publish) waits for a
+/// refusal the client has received but not yet reported.
 const REFUSAL_GRACE: Duration = Duration::from_millis(3);
 
 /// Why connecting failed.
@@ -214,6 +214,34 @@ impl NatsTransport {
     /// The underlying client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Flushes; fails when the server refused `op` on `subject` since
+    /// `since`. The server answers a refused command before the flush's
+    /// round trip ends, but the client hands that answer to its event
+    /// callback on another task: the check gives it a moment.
+    async fn confirm(
+        &self,
+        op: Operation,
+        subject: &str,
+        since: Instant,
+    ) -> Result<(), TransportError> {
+        self.flush().await?;
+        let refused = || {
+            self.refusal(op, subject, since).map(|why| {
+                let what = match op {
+                    Operation::Publish => "a publish",
+                    Operation::Subscribe => "the subscription",
+                };
+                TransportError::Auth(format!("{subject}: the server refused {what} ({why})"))
+            })
+        };
+        tokio::task::yield_now().await;
+        if let Some(e) = refused() {
+            return Err(e);
+        }
+        tokio::time::sleep(REFUSAL_GRACE).await;
+        refused().map_or(Ok(()), Err)
     }
 
     /// Flushes, then sends a message to itself through the server and waits
@@ -469,24 +497,11 @@ impl Transport for NatsTransport {
         subject: &str,
         since: Instant,
     ) -> Result<(), TransportError> {
-        self.flush().await?;
-        // The server answers a refused SUB before the flush's round trip
-        // ends, but the client hands that answer to its event callback on
-        // another task: give it a moment.
-        let refused = || {
-            self.refusal(Operation::Subscribe, subject, since)
-                .map(|why| {
-                    TransportError::Auth(format!(
-                        "{subject}: the server refused the subscription ({why})"
-                    ))
-                })
-        };
-        tokio::task::yield_now().await;
-        if let Some(e) = refused() {
-            return Err(e);
-        }
-        tokio::time::sleep(REFUSAL_GRACE).await;
-        refused().map_or(Ok(()), Err)
+        self.confirm(Operation::Subscribe, subject, since).await
+    }
+
+    async fn confirm_publish(&self, subject: &str, since: Instant) -> Result<(), TransportError> {
+        self.confirm(Operation::Publish, subject, since).await
     }
 
     fn is_connected(&self) -> bool {
