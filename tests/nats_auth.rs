@@ -6,11 +6,12 @@
 //! Subjects a user's permissions deny fail with `AUTH_FAILURE` naming the
 //! server's refusal: a handler at registration, a call when it times out, a
 //! caller that may not subscribe to its reply inbox at its first call (while
-//! a worker without an inbox of its own registers and serves).
+//! a worker without an inbox of its own registers and serves), a confirmed
+//! event publish.
 
 use std::time::{Duration, Instant};
 
-use openagentio_core::{Bus, ErrorCode};
+use openagentio_core::{Bus, Envelope, ErrorCode};
 use openagentio_nats::{ConnectError, NatsAuth, NatsOptions, NatsTransport};
 use openagentio_testkit::NatsServer;
 use serde_json::json;
@@ -130,7 +131,7 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
   users = [
     {user: worker, password: pw, permissions: {
       subscribe: {deny: ["acp.v1.invoke.secret"]},
-      publish: {deny: ["acp.v1.invoke.forbidden"]}
+      publish: {deny: ["acp.v1.invoke.forbidden", "acp.v1.events.secret.>"]}
     }}
     {user: caller, password: pw, permissions: {subscribe: {allow: ["acp.>"]}}}
     {user: narrow, password: pw, permissions: {subscribe: {allow: ["acp.v1.invoke.narrow.>"]}}}
@@ -186,6 +187,23 @@ async fn subjects_the_user_may_not_use_fail_with_auth_failure() {
     let err = stream.next().await.unwrap().unwrap_err();
     assert_eq!(err.code(), ErrorCode::AuthFailure, "{err}");
     assert!(started.elapsed() < early, "{:?}", started.elapsed());
+
+    // An event the user may not publish: the server says so after
+    // `publish` returns, and `publish_confirmed` waits for it.
+    bus.publish(Envelope::new("secret.note")).await.unwrap();
+    let err = bus
+        .publish_confirmed(Envelope::new("secret.note"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AuthFailure, "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains("event secret.note") && shown.contains("refused"),
+        "{shown}"
+    );
+    bus.publish_confirmed(Envelope::new("open.note"))
+        .await
+        .unwrap();
 
     // Everything else works on the same connection.
     serves_on(&bus).await;

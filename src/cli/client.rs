@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use futures::StreamExt;
-use openagentio_core::{Bus, BusError, CallOptions, Envelope, TransportError};
+use openagentio_core::{Bus, BusError, CallOptions, Envelope};
 use openagentio_nats::{ConnectError, NatsOptions, NatsTransport};
 use serde_json::Value;
 
@@ -323,25 +323,11 @@ pub async fn publish(a: PublishArgs) -> Exit {
             env.session_id = s.into();
         }
         env.metadata = opts.metadata;
-        let tenant = match env.tenant_id.as_str() {
-            "" => bus.settings().tenant.to_string(),
-            t => t.to_owned(),
-        };
-        let subject = bus.subjects().event(&a.event_type, &tenant);
-        let sent_at = std::time::Instant::now();
-        bus.publish(env).await?;
-        // A publish the server refuses is the command's result (the bus's
-        // publish returns before the server could say).
-        let confirmed = bus.transport().confirm_publish(&subject, sent_at).await;
+        // A publish the server refuses is the command's result.
+        let published = bus.publish_confirmed(env).await;
         bus.close().await;
-        match confirmed {
-            Ok(()) => Ok::<_, Exit>(Exit::Ok),
-            Err(TransportError::Auth(why)) => Err(Exit::Bus(BusError::auth(format!(
-                "event {}: {why}",
-                a.event_type
-            )))),
-            Err(e) => Err(Exit::Bus(e.into())),
-        }
+        published?;
+        Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)
 }
