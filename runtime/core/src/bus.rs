@@ -25,7 +25,7 @@ use crate::stats::{BusStats, Counters};
 use crate::stream::StreamLimits;
 use crate::subject::{Subjects, check_name, check_tenant};
 use crate::text::Text;
-use crate::transport::{Message, Transport, TransportError};
+use crate::transport::{Message, Operation, Transport, TransportError};
 use crate::writer::{FrameKind, StreamWriter};
 
 /// Settings fixed when the bus is built.
@@ -393,7 +393,12 @@ impl Bus {
         let since = std::time::Instant::now();
         let event_type = env.event_type.clone();
         let subject = self.publish_on_subject(env).await?;
-        match self.inner.transport.confirm_publish(&subject, since).await {
+        match self
+            .inner
+            .transport
+            .confirm(Operation::Publish, &subject, since)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(TransportError::Auth(why)) => {
                 Err(BusError::auth(format!("event {event_type}: {why}")))

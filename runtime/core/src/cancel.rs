@@ -23,7 +23,7 @@ use crate::error::BusError;
 use crate::shards::Shards;
 use crate::stats::Counters;
 use crate::text::Text;
-use crate::transport::{Message, Sink, Subscription, Transport, TransportError};
+use crate::transport::{Message, Operation, Sink, Subscription, Transport, TransportError};
 use crate::writer::StreamWriter;
 
 /// Event type of a cancellation notice.
@@ -141,8 +141,9 @@ impl CancelRegistry {
                 // notices are lost, so a refusal is worth a warning, not a
                 // failure.
                 if transport.is_connected()
-                    && let Err(TransportError::Auth(why)) =
-                        transport.confirm_subscription(subject, since).await
+                    && let Err(TransportError::Auth(why)) = transport
+                        .confirm(Operation::Subscribe, subject, since)
+                        .await
                 {
                     tracing::warn!(
                         %subject,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 
 use crate::bus::{Bus, BusInner};
 use crate::error::{BusError, ErrorCode};
-use crate::transport::Subscription;
+use crate::transport::{Operation, Subscription};
 
 /// A handler or subscription registered on the bus. It stays until
 /// [`Registration::unsubscribe`] or [`Bus::close`]; dropping the handle does not
@@ -137,7 +137,7 @@ impl Bus {
         }
         let subject = reg.inner.subject.clone();
         let pending = Unconfirmed(Some(reg));
-        let in_force = transport.confirm_subscription(&subject, attempt.began);
+        let in_force = transport.confirm(Operation::Subscribe, &subject, attempt.began);
         let confirmed = self.registering(&subject, attempt.deadline, in_force).await;
         let reg = pending.settled();
         match confirmed {

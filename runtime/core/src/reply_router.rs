@@ -285,8 +285,9 @@ impl ReplyRouter {
                 // A server that refuses the inbox (NATS permissions without
                 // `_INBOX.>`) would leave every call to time out: say so now.
                 if transport.is_connected()
-                    && let Err(e @ TransportError::Auth(_)) =
-                        transport.confirm_subscription(&pattern, since).await
+                    && let Err(e @ TransportError::Auth(_)) = transport
+                        .confirm(Operation::Subscribe, &pattern, since)
+                        .await
                 {
                     let _ = sub.unsubscribe().await;
                     return Err(BusError::from(e));

@@ -130,27 +130,17 @@ pub trait Transport: Send + Sync + 'static {
     /// Waits until everything published so far has reached the server.
     async fn flush(&self) -> Result<(), TransportError>;
 
-    /// Returns once a subscription to `subject` made since `since` is in
-    /// force, or fails with [`TransportError::Auth`] when the server refused
-    /// it. The default: a [`Transport::flush`].
-    async fn confirm_subscription(
+    /// Returns once what this client did to `subject` (`op`: subscribed,
+    /// published) since `since` has reached the server and is in force, or
+    /// fails with [`TransportError::Auth`] when the server refused it. The
+    /// default: a [`Transport::flush`].
+    async fn confirm(
         &self,
+        op: Operation,
         subject: &str,
         since: std::time::Instant,
     ) -> Result<(), TransportError> {
-        let _ = (subject, since);
-        self.flush().await
-    }
-
-    /// Returns once everything published to `subject` since `since` has
-    /// reached the server, or fails with [`TransportError::Auth`] when the
-    /// server refused it. The default: a [`Transport::flush`].
-    async fn confirm_publish(
-        &self,
-        subject: &str,
-        since: std::time::Instant,
-    ) -> Result<(), TransportError> {
-        let _ = (subject, since);
+        let _ = (op, subject, since);
         self.flush().await
     }
 

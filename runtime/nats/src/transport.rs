@@ -216,34 +216,6 @@ impl NatsTransport {
         &self.client
     }
 
-    /// Flushes; fails when the server refused `op` on `subject` since
-    /// `since`. The server answers a refused command before the flush's
-    /// round trip ends, but the client hands that answer to its event
-    /// callback on another task: the check gives it a moment.
-    async fn confirm(
-        &self,
-        op: Operation,
-        subject: &str,
-        since: Instant,
-    ) -> Result<(), TransportError> {
-        self.flush().await?;
-        let refused = || {
-            self.refusal(op, subject, since).map(|why| {
-                let what = match op {
-                    Operation::Publish => "a publish",
-                    Operation::Subscribe => "the subscription",
-                };
-                TransportError::Auth(format!("{subject}: the server refused {what} ({why})"))
-            })
-        };
-        tokio::task::yield_now().await;
-        if let Some(e) = refused() {
-            return Err(e);
-        }
-        tokio::time::sleep(REFUSAL_GRACE).await;
-        refused().map_or(Ok(()), Err)
-    }
-
     /// Flushes, then sends a message to itself through the server and waits
     /// for it, or for the server's refusal of the probe's subscription (a
     /// user without `_INBOX.>` subscribe permission): the server handles a
@@ -492,16 +464,31 @@ impl Transport for NatsTransport {
         }
     }
 
-    async fn confirm_subscription(
+    async fn confirm(
         &self,
+        op: Operation,
         subject: &str,
         since: Instant,
     ) -> Result<(), TransportError> {
-        self.confirm(Operation::Subscribe, subject, since).await
-    }
-
-    async fn confirm_publish(&self, subject: &str, since: Instant) -> Result<(), TransportError> {
-        self.confirm(Operation::Publish, subject, since).await
+        self.flush().await?;
+        // The server answers a refused command before the flush's round trip
+        // ends, but the client hands that answer to its event callback on
+        // another task: the check gives it a moment.
+        let refused = || {
+            self.refusal(op, subject, since).map(|why| {
+                let what = match op {
+                    Operation::Publish => "a publish",
+                    Operation::Subscribe => "the subscription",
+                };
+                TransportError::Auth(format!("{subject}: the server refused {what} ({why})"))
+            })
+        };
+        tokio::task::yield_now().await;
+        if let Some(e) = refused() {
+            return Err(e);
+        }
+        tokio::time::sleep(REFUSAL_GRACE).await;
+        refused().map_or(Ok(()), Err)
     }
 
     fn is_connected(&self) -> bool {
