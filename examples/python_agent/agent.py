@@ -35,6 +35,27 @@ from openagentio import (
 SERVED_BY = "python (openagentio 0.3.0)"
 
 
+async def subscriptions_in_force(transport: NATSDriver) -> None:
+    """Returns once the server has this connection's subscriptions.
+
+    nats-py's ``flush`` can send its PING ahead of SUBs still queued, so its
+    answer does not prove them; a message to ourselves, queued behind them,
+    does once it comes back.
+    """
+    nc = transport._require_conn()
+    inbox = nc.new_inbox()
+    back = asyncio.get_running_loop().create_future()
+
+    async def on_probe(_msg: object) -> None:
+        if not back.done():
+            back.set_result(None)
+
+    sub = await nc.subscribe(inbox, cb=on_probe)
+    await nc.publish(inbox, b"")
+    await asyncio.wait_for(back, 10)
+    await sub.unsubscribe()
+
+
 def text_of(payload: object) -> str:
     if isinstance(payload, dict):
         return str(payload.get("text", ""))
@@ -69,7 +90,7 @@ async def main() -> None:
 
     await bus.handle_invoke("py.wordcount", wordcount)
     await bus.handle_stream("py.story", story)
-    await bus.transport.flush()  # the subscriptions are on the server before we say so
+    await subscriptions_in_force(bus.transport)  # on the server before we say so
     print(f"py-agent serving py.wordcount (invoke) and py.story (stream) on {a.nats}", flush=True)
 
     if a.call:

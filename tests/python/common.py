@@ -39,6 +39,32 @@ async def connect(url: str, agent_id: str, tenant: str = "", prefix: str = "acp.
     return bus
 
 
+async def in_force(*transports: Any) -> None:
+    """Returns once the server has every subscription each NATS transport
+    (an openagentio ``NATSDriver``, e.g. ``bus.transport``) has made.
+
+    nats-py's ``flush`` writes its PING straight to the socket, past the
+    commands still waiting for its flusher task (a new SUB among them): under
+    load its PONG can come back before the server has seen the SUB, and an
+    event published in that gap reaches nobody. A message to ourselves,
+    queued behind the SUBs, cannot overtake them: once it is back, they are
+    in force.
+    """
+    for transport in transports:
+        nc = transport._require_conn()
+        inbox = nc.new_inbox()
+        back = asyncio.get_running_loop().create_future()
+
+        async def on_probe(_msg: Any, back: asyncio.Future = back) -> None:
+            if not back.done():
+                back.set_result(None)
+
+        sub = await nc.subscribe(inbox, cb=on_probe)
+        await nc.publish(inbox, b"")
+        await asyncio.wait_for(back, 10)
+        await sub.unsubscribe()
+
+
 def request(payload: Any, metadata: dict[str, Any] | None = None, **fields: str) -> Envelope:
     """A request envelope of our making, so that its event_id is known."""
     env = Envelope.new(MessageReceived)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from common import emit, read_command, run
+from common import emit, in_force, read_command, run
 from openagentio import (
     Bus,
     DeadLetter,
@@ -42,7 +42,7 @@ async def main() -> None:
 
     await bus.handle_invoke("py-doomed", doomed)
     await transport.subscribe("acp.v1.dlq.>", "", on_dead)
-    await transport.flush()
+    await in_force(transport)
     emit("ready")
     while (cmd := await read_command()) not in ("", "exit"):
         pass

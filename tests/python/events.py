@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from common import connect, emit, read_command, run, wire
+from common import connect, emit, in_force, read_command, run, wire
 from openagentio import Envelope
 
 
@@ -24,7 +24,7 @@ async def main() -> None:
 
     await bus.subscribe("interop.rs_to_py", on_event)
     await bus.subscribe("agent.task.completed", on_event)
-    await bus.transport.flush()
+    await in_force(bus.transport)
     emit("ready")
 
     while (cmd := await read_command()) not in ("", "exit"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from common import connect, emit, read_command, request, run, wire
+from common import connect, emit, in_force, read_command, request, run, wire
 from openagentio import Envelope, WithTimeout
 
 
@@ -26,7 +26,7 @@ async def main() -> None:
 
     await bus.handle_invoke("scoped-echo", echo)
     await bus.subscribe("scoped.to_py", on_event)
-    await bus.transport.flush()
+    await in_force(bus.transport)
     emit("ready")
 
     while (cmd := await read_command()) not in ("", "exit"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from common import connect, emit, read_command, run
+from common import connect, emit, in_force, read_command, run
 from openagentio import (
     AgentTimeoutError,
     DeltaPayload,
@@ -76,8 +76,7 @@ async def main() -> None:
     # The same targets as a Rust worker: one queue group, a mixed fleet.
     await bus.handle_invoke("mixed", shared)
     await bus.handle_stream("mixed-stream", shared_stream)
-    await bus.transport.flush()
-    await acme.transport.flush()
+    await in_force(bus.transport, acme.transport)
     emit("ready")
     while await read_command() not in ("", "exit"):
         pass
