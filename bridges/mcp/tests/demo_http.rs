@@ -154,7 +154,12 @@ async fn a_server_not_yet_started_is_waited_for() {
     assert_eq!(bridge.health().state, HealthState::Degraded);
     assert!(bridge.targets().is_empty());
     let _server = demo_http_on(port, None);
-    assert!(eventually(Duration::from_secs(30), || bridge.is_connected()).await);
+    // Healthy once its targets are registered (connected comes first).
+    assert!(
+        eventually(Duration::from_secs(30), || bridge.health().state
+            == HealthState::Healthy)
+        .await
+    );
     let r = bus
         .invoke("late.add", json!({"a": 1, "b": 2}))
         .await
