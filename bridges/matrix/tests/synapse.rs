@@ -58,6 +58,17 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Envelope>) -> Envelope {
         .expect("channel closed")
 }
 
+/// Alice and the bot (its account and its client), in a room of Alice's
+/// that the bot has joined.
+async fn alice_and_bot_in_a_room(hs: &Synapse) -> (TestClient, TestUser, TestClient, String) {
+    let alice = TestClient::new(hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(hs, &bot_user);
+    let room = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&room).await;
+    (alice, bot_user, bot, room)
+}
+
 async fn started(name: &str, cfg: MatrixConfig, bus: &Bus) -> MatrixBridge {
     let mut b = MatrixBridge::new(name, cfg);
     b.start(bus).await.expect("bridge starts");
@@ -201,11 +212,7 @@ async fn room_messages_reach_the_bus_with_payload_metadata_and_session() {
 async fn bus_events_post_messages_once() {
     logs::capture();
     let hs = Synapse::start().await;
-    let alice = TestClient::new(&hs, &hs.register("alice").await);
-    let bot_user = hs.register("bot").await;
-    let bot = TestClient::new(&hs, &bot_user);
-    let room = alice.create_room(None, &[&bot_user.user_id]).await;
-    bot.join(&room).await;
+    let (alice, bot_user, bot, room) = alice_and_bot_in_a_room(&hs).await;
     let secret_room = alice
         .create_room_with(json!({"preset": "private_chat", "invite": [bot_user.user_id], "initial_state": [
             {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
@@ -360,11 +367,7 @@ async fn restart_delivers_missed_messages_once_in_order_and_reuses_the_session()
 async fn revoked_token_makes_the_bridge_unhealthy_without_logging_it() {
     logs::capture();
     let hs = Synapse::start().await;
-    let alice = TestClient::new(&hs, &hs.register("alice").await);
-    let bot_user = hs.register("bot").await;
-    let bot = TestClient::new(&hs, &bot_user);
-    let room = alice.create_room(None, &[&bot_user.user_id]).await;
-    bot.join(&room).await;
+    let (_, bot_user, bot, room) = alice_and_bot_in_a_room(&hs).await;
     let state = tempfile::tempdir().unwrap();
     let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
     let sync_timeout = cfg.sync_timeout;
@@ -424,11 +427,7 @@ async fn rate_limited_burst_of_100_arrives_in_order() {
         }),
     })
     .await;
-    let alice = TestClient::new(&hs, &hs.register("alice").await);
-    let bot_user = hs.register("bot").await;
-    let bot = TestClient::new(&hs, &bot_user);
-    let room = alice.create_room(None, &[&bot_user.user_id]).await;
-    bot.join(&room).await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
     let state = tempfile::tempdir().unwrap();
     let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
     let bus = Bus::memory();
@@ -468,12 +467,7 @@ async fn rate_limited_burst_of_100_arrives_in_order() {
 async fn responder_posts_the_streamed_answer_as_one_message() {
     logs::capture();
     let hs = Synapse::start().await;
-    let alice_user = hs.register("alice").await;
-    let alice = TestClient::new(&hs, &alice_user);
-    let bot_user = hs.register("bot").await;
-    let bot = TestClient::new(&hs, &bot_user);
-    let room = alice.create_room(None, &[&bot_user.user_id]).await;
-    bot.join(&room).await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
     let bus = Bus::memory();
     let expected_session = room.clone();
     let asked = Arc::new(parking_lot::Mutex::new(Vec::new()));
@@ -557,7 +551,7 @@ async fn responder_posts_the_streamed_answer_as_one_message() {
         assert_eq!(asked[0].metadata["matrix.room_id"], room.as_str());
         assert_eq!(
             asked[0].metadata["matrix.sender"],
-            alice_user.user_id.as_str()
+            alice.user.user_id.as_str()
         );
     }
     for e in msgs.iter().filter(|m| is_edit(m)) {
@@ -651,11 +645,7 @@ async fn a_responder_for_room_star_answers_in_every_room() {
 async fn bus_events_sent_during_a_homeserver_outage_are_posted_once_it_is_back() {
     logs::capture();
     let mut hs = Synapse::start().await;
-    let alice = TestClient::new(&hs, &hs.register("alice").await);
-    let bot_user = hs.register("bot").await;
-    let bot = TestClient::new(&hs, &bot_user);
-    let room = alice.create_room(None, &[&bot_user.user_id]).await;
-    bot.join(&room).await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
     let state = tempfile::tempdir().unwrap();
     let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
     let bus = Bus::memory();
