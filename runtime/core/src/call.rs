@@ -214,19 +214,12 @@ impl Bus {
         } = request?;
         let inner = &self.inner;
         let capacity = inner.settings.frame_buffer;
-        let slot = if inner.replies.is_subscribed() {
-            inner
-                .replies
-                .open_subscribed(inner, capacity, (subject.clone(), sent_at))
-        } else {
+        if !inner.replies.is_subscribed() {
             // The first call subscribes the reply inbox: a disconnected NATS
             // client with a full send buffer would hold that past the
             // deadline. Boxed: once per bus.
-            let open = inner
-                .replies
-                .open(inner, capacity, (subject.clone(), sent_at));
-            match Box::pin(finish_by(deadline, open)).await {
-                Ok(slot) => slot?,
+            match Box::pin(finish_by(deadline, inner.replies.subscribe(inner))).await {
+                Ok(subscribed) => subscribed?,
                 Err(_) => {
                     return Err(BusError::timeout(format!(
                         "{target}: the reply subscription could not be made before the deadline \
@@ -234,7 +227,10 @@ impl Bus {
                     )));
                 }
             }
-        };
+        }
+        let slot = inner
+            .replies
+            .open_subscribed(inner, capacity, (subject.clone(), sent_at));
         // The only handle yet: filled in place, not copied.
         let env = Arc::make_mut(&mut request);
         env.reply_to.clone_from(&slot.subject);

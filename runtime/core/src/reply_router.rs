@@ -250,30 +250,14 @@ impl ReplyRouter {
         }
     }
 
-    /// A new reply slot of `bus` (whose router this is) holding up to
-    /// `capacity` unread frames of the answer to `request` (the subject it
-    /// goes to, and when). The first call subscribes the inbox.
-    pub async fn open(
-        &self,
-        bus: &Arc<BusInner>,
-        capacity: usize,
-        request: (Text, std::time::Instant),
-    ) -> Result<ReplySlot, BusError> {
-        if !self.is_subscribed() {
-            // Boxed: once per bus, and a large future for every call to hold.
-            Box::pin(self.subscribe(bus)).await?;
-        }
-        Ok(self.open_subscribed(bus, capacity, request))
-    }
-
-    /// Whether the inbox is subscribed (then [`ReplyRouter::open_subscribed`]
-    /// makes slots without waiting).
+    /// Whether the inbox is subscribed: [`ReplyRouter::open_subscribed`]
+    /// needs it (see [`ReplyRouter::subscribe`]).
     pub fn is_subscribed(&self) -> bool {
         self.subscription.initialized()
     }
 
     /// Subscribes the inbox, unless that is done.
-    async fn subscribe(&self, bus: &Arc<BusInner>) -> Result<(), BusError> {
+    pub async fn subscribe(&self, bus: &Arc<BusInner>) -> Result<(), BusError> {
         let transport = &bus.transport;
         self.subscription
             .get_or_try_init(|| async {
@@ -301,7 +285,9 @@ impl ReplyRouter {
         Ok(())
     }
 
-    /// [`ReplyRouter::open`] once the inbox is subscribed: no waiting.
+    /// A new reply slot of `bus` (whose router this is) holding up to
+    /// `capacity` unread frames of the answer to `request` (the subject it
+    /// goes to, and when). The inbox must be subscribed first.
     pub fn open_subscribed(
         &self,
         bus: &Arc<BusInner>,
