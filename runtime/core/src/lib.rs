@@ -65,3 +65,8 @@ pub use text::Text;
 pub use trace_context::TraceContext;
 pub use transport::{Transport, TransportError};
 pub use writer::{FrameKind, StreamWriter};
+
+/// The README's Rust example, compiled and run as a doc test so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExample;
