@@ -585,3 +585,44 @@ fn publish_reports_an_event_the_server_refuses() {
     );
     assert!(!err.contains(":pw@"), "the password leaked: {err}");
 }
+
+#[test]
+fn logs_written_to_a_pipe_are_plain_text() {
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let yaml = format!(
+        r#"version: "openagentio.bridge/v1"
+bus: {{ transport: memory }}
+http: {{ listen: "127.0.0.1:{}" }}
+bridges:
+  - {{ name: echo, type: echo }}
+"#,
+        free_port()
+    );
+    std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
+    let mut service = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(service.stdout.take().unwrap());
+    for line in stdout.lines() {
+        if line.unwrap().contains("stop with Ctrl-C") {
+            break;
+        }
+    }
+    signal("TERM", service.id());
+    let out = service.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        logs.contains(" INFO ") && logs.contains("stopped"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colour escape codes in logs that are not on a terminal: {logs:?}"
+    );
+}

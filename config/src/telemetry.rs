@@ -17,7 +17,8 @@ pub struct TelemetryConfig {
     /// The log filter: a level (`trace`, `debug`, `info`, `warn`, `error`, `off`) or
     /// `tracing` directives such as `info,openagentio=debug`.
     pub log_level: String,
-    /// How log lines are written: `text` or `json`.
+    /// How log lines are written: `text` (coloured on a terminal only, never
+    /// with `NO_COLOR` set) or `json`.
     pub log_format: LogFormat,
     /// Where OpenTelemetry traces are exported over OTLP/HTTP (`http` or `https`);
     /// no export when absent.

@@ -2,6 +2,7 @@
 //! when an OTLP endpoint is configured, spans exported over OTLP/HTTP with the
 //! W3C trace context carried by the envelope's `traceparent` across processes.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
@@ -88,12 +89,24 @@ fn default_directives(log_level: &str) -> String {
     }
 }
 
+/// Whether text logs are coloured: on a terminal, unless `NO_COLOR` is set
+/// (no-color.org). Logs piped to a file, journald or `docker logs` carry no
+/// escape codes.
+fn colour_logs(stderr_is_terminal: bool, no_color: bool) -> bool {
+    stderr_is_terminal && !no_color
+}
+
 /// Installs the global logger and, with an OTLP endpoint, the span exporter.
 /// A second call keeps the first logger.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(default_directives(&settings.log_level)));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour_logs(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").is_some(),
+        ));
     let fmt = match settings.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
@@ -185,6 +198,16 @@ pub fn stamp_current_span(env: &mut Envelope) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_coloured_on_a_terminal_only_and_never_with_no_color() {
+        assert!(colour_logs(true, false));
+        assert!(
+            !colour_logs(false, false),
+            "a pipe or a file gets plain text"
+        );
+        assert!(!colour_logs(true, true), "NO_COLOR wins");
+    }
 
     #[test]
     fn a_bare_level_quiets_async_nats_and_directives_are_kept() {
