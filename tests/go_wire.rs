@@ -29,9 +29,11 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-/// A time as Go's `time.Time` marshals it (RFC 3339, nanoseconds, trailing
-/// zeros cut).
+/// A time as Go's `time.Time` marshals it (RFC 3339 with nanoseconds).
 const GO_TIME: &str = "2026-11-23T13:37:39.123456789Z";
+
+/// Another: Go cuts the fraction's trailing zeros (`.100000000` is `.1`).
+const GO_TIME_CUT: &str = "2026-11-23T13:37:39.1Z";
 
 /// `s` as a JSON string the way Go's `encoding/json` writes it.
 fn go_str(s: &str) -> String {
@@ -81,6 +83,8 @@ fn go_json(v: &Value) -> String {
 #[derive(Default)]
 struct GoEnvelope<'a> {
     event_id: &'a str,
+    /// [`GO_TIME`] when empty.
+    occurred_at: &'a str,
     event_type: &'a str,
     frame_type: &'a str,
     trace_id: &'a str,
@@ -107,7 +111,12 @@ impl GoEnvelope<'_> {
         );
         push_omitempty(&mut out, "frame_type", self.frame_type);
         // `occurred_at` is not omitempty; it follows frame_type in the struct.
-        out.push_str(&format!(",\"occurred_at\":\"{GO_TIME}\""));
+        let at = if self.occurred_at.is_empty() {
+            GO_TIME
+        } else {
+            self.occurred_at
+        };
+        out.push_str(&format!(",\"occurred_at\":\"{at}\""));
         for (key, value) in [
             ("trace_id", self.trace_id),
             ("span_id", self.span_id),
@@ -391,6 +400,8 @@ async fn go_handler(
             for (seq, frame) in answer(&req).into_iter().enumerate() {
                 let bytes = GoEnvelope {
                     event_id: &format!("019ab3c2-7e1f-7a00-9000-{seq:012}"),
+                    // The first frame at full precision, later ones cut.
+                    occurred_at: if seq == 0 { GO_TIME } else { GO_TIME_CUT },
                     event_type: frame.event_type,
                     frame_type: frame.event_type.trim_start_matches("agent."),
                     trace_id: req["trace_id"].as_str().unwrap_or_default(),
@@ -534,6 +545,11 @@ async fn rust_calls_go() {
         ]
     );
     assert_eq!(frames[3].payload_or_null()["result"], "hello");
+    assert_eq!(
+        frames[3].occurred_at,
+        chrono::DateTime::parse_from_rfc3339(GO_TIME_CUT).unwrap(),
+        "a fraction with its zeros cut reads as the same time"
+    );
     // `invoke` of the same target skips to the answer.
     let answer = bus.invoke("gostream", json!("hi")).await.unwrap();
     assert_eq!(answer.payload_or_null()["result"], "hello");
