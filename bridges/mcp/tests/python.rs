@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ServerProcess, eventually, free_port, python, python_server, start};
+use common::{ServerProcess, eventually, free_port, python, python_server, start, test_script};
 use openagentio_core::{Bridge, ErrorCode};
 use openagentio_mcp::{McpConfig, McpTransport};
 use serde_json::json;
@@ -208,10 +208,7 @@ async fn a_restarted_http_server_gets_a_new_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_without_an_input_schema_is_served_not_fatal() {
-    let script = format!(
-        "{}/tests/python/sloppy_server.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let script = test_script("sloppy_server.py");
     let cfg = McpConfig::new(McpTransport::stdio(python(), [script]));
     let (bus, mut bridge) = start("sloppy", cfg).await;
     // Both tools are served: the one without a schema takes any object.
@@ -247,10 +244,7 @@ async fn a_refused_handshake_is_reported_with_the_servers_reason() {
 }
 
 async fn refused_handshake(then_exit: bool) {
-    let script = format!(
-        "{}/tests/python/sloppy_server.py",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let script = test_script("sloppy_server.py");
     let mut t = McpTransport::stdio(python(), [script]);
     if let McpTransport::Stdio { env, .. } = &mut t {
         env.insert(

@@ -83,8 +83,14 @@ pub fn python() -> String {
 
 /// Our Python test server script.
 pub fn python_server() -> String {
+    test_script("mcp_test_server.py")
+}
+
+/// The path of `name` under `tests/python/`, found when the test runs (not
+/// compiled in: a test binary may outlive the checkout that built it).
+pub fn test_script(name: &str) -> String {
     format!(
-        "{}/tests/python/mcp_test_server.py",
+        "{}/tests/python/{name}",
         std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")
     )
 }
