@@ -5,7 +5,8 @@
 //! same client commands against a service on the in-memory bus, through its
 //! HTTP gateway (`--bus http://...`). A service whose NATS server is not up
 //! yet fails at start saying so, or, with `retry_on_initial_connect`, starts
-//! not ready and serves once the server comes up.
+//! not ready and serves once the server comes up. SIGTERM while the service
+//! is still starting stops it gracefully too.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -625,4 +626,35 @@ bridges:
         !logs.contains('\u{1b}'),
         "no colour escape codes in logs that are not on a terminal: {logs:?}"
     );
+}
+
+/// A supervisor may stop the service before it is up (a deploy rolled back,
+/// a stuck start): SIGTERM is then a graceful stop with exit 0, never the
+/// default action that kills the process on the spot. The service is held
+/// in its start by a nats-server that accepts connections but does not
+/// answer (stopped with SIGSTOP).
+#[test]
+fn sigterm_while_starting_is_a_graceful_stop() {
+    let nats = NatsServer::start();
+    let cfg = write_config(&nats.url(), free_port());
+    nats.pause();
+    let started = Instant::now();
+    let service = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    signal("TERM", service.id());
+    let out = service.wait_with_output().unwrap();
+    nats.resume();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stopped while starting"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("stop with Ctrl-C"),
+        "it was not up yet: {out:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use openagentio_config::{Config, Transport};
 use openagentio_host::from_config::{spec_from_config, telemetry_settings};
-use openagentio_host::signals::shutdown_signal;
+use openagentio_host::signals::ShutdownSignal;
 use openagentio_host::{Service, telemetry};
 
 use super::{Exit, RunArgs};
@@ -94,6 +94,8 @@ fn url_of(bus: &str) -> Result<openagentio_config::url::Url, Exit> {
 
 /// `openagentio run -c FILE`.
 pub async fn run(args: RunArgs) -> Exit {
+    // First of all: a SIGTERM from here on stops the service gracefully.
+    let mut stop = ShutdownSignal::listen();
     let mut cfg = match load(&args.config) {
         Ok(c) => c,
         Err(e) => return e,
@@ -109,7 +111,14 @@ pub async fn run(args: RunArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return Exit::Service(e.to_string()),
     };
-    let service = match Service::start(spec).await {
+    let started = tokio::select! {
+        started = Service::start(spec) => started,
+        () = stop.recv() => {
+            eprintln!("stopped while starting");
+            return Exit::Ok;
+        }
+    };
+    let service = match started {
         Ok(s) => s,
         Err(e) => return Exit::Service(e.to_string()),
     };
@@ -118,7 +127,7 @@ pub async fn run(args: RunArgs) -> Exit {
         "  stop with Ctrl-C (drains calls in flight for up to {:?})",
         cfg.shutdown.drain_timeout
     );
-    shutdown_signal().await;
+    stop.recv().await;
     eprintln!("shutting down");
     let report = service.shutdown().await;
     if !report.drained {
