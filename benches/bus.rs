@@ -27,13 +27,14 @@
 //! the runtime's worker threads (default 2). Results are printed as a
 //! Markdown table for BENCHMARKS.md.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
-use hdrhistogram::Histogram;
 use openagentio_core::{Bus, StreamWriter};
+use openagentio_testkit::bench::{
+    Ratio, Row, in_flight_counts, measure, payload, print_ratios, print_rows, round_count, runtime,
+};
 use openagentio_testkit::{NatsServer, nats_bus};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -43,79 +44,6 @@ use tokio::sync::{mpsc, oneshot};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const STREAM_FRAMES: usize = 1000;
-
-struct Row {
-    name: String,
-    in_flight: usize,
-    per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-fn payload() -> Value {
-    // About 400 bytes once serialized.
-    json!({"text": "x".repeat(360), "n": 12345, "tag": "bench"})
-}
-
-fn secs() -> Duration {
-    Duration::from_secs_f64(
-        std::env::var("BENCH_SECS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3.0),
-    )
-}
-
-/// Runs `call` from `in_flight` concurrent loops for the measurement period.
-async fn measure<F, Fut>(name: &str, in_flight: usize, call: F) -> Row
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    // Warm up.
-    let warm = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < warm {
-        call().await;
-    }
-    let end = Instant::now() + secs();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..in_flight {
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3).unwrap();
-            let mut n = 0u64;
-            while Instant::now() < end {
-                let t = Instant::now();
-                call().await;
-                h.record(t.elapsed().as_nanos() as u64).unwrap();
-                n += 1;
-            }
-            (n, h)
-        }));
-    }
-    let mut total = 0;
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for t in tasks {
-        let (n, h) = t.await.unwrap();
-        total += n;
-        hist.add(h).unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let row = Row {
-        name: name.to_owned(),
-        in_flight,
-        per_sec: total as f64 / elapsed,
-        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-    };
-    eprintln!(
-        "{:<34} {:>3} in flight: {:>10.0}/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
-        row.name, in_flight, row.per_sec, row.p50_us, row.p99_us
-    );
-    row
-}
 
 async fn bare_channel(in_flight: usize) -> Row {
     let (tx, mut rx) = mpsc::channel::<(Value, oneshot::Sender<Value>)>(1024);
@@ -437,72 +365,8 @@ fn only(group: &str) -> bool {
     std::env::var("BENCH_ONLY").is_ok_and(|v| v.split(',').any(|g| g == group))
 }
 
-/// Calls in flight of the invoke measurements: 1 and 64, or the
-/// comma-separated list in `BENCH_IN_FLIGHT`.
-fn in_flight_counts() -> Vec<usize> {
-    std::env::var("BENCH_IN_FLIGHT")
-        .ok()
-        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
-        .unwrap_or_else(|| vec![1, 64])
-}
-
-/// Alternating rounds of the invoke measurements (`BENCH_ROUNDS`, default 5).
-/// Rows report medians; each ratio is taken within a round, then the median
-/// and range over rounds are shown. (The bare channel in particular swings by
-/// 2x between runs, with where tokio happens to place its server task.)
-fn round_count() -> usize {
-    std::env::var("BENCH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(5)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The rows of every round merged: medians of each measurement.
-fn merge(rounds: &[Vec<Row>]) -> Vec<Row> {
-    rounds[0]
-        .iter()
-        .map(|first| {
-            let same: Vec<&Row> = rounds
-                .iter()
-                .flat_map(|r| r.iter())
-                .filter(|r| r.name == first.name && r.in_flight == first.in_flight)
-                .collect();
-            let med = |f: fn(&Row) -> f64| median(same.iter().map(|r| f(r)).collect());
-            Row {
-                name: first.name.clone(),
-                in_flight: first.in_flight,
-                per_sec: med(|r| r.per_sec),
-                p50_us: med(|r| r.p50_us),
-                p99_us: med(|r| r.p99_us),
-            }
-        })
-        .collect()
-}
-
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::env::var("BENCH_WORKERS")
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(2),
-        )
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let nats = NatsServer::start();
 
         let memory = Bus::builder().agent_id("bench").build();
@@ -511,7 +375,7 @@ fn main() {
         echo_handlers(&server).await;
         let client = nats_bus(&nats.url(), Bus::builder().agent_id("bench-client")).await;
         let mut rounds: Vec<Vec<Row>> = Vec::new();
-        for round in 1..=round_count() {
+        for round in 1..=round_count(5) {
             eprintln!("-- round {round}");
             let mut rows = Vec::new();
             for n in in_flight_counts() {
@@ -559,118 +423,89 @@ fn main() {
             rounds.push(rows);
         }
 
-        println!(
-            "\n{} round(s); each row is the median over rounds.\n",
-            rounds.len()
-        );
-        println!("| measurement | in flight | per second | p50 µs | p99 µs |");
-        println!("|---|---:|---:|---:|---:|");
-        for r in &merge(&rounds) {
-            println!(
-                "| {} | {} | {:.0} | {:.1} | {:.1} |",
-                r.name, r.in_flight, r.per_sec, r.p50_us, r.p99_us
-            );
-        }
-        let find = |rows: &[Row], name: &str, n: usize| {
-            rows.iter()
-                .find(|r| r.name.starts_with(name) && r.in_flight == n)
-                .map(|r| r.per_sec)
-        };
-        println!("\n| ratio (within each round) | median | range | target |");
-        println!("|---|---:|---:|---:|");
-        for (label, ours, base, n, target) in [
-            (
-                "bus (memory) / bare channel",
-                "bus invoke (memory)",
-                "bare mpsc + oneshot",
-                64,
-                "≥ 0.5x",
-            ),
-            (
-                "bus (memory) / bare channel",
-                "bus invoke (memory)",
-                "bare mpsc + oneshot",
-                1,
-                "",
-            ),
-            (
-                "bus (NATS) / raw async-nats",
-                "bus invoke (NATS)",
-                "raw async-nats request/reply",
-                64,
-                "≥ 0.8x",
-            ),
-            (
-                "bus (NATS) / raw async-nats",
-                "bus invoke (NATS)",
-                "raw async-nats request/reply",
-                1,
-                "",
-            ),
-            (
-                "bus (NATS) / raw async-nats with an envelope-sized body",
-                "bus invoke (NATS)",
-                "raw async-nats, ",
-                64,
-                "",
-            ),
-            (
-                "bus stream (memory) / bare channel stream",
-                "bus stream deltas (memory)",
-                "bare mpsc stream",
-                1,
-                "",
-            ),
-            (
-                "bus stream (memory) / bare channel stream",
-                "bus stream deltas (memory)",
-                "bare mpsc stream",
-                16,
-                "",
-            ),
-            (
-                "bus stream (NATS) / raw async-nats stream",
-                "bus stream deltas (NATS)",
-                "raw async-nats stream",
-                1,
-                "",
-            ),
-            (
-                "bus stream (NATS) / raw async-nats stream",
-                "bus stream deltas (NATS)",
-                "raw async-nats stream",
-                16,
-                "",
-            ),
-            // The `parts` steps, each against raw request/reply.
-            (
-                "raw, envelope body, bus routing / raw async-nats",
-                "raw, envelope body",
-                "raw async-nats request/reply",
-                64,
-                "",
-            ),
-            (
-                "raw, bus routing and codec / raw async-nats",
-                "raw, bus routing and codec",
-                "raw async-nats request/reply",
-                64,
-                "",
-            ),
-        ] {
-            let ratios: Vec<f64> = rounds
-                .iter()
-                .filter_map(|rows| Some(find(rows, ours, n)? / find(rows, base, n)?))
-                .collect();
-            if ratios.is_empty() {
-                continue;
-            }
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            println!(
-                "| {label}, {n} in flight | {:.2}x | {lo:.2}–{hi:.2}x | {target} |",
-                median(ratios)
-            );
-        }
+        print_rows(&rounds);
+        print_ratios(&rounds, RATIOS);
     });
 }
+
+/// The ratios the bench prints: the two targets first.
+const RATIOS: &[Ratio] = &[
+    Ratio {
+        label: "bus (memory) / bare channel",
+        ours: "bus invoke (memory)",
+        base: "bare mpsc + oneshot",
+        in_flight: 64,
+        target: "≥ 0.5x",
+    },
+    Ratio {
+        label: "bus (memory) / bare channel",
+        ours: "bus invoke (memory)",
+        base: "bare mpsc + oneshot",
+        in_flight: 1,
+        target: "",
+    },
+    Ratio {
+        label: "bus (NATS) / raw async-nats",
+        ours: "bus invoke (NATS)",
+        base: "raw async-nats request/reply",
+        in_flight: 64,
+        target: "≥ 0.8x",
+    },
+    Ratio {
+        label: "bus (NATS) / raw async-nats",
+        ours: "bus invoke (NATS)",
+        base: "raw async-nats request/reply",
+        in_flight: 1,
+        target: "",
+    },
+    Ratio {
+        label: "bus (NATS) / raw async-nats with an envelope-sized body",
+        ours: "bus invoke (NATS)",
+        base: "raw async-nats, ",
+        in_flight: 64,
+        target: "",
+    },
+    Ratio {
+        label: "bus stream (memory) / bare channel stream",
+        ours: "bus stream deltas (memory)",
+        base: "bare mpsc stream",
+        in_flight: 1,
+        target: "",
+    },
+    Ratio {
+        label: "bus stream (memory) / bare channel stream",
+        ours: "bus stream deltas (memory)",
+        base: "bare mpsc stream",
+        in_flight: 16,
+        target: "",
+    },
+    Ratio {
+        label: "bus stream (NATS) / raw async-nats stream",
+        ours: "bus stream deltas (NATS)",
+        base: "raw async-nats stream",
+        in_flight: 1,
+        target: "",
+    },
+    Ratio {
+        label: "bus stream (NATS) / raw async-nats stream",
+        ours: "bus stream deltas (NATS)",
+        base: "raw async-nats stream",
+        in_flight: 16,
+        target: "",
+    },
+    // The `parts` steps, each against raw request/reply.
+    Ratio {
+        label: "raw, envelope body, bus routing / raw async-nats",
+        ours: "raw, envelope body",
+        base: "raw async-nats request/reply",
+        in_flight: 64,
+        target: "",
+    },
+    Ratio {
+        label: "raw, bus routing and codec / raw async-nats",
+        ours: "raw, bus routing and codec",
+        base: "raw async-nats request/reply",
+        in_flight: 64,
+        target: "",
+    },
+];

@@ -24,20 +24,16 @@
 //! (default `$HOME/.cache/openagentio/mcp-ref-venv/bin/python`). Results are
 //! printed as Markdown tables.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use openagentio_core::{Bridge, Bus};
 use openagentio_mcp::{McpBridge, McpConfig, McpTransport};
+use openagentio_testkit::bench::{Row, measure, secs};
 use openagentio_testkit::{NatsServer, nats_bus};
 use rmcp::model::{CallToolRequestParams, CallToolResponse, JsonObject};
 use rmcp::service::serve_client;
 use rmcp::transport::async_rw::AsyncRwTransport;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Calls in flight for the latency and the throughput rows (`BENCH_LEVELS`,
@@ -54,25 +50,9 @@ python3 -m venv $HOME/.cache/openagentio/mcp-ref-venv && \
 $HOME/.cache/openagentio/mcp-ref-venv/bin/pip install 'openagentio[mcp]==0.3.0' nats-py \
 (or set OPENAGENTIO_MCP_REF_PYTHON)";
 
-#[derive(Clone, Debug, Deserialize)]
-struct Row {
-    name: String,
-    in_flight: usize,
-    per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
 /// The echo text: about 400 bytes of arguments, as in the bus benchmark.
 fn text() -> String {
     "x".repeat(360)
-}
-
-fn secs() -> f64 {
-    std::env::var("BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0)
 }
 
 fn selected(group: &str) -> bool {
@@ -81,60 +61,6 @@ fn selected(group: &str) -> bool {
 
 fn demo_bin() -> &'static str {
     env!("CARGO_BIN_EXE_openagentio-mcp-demo")
-}
-
-/// Runs `call` from `in_flight` concurrent loops for the measurement period.
-async fn measure<F, Fut>(name: &str, in_flight: usize, call: F) -> Row
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let warm = Instant::now() + Duration::from_millis(300);
-    while Instant::now() < warm {
-        call().await;
-    }
-    let end = Instant::now() + Duration::from_secs_f64(secs());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..in_flight {
-        let call = call.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3).unwrap();
-            let mut n = 0u64;
-            while Instant::now() < end {
-                let t = Instant::now();
-                call().await;
-                h.record(t.elapsed().as_nanos() as u64).unwrap();
-                n += 1;
-            }
-            (n, h)
-        }));
-    }
-    let mut total = 0;
-    let mut hist = Histogram::<u64>::new(3).unwrap();
-    for t in tasks {
-        let (n, h) = t.await.unwrap();
-        total += n;
-        hist.add(h).unwrap();
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let row = Row {
-        name: name.to_owned(),
-        in_flight,
-        per_sec: total as f64 / elapsed,
-        p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-    };
-    print_row(&row);
-    row
-}
-
-fn print_row(row: &Row) {
-    eprintln!(
-        "{:<40} {:>3} in flight: {:>9.0}/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
-        row.name, row.in_flight, row.per_sec, row.p50_us, row.p99_us
-    );
 }
 
 /// 1. rmcp's client on a child demo server, connected as the bridge's upstream
@@ -246,7 +172,7 @@ async fn reference(rows: &mut Vec<Row>) {
     let out = tokio::process::Command::new(&py)
         .arg(script)
         .args(["--server", demo_bin()])
-        .args(["--secs", &secs().to_string()])
+        .args(["--secs", &secs().as_secs_f64().to_string()])
         .args(["--levels", &levels])
         .args(["--text-len", &text().len().to_string()])
         .stderr(Stdio::inherit())
@@ -260,7 +186,7 @@ async fn reference(rows: &mut Vec<Row>) {
     );
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if let Ok(row) = serde_json::from_str::<Row>(line) {
-            print_row(&row);
+            row.show();
             rows.push(row);
         }
     }
