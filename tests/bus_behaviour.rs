@@ -6,7 +6,8 @@
 //! cancellation, panics, retry, dead letters,
 //! context propagation across nested calls, tenant isolation, the serve
 //! timeout of requests that carry no deadline (as reference SDKs send them),
-//! and the caller's deadline enforced where the handler runs.
+//! the caller's deadline enforced where the handler runs, and no per-call
+//! state left on either side however calls end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,6 +48,7 @@ openagentio_testkit::on_both_transports!(
     drain_finishes_in_flight_calls_and_stops_intake,
     requests_without_a_deadline_end_at_the_serve_timeout,
     handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message,
+    no_call_state_is_left_behind_however_calls_end,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1238,4 +1240,103 @@ async fn handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message
         took >= Duration::from_millis(280) && took < Duration::from_secs(2),
         "cancelled {took:?} after the request ({waited:?} into the handler)"
     );
+}
+
+/// However a call ends (answered, failed, panicked, timed out, refused for
+/// want of a handler, a stream read to its end or dropped after its first
+/// frame), neither side keeps anything of it: the caller's open calls and
+/// the server's requests in flight come back to zero. Calls run 20 at a time.
+async fn no_call_state_is_left_behind_however_calls_end(kind: TransportKind) {
+    let p = BusPair::new(kind, |b, _| b.middleware(Recover)).await;
+    p.server
+        .handle_invoke("ok", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("fail", |_req| async move { Err(BusError::invalid("no")) })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("panic", |_req| async move {
+            if true {
+                panic!("handler bug")
+            }
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("slow", |req| async move {
+            req.cancelled().await;
+            Err(BusError::timeout("cancelled"))
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_stream("words", |_req, w| async move {
+            for i in 0..20 {
+                w.delta_text(format!("w{i} ")).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            w.finish(Value::Null).await
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let client = &p.client;
+    let calls = (0..20).map(|i| async move {
+        assert_eq!(
+            client
+                .invoke("ok", json!({"i": i}))
+                .await
+                .unwrap()
+                .payload_or_null(),
+            &json!({"i": i})
+        );
+        let code = |r: Result<Envelope, BusError>| r.unwrap_err().code();
+        assert_eq!(
+            code(client.invoke("fail", json!({})).await),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            code(client.invoke("panic", json!({})).await),
+            ErrorCode::AgentUnavailable
+        );
+        let quick = CallOptions::new().timeout(Duration::from_millis(100));
+        assert_eq!(
+            code(client.invoke_with("slow", json!({}), quick).await),
+            ErrorCode::AgentTimeout
+        );
+        assert_eq!(
+            code(client.invoke("nobody", json!({})).await),
+            ErrorCode::NoHandler
+        );
+        let mut whole = client.stream_invoke("words", json!({})).await.unwrap();
+        let mut frames = 0;
+        while let Some(frame) = whole.next().await {
+            frame.unwrap();
+            frames += 1;
+        }
+        assert_eq!(frames, 21);
+        let mut dropped = client.stream_invoke("words", json!({})).await.unwrap();
+        dropped.next().await.unwrap().unwrap();
+        drop(dropped);
+    });
+    futures::future::join_all(calls).await;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        // (the client's open calls, the server's requests in flight, and the
+        // same the other way round, which nothing here uses)
+        let state = (
+            p.client.open_calls(),
+            p.server.in_flight(),
+            p.server.open_calls(),
+            p.client.in_flight(),
+        );
+        if state == (0, 0, 0, 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "left behind: {state:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -674,6 +674,24 @@ impl Bus {
         self.inner.cancels.in_flight()
     }
 
+    /// Calls made by this bus whose answers are still awaited: invokes not
+    /// yet answered and streams not yet ended or dropped. Each holds its
+    /// reply slot until then, so a count that only grows is a caller that
+    /// keeps streams it no longer reads.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use openagentio_core::Bus;
+    /// let bus = Bus::memory();
+    /// bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) }).await.unwrap();
+    /// bus.invoke("echo", serde_json::json!({"n": 1})).await.unwrap();
+    /// assert_eq!(bus.open_calls(), 0);
+    /// # });
+    /// ```
+    pub fn open_calls(&self) -> usize {
+        self.inner.replies.open()
+    }
+
     /// Stops taking requests and events (every registration is removed), lets
     /// the requests being served finish until shortly before `timeout`, then
     /// cancels the rest and, at `timeout`, ends the streams still open with an

@@ -250,6 +250,11 @@ impl ReplyRouter {
         }
     }
 
+    /// Calls whose answers are still awaited (their slots are open).
+    pub fn open(&self) -> usize {
+        self.shared.slots.each().map(|part| part.len()).sum()
+    }
+
     /// Whether the inbox is subscribed: [`ReplyRouter::open_subscribed`]
     /// needs it (see [`ReplyRouter::subscribe`]).
     pub fn is_subscribed(&self) -> bool {

@@ -245,6 +245,20 @@ impl Metrics {
             "# HELP openagentio_transport_connected Whether the transport is connected.\n# TYPE openagentio_transport_connected gauge\nopenagentio_transport_connected {}",
             u8::from(bus.transport().is_connected())
         );
+        for (name, help, v) in [
+            (
+                "openagentio_requests_in_flight",
+                "Requests being served by this service's handlers.",
+                bus.in_flight(),
+            ),
+            (
+                "openagentio_calls_open",
+                "Calls made by this service whose answers are still awaited.",
+                bus.open_calls(),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
         out
     }
 }
@@ -331,6 +345,43 @@ mod tests {
             );
             assert!(text.contains(&want), "{want} not in {text}");
         }
+    }
+
+    /// Waits until the two gauges read `want` (calls open, requests in flight).
+    async fn gauges_reach(metrics: &Metrics, bus: &Bus, want: (u64, u64)) {
+        let value = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse::<u64>().ok())
+        };
+        let mut seen = (None, None);
+        for _ in 0..200 {
+            let text = metrics.render(bus, &[]);
+            seen = (
+                value(&text, "openagentio_calls_open"),
+                value(&text, "openagentio_requests_in_flight"),
+            );
+            if seen == (Some(want.0), Some(want.1)) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("gauges (calls open, requests in flight) are {seen:?}, not {want:?}");
+    }
+
+    #[tokio::test]
+    async fn calls_open_and_requests_in_flight_are_gauges() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        bus.handle_stream("wait", |req, _w| async move {
+            req.cancelled().await;
+            Err(BusError::unavailable("the caller went away"))
+        })
+        .await
+        .unwrap();
+        let s = bus.stream_invoke("wait", json!(null)).await.unwrap();
+        gauges_reach(&metrics, &bus, (1, 1)).await;
+        drop(s);
+        gauges_reach(&metrics, &bus, (0, 0)).await;
     }
 
     #[tokio::test]
