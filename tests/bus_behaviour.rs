@@ -6,8 +6,9 @@
 //! cancellation, panics, retry, dead letters,
 //! context propagation across nested calls, tenant isolation, the serve
 //! timeout of requests that carry no deadline (as reference SDKs send them),
-//! the caller's deadline enforced where the handler runs, and no per-call
-//! state left on either side however calls end.
+//! the caller's deadline enforced where the handler runs, handlers deaf to
+//! their cancellation dropped after a grace, and no per-call state left on
+//! either side however calls end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -49,6 +50,7 @@ openagentio_testkit::on_both_transports!(
     requests_without_a_deadline_end_at_the_serve_timeout,
     handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message,
     no_call_state_is_left_behind_however_calls_end,
+    a_handler_deaf_to_its_cancellation_is_dropped_after_the_grace,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1124,9 +1126,10 @@ impl Sink for Catcher {
 
 async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKind) {
     let limit = Duration::from_millis(300);
+    let grace = Duration::from_millis(200);
     let p = openagentio_testkit::BusPair::new(kind, move |b, side| {
         if side == "server" {
-            b.serve_timeout(limit)
+            b.serve_timeout(limit).cancel_grace(grace)
         } else {
             b
         }
@@ -1149,6 +1152,14 @@ async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKin
         })
         .await
         .unwrap();
+    // One that does not look at its cancellation: dropped after the grace.
+    p.server
+        .handle_invoke("deaf", |_req| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Value::Null)
+        })
+        .await
+        .unwrap();
     p.settle().await;
 
     // As a reference SDK asks: a reply subject in the body, no `acp.timeout_ms`.
@@ -1160,11 +1171,28 @@ async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKin
         .await
         .unwrap();
     t.flush().await.unwrap();
-    let mut req = Envelope::new("agent.message.received").with_payload(json!({}));
-    req.reply_to = inbox.as_str().into();
-    let subject = p.client.subjects().invoke("wait", "");
-    t.publish(Message::envelope(subject, req)).await.unwrap();
+    let ask_as_a_reference_caller = |target: &str| {
+        let mut req = Envelope::new("agent.message.received").with_payload(json!({}));
+        req.reply_to = inbox.as_str().into();
+        let subject = p.client.subjects().invoke(target, "");
+        t.publish(Message::envelope(subject, req))
+    };
+    let mut error_reply = async || {
+        let reply = tokio::time::timeout(LIMIT, replies.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = match reply.body {
+            Body::Envelope(e) => Arc::unwrap_or_clone(e),
+            Body::Bytes(b) => openagentio_core::codec::decode(&b).unwrap(),
+        };
+        assert_eq!(reply.event_type, "agent.response.error");
+        let err = reply.error().unwrap();
+        assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
+        assert!(err.message().contains("serve timeout"), "{err}");
+    };
 
+    ask_as_a_reference_caller("wait").await.unwrap();
     let took = tokio::time::timeout(LIMIT, seen.recv())
         .await
         .unwrap()
@@ -1173,18 +1201,17 @@ async fn requests_without_a_deadline_end_at_the_serve_timeout(kind: TransportKin
         took >= limit - Duration::from_millis(20) && took < Duration::from_secs(2),
         "cancelled after {took:?}"
     );
-    let reply = tokio::time::timeout(LIMIT, replies.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let reply = match reply.body {
-        Body::Envelope(e) => Arc::unwrap_or_clone(e),
-        Body::Bytes(b) => openagentio_core::codec::decode(&b).unwrap(),
-    };
-    assert_eq!(reply.event_type, "agent.response.error");
-    let err = reply.error().unwrap();
-    assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
-    assert!(err.message().contains("serve timeout"), "{err}");
+    error_reply().await;
+
+    let started = Instant::now();
+    ask_as_a_reference_caller("deaf").await.unwrap();
+    error_reply().await;
+    let took = started.elapsed();
+    assert!(
+        took >= limit + grace - Duration::from_millis(20) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    assert_eq!(p.server.stats().abandoned_handlers, 1);
 
     // A caller that sends its deadline is held to that, not to the serve timeout.
     let answer = p
@@ -1339,4 +1366,97 @@ async fn no_call_state_is_left_behind_however_calls_end(kind: TransportKind) {
         assert!(Instant::now() < deadline, "left behind: {state:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Sends the time it is dropped: held by a handler, it tells when the
+/// handler's future was dropped.
+struct DropSignal(mpsc::UnboundedSender<Instant>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(Instant::now());
+    }
+}
+
+/// A handler that never looks at its cancellation (stuck on a call with no
+/// timeout of its own) is dropped the cancellation grace after its caller's
+/// deadline cancelled it: its task and its place under a concurrency limit
+/// come back, and the drop is counted. A handler that ends within the grace
+/// after its cancellation is left to end.
+async fn a_handler_deaf_to_its_cancellation_is_dropped_after_the_grace(kind: TransportKind) {
+    let grace = Duration::from_millis(300);
+    let p = BusPair::new(kind, move |b, side| {
+        if side == "server" {
+            b.cancel_grace(grace)
+        } else {
+            b
+        }
+    })
+    .await;
+    let (dropped_tx, mut dropped) = mpsc::unbounded_channel();
+    p.server
+        .handle_invoke_with(
+            "deaf",
+            HandleOptions::new().max_concurrency(1),
+            move |_req| {
+                let signal = DropSignal(dropped_tx.clone());
+                async move {
+                    let _signal = signal;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(Value::Null)
+                }
+            },
+        )
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("slow-to-stop", |req| async move {
+            req.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(BusError::unavailable("stopped"))
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let quick = || CallOptions::new().timeout(Duration::from_millis(200));
+    let idle = |bus: &openagentio_core::Bus| {
+        let bus = bus.clone();
+        async move {
+            let deadline = Instant::now() + LIMIT;
+            while bus.in_flight() > 0 {
+                assert!(Instant::now() < deadline, "still serving");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+
+    for round in 1..=2u64 {
+        let started = Instant::now();
+        let err = p
+            .client
+            .invoke_with("deaf", json!({}), quick())
+            .await
+            .unwrap_err();
+        // Served, not refused at the limit of one: the first one's place came back.
+        assert_eq!(err.code(), ErrorCode::AgentTimeout, "round {round}: {err}");
+        let at = recv(&mut dropped).await - started;
+        // Its deadline (200 ms; the caller then sends its cancellation),
+        // then the grace (300 ms).
+        assert!(
+            at >= Duration::from_millis(480) && at < Duration::from_secs(3),
+            "round {round}: dropped after {at:?}"
+        );
+        idle(&p.server).await;
+        assert_eq!(p.server.stats().abandoned_handlers, round);
+        assert_eq!(p.server.stats().refused_requests, 0);
+    }
+
+    let err = p
+        .client
+        .invoke_with("slow-to-stop", json!({}), quick())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout);
+    idle(&p.server).await;
+    assert_eq!(p.server.stats().abandoned_handlers, 2);
 }

@@ -43,6 +43,12 @@ pub struct BusConfig {
     /// the handler is cancelled and the call ends with `AGENT_TIMEOUT`. Unbounded when absent.
     #[schemars(with = "Option<crate::schema::PositiveDuration>")]
     pub serve_timeout: Option<Duration>,
+    /// How long a cancelled handler (its caller went away, its deadline or
+    /// the serve timeout passed, or shutdown stopped it) has to end by itself
+    /// before it is dropped and its call ends with an error frame.
+    #[schemars(with = "crate::schema::PositiveDuration")]
+    #[serde(serialize_with = "crate::duration::serialize")]
+    pub cancel_grace: Duration,
     /// The id this service writes into the `from` field of the envelopes it sends.
     pub agent_id: String,
 }
@@ -56,6 +62,7 @@ impl Default for BusConfig {
             default_tenant: None,
             default_timeout: Duration::from_secs(30),
             serve_timeout: None,
+            cancel_grace: Duration::from_secs(5),
             agent_id: "openagentio".into(),
         }
     }
@@ -76,6 +83,7 @@ impl BusConfig {
                 duration(Sign::Positive),
             ),
             serve_timeout: o.opt("serve_timeout", duration(Sign::Positive)),
+            cancel_grace: o.or("cancel_grace", d.cancel_grace, duration(Sign::Positive)),
             agent_id: o.or("agent_id", d.agent_id, non_empty),
         };
         o.finish();

@@ -315,6 +315,19 @@ fn the_serve_timeout_is_optional_and_positive() {
 }
 
 #[test]
+fn the_cancel_grace_defaults_to_five_seconds_and_is_positive() {
+    let ok = |yaml: &str| load_with_env(yaml, Format::Yaml, &no_env).unwrap();
+    assert_eq!(ok(V).bus.cancel_grace, std::time::Duration::from_secs(5));
+    let cfg = ok(&format!("{V}bus: {{cancel_grace: 250ms}}"));
+    assert_eq!(cfg.bus.cancel_grace, std::time::Duration::from_millis(250));
+    for bad in ["0", "-1s", "later"] {
+        let errs = errors(&format!("{V}bus: {{cancel_grace: {bad}}}"));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+        assert!(errs[0].starts_with("bus.cancel_grace: "), "{bad}: {errs:?}");
+    }
+}
+
+#[test]
 fn matrix_room_ids_of_every_room_version_load() {
     // Room version 12 ids have no `:server` part; aliases always do.
     let yaml = format!(

@@ -48,6 +48,13 @@ pub struct BusSettings {
     /// handler is cancelled and the call ends with `AGENT_TIMEOUT`. `None`
     /// (the default): such requests run until their handler ends.
     pub serve_timeout: Option<Duration>,
+    /// How long a cancelled handler (its caller went away, its deadline or
+    /// the serve timeout passed, or a drain stopped it) has to end by itself
+    /// before it is dropped where it waits, and its request ends with an
+    /// error frame. Without it, a handler that never looks at its
+    /// cancellation (one stuck on a call with no timeout of its own) would
+    /// hold its task and its place in a concurrency limit for good.
+    pub cancel_grace: Duration,
 }
 
 impl Default for BusSettings {
@@ -60,6 +67,7 @@ impl Default for BusSettings {
             frame_buffer: 4096,
             event_buffer: 65_536,
             serve_timeout: None,
+            cancel_grace: Duration::from_secs(5),
         }
     }
 }
@@ -136,6 +144,12 @@ impl BusBuilder {
     /// [`BusSettings::serve_timeout`]; default: unbounded).
     pub fn serve_timeout(mut self, d: Duration) -> Self {
         self.settings.serve_timeout = Some(d);
+        self
+    }
+    /// Sets how long a cancelled handler has to end before it is dropped
+    /// (see [`BusSettings::cancel_grace`]; default 5 s).
+    pub fn cancel_grace(mut self, d: Duration) -> Self {
+        self.settings.cancel_grace = d;
         self
     }
     /// Sets the stream reorder limits (default 256 pending, gap 1024).

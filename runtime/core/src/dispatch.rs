@@ -259,6 +259,7 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     let caller = caller_deadline(&env);
     let serve_limit = bus.settings.serve_timeout.filter(|_| caller.is_none());
     let deadline = caller.or_else(|| serve_limit.map(|d| tokio::time::Instant::now() + d));
+    let grace = bus.settings.cancel_grace;
     let writer = StreamWriter::new(bus, &env, token.clone(), deadline);
     let _guard = writer
         .bus()
@@ -285,9 +286,26 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
         (Some(at), _) => Some(at + CALLER_DEADLINE_GRACE),
         (None, limit) => limit,
     };
-    let (outcome, ran_out) = match stop_at {
-        None => (guarded.await, false),
-        Some(at) => cancel_at(guarded, at, &token).await,
+    let (outcome, ran_out) = match run_handler(guarded, stop_at, &token, grace).await {
+        Ended::Returned { output, ran_out } => (output, ran_out),
+        Ended::Abandoned { ran_out } => {
+            Counters::bump(&writer.bus().counters.abandoned_handlers);
+            tracing::warn!(
+                target = %route.name,
+                ?grace,
+                "a cancelled handler did not end within its grace; dropped"
+            );
+            let message = format!(
+                "{}: the handler did not end within {grace:?} of its cancellation",
+                route.name
+            );
+            let err = if ran_out {
+                BusError::timeout(message)
+            } else {
+                BusError::unavailable(message)
+            };
+            (Ok(Err(err)), ran_out)
+        }
     };
     let mut result = outcome.unwrap_or_else(|panic| {
         Counters::bump(&writer.bus().counters.handler_panics);
@@ -324,23 +342,50 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
 /// cut-short answer for the real one.
 const CALLER_DEADLINE_GRACE: Duration = Duration::from_millis(100);
 
-/// Runs `fut`; when `deadline` passes first, cancels `token` and lets `fut`
-/// finish (handlers see the cancellation). True when the deadline passed. A
-/// handler done on its first poll needs no timer.
-async fn cancel_at<F: std::future::Future>(
+/// How a handler's run ended.
+enum Ended<T> {
+    /// It ended by itself; `ran_out` when its deadline had passed (and
+    /// cancelled it) first.
+    Returned { output: T, ran_out: bool },
+    /// It was cancelled and did not end within the grace: it was dropped.
+    Abandoned { ran_out: bool },
+}
+
+/// Runs `fut` (a handler). When `stop_at` passes first, cancels `token`;
+/// once `token` is cancelled, for that or any other reason (the caller went
+/// away, a drain), `fut` has `grace` to end before it is dropped. A handler
+/// done on its first poll needs no timer.
+async fn run_handler<F: std::future::Future>(
     fut: F,
-    deadline: tokio::time::Instant,
+    stop_at: Option<tokio::time::Instant>,
     token: &CancellationToken,
-) -> (F::Output, bool) {
+    grace: Duration,
+) -> Ended<F::Output> {
     let mut fut = std::pin::pin!(fut);
-    if let std::task::Poll::Ready(out) = futures::poll!(fut.as_mut()) {
-        return (out, false);
+    if let std::task::Poll::Ready(output) = futures::poll!(fut.as_mut()) {
+        return Ended::Returned {
+            output,
+            ran_out: false,
+        };
     }
-    tokio::select! {
-        out = &mut fut => return (out, false),
-        _ = tokio::time::sleep_until(deadline) => token.cancel(),
+    let deadline = async {
+        match stop_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ran_out = tokio::select! {
+        output = &mut fut => return Ended::Returned { output, ran_out: false },
+        () = deadline => {
+            token.cancel();
+            true
+        }
+        () = token.cancelled() => false,
+    };
+    match tokio::time::timeout(grace, fut).await {
+        Ok(output) => Ended::Returned { output, ran_out },
+        Err(_) => Ended::Abandoned { ran_out },
     }
-    (fut.await, true)
 }
 
 /// Delivers events to a worker task that runs the handler, `concurrency` at a time.

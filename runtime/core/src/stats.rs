@@ -16,6 +16,9 @@ pub struct BusStats {
     /// Events dropped because a subscriber fell behind by more than its
     /// buffer (each is also logged).
     pub dropped_events: u64,
+    /// Handlers dropped because they did not end within the cancellation
+    /// grace after they were cancelled (each is also logged).
+    pub abandoned_handlers: u64,
 }
 
 #[derive(Default)]
@@ -25,6 +28,7 @@ pub(crate) struct Counters {
     pub refused_requests: AtomicU64,
     pub overflowed_calls: AtomicU64,
     pub dropped_events: AtomicU64,
+    pub abandoned_handlers: AtomicU64,
 }
 
 impl Counters {
@@ -39,6 +43,7 @@ impl Counters {
             refused_requests: self.refused_requests.load(Ordering::Relaxed),
             overflowed_calls: self.overflowed_calls.load(Ordering::Relaxed),
             dropped_events: self.dropped_events.load(Ordering::Relaxed),
+            abandoned_handlers: self.abandoned_handlers.load(Ordering::Relaxed),
         }
     }
 }

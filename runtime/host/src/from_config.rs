@@ -28,6 +28,7 @@ pub fn spec_from_config(cfg: &Config) -> Result<ServiceSpec, BuildError> {
         default_tenant: bus.default_tenant.clone().unwrap_or_default(),
         default_timeout: bus.default_timeout,
         serve_timeout: bus.serve_timeout,
+        cancel_grace: bus.cancel_grace,
         gateway: cfg.http.enabled.then(|| gateway_config(&cfg.http)),
         metrics: cfg.telemetry.metrics,
         drain_timeout: cfg.shutdown.drain_timeout,

@@ -225,6 +225,11 @@ impl Metrics {
                 stats.dropped_events,
             ),
             (
+                "openagentio_abandoned_handlers_total",
+                "Cancelled handlers dropped for not ending within the cancellation grace.",
+                stats.abandoned_handlers,
+            ),
+            (
                 "openagentio_transport_dropped_total",
                 "Messages the transport dropped (slow consumers).",
                 transport.dropped,

@@ -87,6 +87,7 @@ impl Service {
             .subject_prefix(&spec.subject_prefix)
             .tenant(&spec.default_tenant)
             .default_timeout(spec.default_timeout)
+            .cancel_grace(spec.cancel_grace)
             .middleware(Recover)
             .middleware(crate::spans::HandleSpan)
             .preparer(crate::telemetry::stamp_current_span);

@@ -29,6 +29,8 @@ pub struct ServiceSpec {
     pub default_timeout: Duration,
     /// How long a request that carries no deadline may be served (none: unbounded).
     pub serve_timeout: Option<Duration>,
+    /// How long a cancelled handler has to end before it is dropped.
+    pub cancel_grace: Duration,
     /// The HTTP gateway, when enabled.
     pub gateway: Option<GatewayConfig>,
     /// Whether to count calls for `/metrics`.
@@ -49,6 +51,7 @@ impl ServiceSpec {
             default_tenant: String::new(),
             default_timeout: Duration::from_secs(30),
             serve_timeout: None,
+            cancel_grace: Duration::from_secs(5),
             gateway: None,
             metrics: true,
             drain_timeout: Duration::from_secs(10),
