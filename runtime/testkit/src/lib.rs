@@ -3,7 +3,7 @@
 //! Dev-only harnesses shared by the test suites: real peers started on free
 //! loopback ports and stopped on drop, and bus pairs for suites that run on
 //! every transport; and the measuring loop and tables of the bench binaries
-//! ([`bench`]).
+//! ([`mod@bench`]).
 
 pub mod bench;
 mod buses;
