@@ -637,10 +637,7 @@ fn the_mcp_server_serves_requests_addressed_to_its_service_name() {
         .map(|(_, u)| u)
         .expect("an MCP URL");
     let token = service_env(service(&doc, SERVICE), &vars)["MCP_TOKEN"].clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = openagentio_testkit::free_port();
     let mut args: Vec<String> = strings(&service(&doc, "mcp")["command"])
         .iter()
         .map(|a| interpolate(a, &vars))

@@ -70,11 +70,7 @@ impl MockLlm {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("mock-llm.yaml");
         std::fs::write(&cfg, MOCK_CONFIG).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = openagentio_testkit::free_port();
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let mut child = tokio::process::Command::new(&bin)
             .arg("--config")

@@ -592,10 +592,7 @@ async fn http_500_then_success_after_a_retry() {
 
 #[tokio::test]
 async fn connection_refused_is_agent_unavailable() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = openagentio_testkit::free_port();
     let mut cfg = config(format!("http://127.0.0.1:{port}/v1").parse().unwrap());
     cfg.retries = 1;
     cfg.retry_backoff = Duration::from_millis(10);

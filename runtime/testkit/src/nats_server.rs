@@ -79,11 +79,23 @@ impl NatsServer {
             .spawn()
             .expect("cannot start nats-server");
         self.child = Some(child);
-        assert!(
-            wait_for_port(self.port, Duration::from_secs(10)),
-            "nats-server did not start on port {}",
-            self.port
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !wait_for_port(self.port, Duration::from_millis(200)) {
+            // A server that cannot start (its port taken, a bad config)
+            // exits at once: say so rather than wait out the deadline.
+            let child = self.child.as_mut().expect("just spawned");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "nats-server exited at start ({status}) with {:?}: a port taken, or a bad argument or config",
+                    self.extra_args
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start on port {}",
+                self.port
+            );
+        }
     }
 
     /// The client URL.

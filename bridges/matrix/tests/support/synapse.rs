@@ -6,7 +6,6 @@
 //! `matrix-synapse` installed), else `$HOME/.cache/openagentio/synapse-venv/bin/python`.
 //! When it is missing the test FAILS with an install hint.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -74,13 +73,6 @@ pub fn synapse_python() -> PathBuf {
         candidate.display()
     );
     candidate
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
 }
 
 fn rate(per_second: f64, burst: u32) -> String {
@@ -189,7 +181,7 @@ impl Synapse {
     pub async fn start_with(opts: SynapseOptions) -> Synapse {
         let python = synapse_python();
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let port = openagentio_testkit::free_port();
         write_config(dir.path(), port, &opts);
         let child = spawn(&python, dir.path());
         let mut s = Synapse {
