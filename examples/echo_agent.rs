@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use openagentio_core::{Bus, BusError, StreamWriter, middleware};
+use openagentio_host::signals::ShutdownSignal;
 use openagentio_nats::{NatsOptions, NatsTransport};
 use serde_json::{Value, json};
 
@@ -40,6 +41,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Ctrl-C, or SIGTERM as `docker stop` and systemd send it, from now on.
+    let mut stop = ShutdownSignal::listen();
     let builder = Bus::builder()
         .agent_id("echo-agent")
         .middleware(middleware::Recover)
@@ -99,7 +102,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         bus.close().await;
         return Ok(());
     }
-    tokio::signal::ctrl_c().await?;
+    // Stop taking calls, let the ones in flight finish (up to 5 s), leave.
+    stop.recv().await;
+    bus.drain(Duration::from_secs(5)).await;
     bus.close().await;
     Ok(())
 }

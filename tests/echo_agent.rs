@@ -7,8 +7,8 @@
 //! - `--bus nats://...` (a real nats-server) serves another process's bus:
 //!   `echo` returns the payload with the caller's metadata inherited, `chat`
 //!   streams `started`, one delta per word and `final`, a stream its caller
-//!   drops is stopped (the next one is served at once), and Ctrl-C (SIGINT)
-//!   ends the agent cleanly;
+//!   drops is stopped (the next one is served at once), and SIGTERM ends
+//!   the agent cleanly, after the stream in flight has finished;
 //! - a `--bus` that cannot be reached ends it with exit code 1 and a message
 //!   naming the URL and the cause.
 //!
@@ -141,15 +141,28 @@ async fn on_nats_it_serves_another_process() {
         .unwrap();
     assert_eq!(reply.payload, Some(json!(1)));
 
-    // Ctrl-C ends it cleanly.
+    // SIGTERM (as `docker stop` sends it) while a stream is in flight: the
+    // stream is finished, then the agent exits 0.
+    let words = "word ".repeat(300);
+    let mut in_flight = bus
+        .stream_invoke("chat", json!({"text": words}))
+        .await
+        .unwrap();
+    in_flight.next().await.unwrap().unwrap();
     let pid = agent.0.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-INT", &pid])
+            .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success()
     );
+    let mut rest = vec![];
+    while let Some(frame) = in_flight.next().await {
+        rest.push(frame.unwrap());
+    }
+    assert_eq!(rest.len(), 301, "every delta and the final frame");
+    assert_eq!(rest.last().unwrap().event_type, "agent.response.final");
     let started = Instant::now();
     let status = loop {
         if let Some(status) = agent.0.try_wait().unwrap() {
@@ -157,7 +170,7 @@ async fn on_nats_it_serves_another_process() {
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "still running after SIGINT"
+            "still running after SIGTERM"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use openagentio_core::{Bus, BusError, DeltaPayload, StreamWriter, middleware};
+use openagentio_host::signals::ShutdownSignal;
 use openagentio_nats::{NatsOptions, NatsTransport};
 use serde_json::{Map, Value, json};
 
@@ -37,6 +38,8 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let args = Args::parse();
+    // Ctrl-C, or SIGTERM as `docker stop` and systemd send it, from now on.
+    let mut stop = ShutdownSignal::listen();
     let builder = Bus::builder()
         .agent_id("streaming-agent")
         .middleware(middleware::Recover)
@@ -135,7 +138,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bus.close().await;
         return Ok(());
     }
-    tokio::signal::ctrl_c().await?;
+    // Stop taking calls, let the ones in flight finish (up to 5 s), leave.
+    stop.recv().await;
+    bus.drain(Duration::from_secs(5)).await;
     bus.close().await;
     Ok(())
 }
