@@ -245,12 +245,12 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP openagentio_transport_connected Whether the transport is connected.\n# TYPE openagentio_transport_connected gauge\nopenagentio_transport_connected {}",
-            u8::from(bus.transport().is_connected())
-        );
         for (name, help, v) in [
+            (
+                "openagentio_transport_connected",
+                "Whether the transport is connected.",
+                usize::from(bus.transport().is_connected()),
+            ),
             (
                 "openagentio_requests_in_flight",
                 "Requests being served by this service's handlers.",
@@ -373,9 +373,8 @@ mod tests {
         panic!("gauges (calls open, requests in flight) are {seen:?}, not {want:?}");
     }
 
-    #[tokio::test]
-    async fn calls_open_and_requests_in_flight_are_gauges() {
-        let metrics = Metrics::new();
+    /// A counted bus serving `wait`: a stream that ends when its caller leaves.
+    async fn bus_with_a_waiting_stream(metrics: &Metrics) -> Bus {
         let bus = Bus::builder().middleware(metrics.clone()).build();
         bus.handle_stream("wait", |req, _w| async move {
             req.cancelled().await;
@@ -383,6 +382,13 @@ mod tests {
         })
         .await
         .unwrap();
+        bus
+    }
+
+    #[tokio::test]
+    async fn calls_open_and_requests_in_flight_are_gauges() {
+        let metrics = Metrics::new();
+        let bus = bus_with_a_waiting_stream(&metrics).await;
         let s = bus.stream_invoke("wait", json!(null)).await.unwrap();
         gauges_reach(&metrics, &bus, (1, 1)).await;
         drop(s);
@@ -392,13 +398,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_its_caller_gave_up_on_is_cancelled_not_failed() {
         let metrics = Metrics::new();
-        let bus = Bus::builder().middleware(metrics.clone()).build();
-        bus.handle_stream("wait", |req, _w| async move {
-            req.cancelled().await;
-            Err(BusError::unavailable("the caller went away"))
-        })
-        .await
-        .unwrap();
+        let bus = bus_with_a_waiting_stream(&metrics).await;
         let s = bus.stream_invoke("wait", json!(null)).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         drop(s);

@@ -56,15 +56,11 @@ fn ephemeral_start() -> u16 {
         .unwrap_or(32_768)
 }
 
-/// A random number, from the standard library's randomly seeded hasher.
+/// A random number: the standard library seeds each `RandomState` anew.
 fn random() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Waits until something accepts connections on `127.0.0.1:port`.
