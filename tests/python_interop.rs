@@ -838,6 +838,49 @@ async fn python_calls_echo_agent() {
     py.expect("done").await;
 }
 
+/// The service's built-in `echo` bridge, called from Python: a reference
+/// `invoke` keeps the first frame it gets, so a caller that does not ask for
+/// frames gets the answer alone (from a stream target too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_caller_gets_the_answer_of_the_echo_bridge() {
+    bounded(python_calls_echo_bridge()).await
+}
+
+async fn python_calls_echo_bridge() {
+    use openagentio_core::Bridge;
+    use openagentio_host::echo_bridge::{EchoBridge, EchoConfig};
+    let nats = NatsServer::start();
+    let bus = rust_bus(&nats).await;
+    let mut bridges = Vec::new();
+    // The script calls `echo` with `invoke` and `chat` with `stream_invoke`.
+    for target in ["echo", "chat"] {
+        let config = EchoConfig {
+            target: target.into(),
+            word_delay: Duration::from_millis(1),
+        };
+        let mut bridge = EchoBridge::new(target, config);
+        bridge.start(&bus).await.unwrap();
+        bridges.push(bridge);
+    }
+
+    let mut py = PyPeer::spawn("call_echo_agent.py", &nats.url());
+    let echo = py.expect("echo").await;
+    let (req, reply) = (envelope(&echo["request"]), envelope(&echo["reply"]));
+    assert_eq!(reply.event_type, "agent.response.final");
+    assert_eq!(reply.correlation_id, req.event_id);
+    assert_eq!(reply.payload, Some(json!({"msg": "from python"})));
+    assert_eq!(reply.metadata.get("biz.key"), Some(&json!("py")));
+
+    let chat = py.expect("chat").await;
+    let frames = frames(&chat);
+    assert_eq!(shape(&frames), owned(&[("agent.response.final", 0, true)]));
+    assert_eq!(frames[0].payload, Some(json!({"text": "one two three"})));
+    py.expect("done").await;
+    for mut bridge in bridges {
+        bridge.stop().await.unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // (e) A custom subject prefix and a tenant, on both sides
 

@@ -63,9 +63,34 @@ fn has_line_break(s: &str) -> bool {
 }
 
 /// The `agent.response.error` frame that ends a stream which failed on this
-/// side (timeout, backpressure, transport) after it started.
-pub(crate) fn error_frame(err: &BusError, request_id: &str, seq: u64, from: &str) -> Envelope {
+/// side (timeout, backpressure, transport) after it started. `like` is a frame
+/// of the same call, if one came: the error frame carries its session, trace,
+/// addressing and metadata, as the handler's own frames do.
+pub(crate) fn error_frame(
+    err: &BusError,
+    like: Option<&Envelope>,
+    request_id: &str,
+    seq: u64,
+    from: &str,
+) -> Envelope {
     let mut env = Envelope::new(RESPONSE_ERROR);
+    if let Some(f) = like {
+        env.trace_id.clone_from(&f.trace_id);
+        env.span_id.clone_from(&f.span_id);
+        env.traceparent.clone_from(&f.traceparent);
+        env.session_id.clone_from(&f.session_id);
+        env.conversation_id.clone_from(&f.conversation_id);
+        env.to.clone_from(&f.to);
+        env.channel.clone_from(&f.channel);
+        env.tenant_id.clone_from(&f.tenant_id);
+        env.user_id.clone_from(&f.user_id);
+        env.metadata = f
+            .metadata
+            .iter()
+            .filter(|(k, _)| !k.starts_with("acp."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+    }
     env.correlation_id = request_id.into();
     env.from = from.into();
     env.seq = seq;

@@ -2,6 +2,11 @@
 //! streams the `text` of its payload (or the payload itself, when it is a
 //! string) back word by word. For trying the service and the gateway with
 //! nothing else installed.
+//!
+//! Its frames go only to callers that ask for them (`stream_invoke`, the
+//! gateway's `/stream`): a caller that does not say, as reference-SDK callers
+//! do not, gets the answer alone, since a reference `invoke` keeps the first
+//! frame it gets (as for the MCP bridge's tools).
 
 use std::time::Duration;
 
@@ -54,7 +59,7 @@ impl Bridge for EchoBridge {
             .handle_stream(&self.config.target, move |req, w: StreamWriter| async move {
                 let payload = req.payload().clone();
                 let text = text_of(&payload).to_owned();
-                if !w.is_streaming() {
+                if req.stream_requested() != Some(true) {
                     return w.send(openagentio_core::FrameKind::Final, Some(payload)).await;
                 }
                 w.started(json!({"bridge": "echo"})).await?;
@@ -158,6 +163,32 @@ mod tests {
         assert!(words.is_empty());
         let answer = bus.invoke("echo", json!("as is")).await.unwrap();
         assert_eq!(answer.payload, Some(json!("as is")));
+        bridge.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_does_not_ask_for_frames_gets_the_answer_alone() {
+        // As a reference-SDK caller: no `acp.stream` on its requests.
+        let bus = Bus::builder()
+            .preparer(|env: &mut openagentio_core::Envelope| {
+                env.metadata.remove(openagentio_core::context::STREAM_KEY);
+            })
+            .build();
+        let config = EchoConfig {
+            target: "echo".into(),
+            word_delay: Duration::ZERO,
+        };
+        let mut bridge = EchoBridge::new("echo", config);
+        bridge.start(&bus).await.unwrap();
+        let mut stream = bus
+            .stream_invoke("echo", json!({"text": "one two"}))
+            .await
+            .unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.is_final, "the first frame is the answer: {first:?}");
+        assert_eq!(first.seq, 0);
+        assert_eq!(first.payload, Some(json!({"text": "one two"})));
+        assert!(stream.next().await.is_none());
         bridge.stop().await.unwrap();
     }
 }

@@ -139,7 +139,7 @@ impl Feed {
                     "this client fell {FEED_BUFFER} events behind; {lost} or more were dropped \
                      and the feed ends here (subscribe again to go on)"
                 ));
-                let env = error_frame(&err, "", 0, self.state.bus().agent_id());
+                let env = error_frame(&err, None, "", 0, self.state.bus().agent_id());
                 return Some(frame_event(&env, self.state.config().sse_retry));
             }
         };

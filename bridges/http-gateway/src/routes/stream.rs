@@ -15,7 +15,8 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::response::sse::Event;
-use openagentio_core::{BusError, Envelope, Stream};
+use openagentio_core::event_type::RESPONSE_ERROR;
+use openagentio_core::{BusError, CallOptions, Envelope, Stream};
 
 use crate::body::JsonPayload;
 use crate::error::ApiError;
@@ -35,6 +36,7 @@ pub(crate) async fn stream(
     let mut opts = ctx.call_options();
     opts.timeout = ctx.timeout.or(cfg.default_timeout);
     opts.idle_timeout = cfg.idle_timeout;
+    let context = request_context(&opts);
     let mut stream = state
         .bus()
         .stream_invoke_with(&target, payload.into_value(), opts)
@@ -54,6 +56,8 @@ pub(crate) async fn stream(
     let frames = Frames {
         stream,
         first,
+        context,
+        context_from_frame: false,
         next_seq: 0,
         finished: false,
         state: state.clone(),
@@ -66,10 +70,29 @@ pub(crate) async fn stream(
     Ok(sse_response(events, cfg.sse_keep_alive))
 }
 
+/// The request's fields that its replies carry, as far as the gateway knows
+/// them (the bus adds the trace).
+fn request_context(opts: &CallOptions) -> Envelope {
+    let mut env = Envelope::new(RESPONSE_ERROR);
+    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().into();
+    env.session_id = text(&opts.session);
+    env.conversation_id = text(&opts.conversation);
+    env.user_id = text(&opts.user);
+    env.channel = text(&opts.channel);
+    env.tenant_id = text(&opts.tenant);
+    env.metadata = opts.metadata.clone();
+    env
+}
+
 /// The frames of one call on their way out as SSE events.
 struct Frames {
     stream: Stream,
     first: Option<Envelope>,
+    /// What an error frame made here copies (session, trace, metadata): the
+    /// first frame, payload left out, or until one comes the request's
+    /// fields known here.
+    context: Envelope,
+    context_from_frame: bool,
     next_seq: u64,
     finished: bool,
     state: AppState,
@@ -91,9 +114,18 @@ impl Frames {
             },
         };
         let env = match frame {
-            Ok(env) => env,
+            Ok(mut env) => {
+                if !self.context_from_frame {
+                    let payload = env.payload.take();
+                    self.context = env.clone();
+                    self.context_from_frame = true;
+                    env.payload = payload;
+                }
+                env
+            }
             Err(e) => error_frame(
                 &e,
+                Some(&self.context),
                 self.stream.request_id(),
                 self.next_seq,
                 self.state.bus().agent_id(),

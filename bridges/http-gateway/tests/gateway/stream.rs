@@ -213,13 +213,27 @@ async fn a_local_timeout_after_the_start_becomes_an_error_frame() {
         })
         .await
         .unwrap();
-    let resp = gw.post("/v1/agents/stalls/stream").send().await.unwrap();
+    let resp = gw
+        .post("/v1/agents/stalls/stream")
+        .header("X-Session-Id", "sess-t")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let frames = parse_exact(&resp.text().await.unwrap());
     assert_eq!(frames.len(), 2);
     let started: Envelope = serde_json::from_str(&frames[0].data).unwrap();
     let err: Envelope = serde_json::from_str(&frames[1].data).unwrap();
     assert_eq!(err.event_type, "agent.response.error");
+    // Made here, it carries the call's context as the handler's frames do.
+    assert_eq!(err.session_id, "sess-t");
+    assert_eq!(err.session_id, started.session_id);
+    assert!(!started.trace_id.is_empty());
+    assert_eq!(
+        (&err.trace_id, &err.traceparent, &err.to),
+        (&started.trace_id, &started.traceparent, &started.to)
+    );
+    assert_eq!(err.metadata, started.metadata);
     assert_eq!(err.frame_type, "response.error");
     assert!(err.is_final);
     assert_eq!(err.seq, 1);
