@@ -32,6 +32,9 @@ struct Result {
     p99: String,
 }
 
+/// Both servers get the gateway's default.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn wrk(name: &'static str, url: &str, script: &str, secs: u64) -> Result {
     let out = Command::new("wrk")
         .args([
@@ -88,7 +91,7 @@ fn main() {
         let bare_addr = bare.local_addr().unwrap();
         let app =
             axum::Router::new().route("/echo", post(|Json(v): Json<Value>| async move { Json(v) }));
-        tokio::spawn(serve(bare, app, std::future::pending()));
+        tokio::spawn(serve(bare, app, READ_TIMEOUT, std::future::pending()));
 
         let bus = Bus::memory();
         bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
@@ -97,7 +100,7 @@ fn main() {
         let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gw_addr = gw.local_addr().unwrap();
         let app = router(bus, GatewayConfig::default(), Arc::new(NoBridges));
-        tokio::spawn(serve(gw, app, std::future::pending()));
+        tokio::spawn(serve(gw, app, READ_TIMEOUT, std::future::pending()));
         (bare_addr, gw_addr)
     });
     let script = std::env::temp_dir().join("openagentio-wrk-post.lua");

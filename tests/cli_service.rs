@@ -588,6 +588,22 @@ fn publish_reports_an_event_the_server_refuses() {
 }
 
 #[test]
+fn a_gateway_url_password_is_masked_in_messages() {
+    // Nothing listens there: the error names the gateway, password masked.
+    let url = format!("http://alice:s3cret@127.0.0.1:{}", free_port());
+    for args in [
+        vec!["invoke", "echo", "--text", "hi", "--bus", &url],
+        vec!["stream", "echo", "--text", "hi", "--bus", &url],
+    ] {
+        let out = client(&args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("alice:***@127.0.0.1"), "{err}");
+        assert!(!err.contains("s3cret"), "the password leaked: {err}");
+    }
+}
+
+#[test]
 fn logs_written_to_a_pipe_are_plain_text() {
     let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     let yaml = format!(

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Report};
+use crate::path::Path as KeyPath;
 
 /// The syntax of a config document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,6 +58,15 @@ impl Format {
                 };
                 let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(syntax)?;
                 yaml.apply_merge().map_err(syntax)?;
+                // JSON has no NaN or infinity: converted, they would become
+                // `null` and the key would read as absent.
+                let mut report = Report::default();
+                non_finite_numbers(&yaml, &KeyPath::root(), &mut report);
+                if !report.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        errors: report.into_errors(),
+                    });
+                }
                 serde_json::to_value(&yaml).map_err(|e| ConfigError::Syntax {
                     format: self,
                     message: format!(
@@ -68,6 +78,36 @@ impl Format {
                 })
             }
         }
+    }
+}
+
+/// Reports every `.nan` and `.inf` in `value`, at its path.
+fn non_finite_numbers(value: &serde_norway::Value, path: &KeyPath, report: &mut Report) {
+    use serde_norway::Value as Y;
+    match value {
+        Y::Number(n) if n.as_f64().is_some_and(|f| !f.is_finite()) => report.error(
+            path,
+            format!("{n} is not a supported number (only finite ones are)"),
+        ),
+        Y::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                non_finite_numbers(item, &path.index(i), report);
+            }
+        }
+        Y::Mapping(map) => {
+            for (k, v) in map {
+                let key = match k {
+                    Y::String(s) => s.clone(),
+                    other => serde_norway::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned(),
+                };
+                non_finite_numbers(v, &path.key(&key), report);
+            }
+        }
+        Y::Tagged(tagged) => non_finite_numbers(&tagged.value, path, report),
+        _ => {}
     }
 }
 
@@ -115,6 +155,26 @@ mod tests {
         assert!(
             matches!(e, ConfigError::Syntax { line: Some(1), .. }),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn non_finite_yaml_numbers_are_errors_at_their_paths() {
+        let e = Format::Yaml
+            .parse("shutdown: {drain_timeout: .inf}\nbridges: [{name: -.inf, n: .nan}]\nok: 1.5\n")
+            .unwrap_err();
+        let lines = e
+            .field_errors()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>();
+        assert_eq!(
+            lines,
+            [
+                "shutdown.drain_timeout: .inf is not a supported number (only finite ones are)",
+                "bridges[0].name: -.inf is not a supported number (only finite ones are)",
+                "bridges[0].n: .nan is not a supported number (only finite ones are)",
+            ]
         );
     }
 

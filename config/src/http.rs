@@ -19,6 +19,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// The largest request body unless told otherwise: 4 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+/// How long a client has to send a request unless told otherwise: 30 s.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `http`: the HTTP/SSE gateway. Every key is optional.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
@@ -41,6 +43,10 @@ pub struct HttpConfig {
     /// The longest silence allowed between two frames of a stream; no limit when absent.
     #[schemars(with = "Option<crate::schema::PositiveDuration>")]
     pub idle_timeout: Option<Duration>,
+    /// How long a client has to send a request's headers, and then its body
+    /// (default 30 s): one that stalls is cut off (headers) or answered 408 (body).
+    #[schemars(with = "crate::schema::PositiveDuration")]
+    pub read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -53,6 +59,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             default_timeout: None,
             idle_timeout: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
         }
     }
 }
@@ -79,6 +86,7 @@ impl HttpConfig {
             cors_origins: o.or("cors_origins", d.cors_origins, list(cors_origin)),
             default_timeout: o.opt("default_timeout", duration(Sign::Positive)),
             idle_timeout: o.opt("idle_timeout", duration(Sign::Positive)),
+            read_timeout: o.or("read_timeout", d.read_timeout, duration(Sign::Positive)),
         };
         // The same token twice would make its tenant binding ambiguous.
         for (i, t) in config.tokens.iter().enumerate() {

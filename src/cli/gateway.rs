@@ -23,6 +23,8 @@ pub type Envelopes = Pin<Box<dyn Stream<Item = Result<Envelope, BusError>> + Sen
 /// The gateway of a running service, with the caller's tenant, session and token.
 pub struct Gateway {
     base: String,
+    /// `base` with its password masked, for messages.
+    shown: String,
     http: reqwest::Client,
     tenant: Option<String>,
     session: Option<String>,
@@ -48,8 +50,10 @@ impl Gateway {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Exit::Service(format!("cannot make an HTTP client: {e}")))?;
+        let base = args.bus.trim_end_matches('/').to_owned();
         Ok(Gateway {
-            base: args.bus.trim_end_matches('/').to_owned(),
+            shown: openagentio_nats::redact_urls(&base),
+            base,
             http,
             tenant: args.tenant.clone(),
             session: args.session.clone(),
@@ -90,19 +94,21 @@ impl Gateway {
     }
 
     fn network_error(&self, e: reqwest::Error) -> BusError {
+        // The URL would show its password; `shown` is the masked one.
+        let e = e.without_url();
         if e.is_timeout() {
             BusError::timeout(format!(
                 "no answer from the gateway at {} in time",
-                self.base
+                self.shown
             ))
         } else if e.is_connect() {
             BusError::unavailable(format!(
                 "cannot reach the gateway at {}: {}",
-                self.base,
+                self.shown,
                 source_chain(&e)
             ))
         } else {
-            BusError::transport(format!("gateway at {}: {}", self.base, source_chain(&e)))
+            BusError::transport(format!("gateway at {}: {}", self.shown, source_chain(&e)))
         }
     }
 
@@ -152,12 +158,16 @@ impl Gateway {
 
     /// The envelopes of an SSE answer.
     fn envelopes(&self, resp: reqwest::Response) -> Envelopes {
-        let base = self.base.clone();
+        let base = self.shown.clone();
         let frames = resp.bytes_stream().eventsource().map(move |event| {
             let event = event.map_err(|e| match e {
                 eventsource_stream::EventStreamError::Transport(e) if e.is_timeout() => {
                     BusError::timeout(format!("the stream from {base} did not end in time"))
                 }
+                eventsource_stream::EventStreamError::Transport(e) => BusError::transport(format!(
+                    "the stream from {base} broke: {}",
+                    e.without_url()
+                )),
                 e => BusError::transport(format!("the stream from {base} broke: {e}")),
             })?;
             codec::decode(event.data.as_bytes())

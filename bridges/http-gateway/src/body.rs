@@ -44,7 +44,8 @@ impl FromRequest<AppState> for JsonPayload {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        read_json(&parts.headers, body, state.config().body_limit)
+        let cfg = state.config();
+        read_json(&parts.headers, body, cfg.body_limit, cfg.read_timeout)
             .await
             .map(JsonPayload)
     }
@@ -83,6 +84,7 @@ pub(crate) async fn read_json(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    read_timeout: Duration,
 ) -> Result<Option<Value>, ApiError> {
     check_content_type(headers)?;
     let declared = headers
@@ -95,7 +97,22 @@ pub(crate) async fn read_json(
     }
     let mut data = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut frames = body.into_data_stream();
-    while let Some(chunk) = frames.next().await {
+    // A client that stalls while sending its body must not hold the
+    // connection (and the handler's place) for ever.
+    let until = tokio::time::Instant::now() + read_timeout;
+    loop {
+        let chunk = match tokio::time::timeout_at(until, frames.next()).await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    BusError::invalid(format!(
+                        "the request body did not arrive within {read_timeout:?}"
+                    )),
+                ));
+            }
+        };
         let chunk =
             chunk.map_err(|e| ApiError::bad_request(format!("could not read the body: {e}")))?;
         if data.len() + chunk.len() > limit {
@@ -144,7 +161,7 @@ mod tests {
         if let Some(ct) = ct {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         }
-        read_json(&h, Body::from(body), limit).await
+        read_json(&h, Body::from(body), limit, Duration::from_secs(5)).await
     }
 
     #[tokio::test]

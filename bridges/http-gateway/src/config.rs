@@ -99,6 +99,12 @@ pub struct GatewayConfig {
     pub stream_start_wait: Duration,
     /// Whether `GET /metrics` is served (default true); off, it is 404.
     pub metrics: bool,
+    /// How long a client has to send a request's headers, and then its body
+    /// (default 30 s): one that stalls (a "slowloris" client) has its
+    /// connection closed (headers) or is answered 408 (body), rather than
+    /// holding the connection for ever. The wait for the next request on a
+    /// kept-alive connection counts as a wait for headers.
+    pub read_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -114,6 +120,7 @@ impl Default for GatewayConfig {
             sse_keep_alive: Some(Duration::from_secs(15)),
             stream_start_wait: Duration::from_millis(250),
             metrics: true,
+            read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Serving the router on a TCP listener.
 
 use std::future::Future;
+use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then stops taking
@@ -12,18 +15,46 @@ use tokio::net::TcpListener;
 /// ends them).
 ///
 /// Every accepted socket gets `TCP_NODELAY`: with Nagle's algorithm, each small
-/// SSE frame would wait for the client's delayed ACK.
+/// SSE frame would wait for the client's delayed ACK. A client has
+/// `read_timeout` ([`GatewayConfig::read_timeout`](crate::GatewayConfig::read_timeout))
+/// to send its headers; the router bounds the wait for a body.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    read_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before it
+                    // was taken: wait a little rather than spin, and go on.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+        let service = TowerToHyperService::new(router.clone());
+        let connection = connections.watch(http.serve_connection(TokioIo::new(tcp), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }

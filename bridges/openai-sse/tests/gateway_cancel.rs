@@ -33,7 +33,12 @@ async fn gateway(bus: Bus) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = router(bus, GatewayConfig::default(), Arc::new(NoStatus));
-    tokio::spawn(serve(listener, app, std::future::pending()));
+    tokio::spawn(serve(
+        listener,
+        app,
+        std::time::Duration::from_secs(30),
+        std::future::pending(),
+    ));
     addr
 }
 

@@ -76,6 +76,7 @@ fn gateway_config(h: &HttpConfig) -> GatewayConfig {
         cors_origins: h.cors_origins.clone(),
         default_timeout: h.default_timeout,
         idle_timeout: h.idle_timeout,
+        read_timeout: h.read_timeout,
         ..GatewayConfig::default()
     }
 }

@@ -144,6 +144,7 @@ impl Service {
                 // Metrics off for the service: none over HTTP either.
                 cfg.metrics &= spec.metrics;
                 let addr = listener.local_addr().unwrap_or(cfg.listen);
+                let read_timeout = cfg.read_timeout;
                 let router = openagentio_http_gateway::router(
                     bus.clone(),
                     cfg,
@@ -153,9 +154,12 @@ impl Service {
                 let stop = CancellationToken::new();
                 let signal = stop.clone();
                 let task = tokio::spawn(async move {
-                    if let Err(e) = openagentio_http_gateway::serve(listener, router, async move {
-                        signal.cancelled().await
-                    })
+                    if let Err(e) = openagentio_http_gateway::serve(
+                        listener,
+                        router,
+                        read_timeout,
+                        async move { signal.cancelled().await },
+                    )
                     .await
                     {
                         tracing::error!(error = %e, "gateway stopped with an error");

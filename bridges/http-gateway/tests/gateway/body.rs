@@ -187,3 +187,54 @@ async fn content_types() {
     }
     still_serves(&gw).await;
 }
+
+/// A client that stalls while sending its request is cut off after
+/// `read_timeout`: its headers (the connection is closed) or its body (408).
+#[tokio::test]
+async fn a_client_that_stalls_while_sending_is_cut_off() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = gateway(GatewayConfig {
+        read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let answer_to = |request: &'static str| {
+        let addr = gw.addr;
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let started = Instant::now();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+                .await
+                .expect("the gateway did not cut the client off")
+                .unwrap();
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                started.elapsed(),
+            )
+        }
+    };
+
+    // Half the headers, then nothing.
+    let (answer, waited) = answer_to("POST /v1/agents/echo/invoke HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+
+    // Whole headers, 1 byte of a 100-byte body, then nothing.
+    let (answer, waited) = answer_to(
+        "POST /v1/agents/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\
+         Content-Type: application/json\r\n\r\n{",
+    )
+    .await;
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("INVALID_REQUEST") && answer.contains("did not arrive"),
+        "{answer}"
+    );
+
+    still_serves(&gw).await;
+}

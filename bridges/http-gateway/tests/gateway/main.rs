@@ -73,13 +73,14 @@ impl Gateway {
         let status = Arc::new(FakeStatus::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let read_timeout = config.read_timeout;
         let app = router(
             bus.clone(),
             config,
             status.clone() as Arc<dyn ServiceStatus>,
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, app, async move {
+        let task = tokio::spawn(serve(listener, app, read_timeout, async move {
             let _ = rx.await;
         }));
         Gateway {
