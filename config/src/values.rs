@@ -189,12 +189,18 @@ pub(crate) fn byte_size(v: &Value, p: &Path, r: &mut Report) -> Option<usize> {
             r.error(p, "size is too large");
             None
         }
-        None => expected(
-            v,
-            p,
-            r,
-            "a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\")",
-        ),
+        None => {
+            const WHAT: &str =
+                "a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\")";
+            match v {
+                // A size is no secret: the text shows what was not understood.
+                Value::String(s) => {
+                    r.error(p, format!("expected {WHAT}, found {s:?}"));
+                    None
+                }
+                _ => expected(v, p, r, WHAT),
+            }
+        }
     }
 }
 

@@ -383,3 +383,23 @@ fn a_key_given_twice_is_an_error_in_both_formats() {
     assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
     assert!(e.to_string().contains("listen"), "{e}");
 }
+
+#[test]
+fn bad_sizes_show_their_text_and_non_finite_numbers_their_path() {
+    assert_eq!(
+        errors(&format!("{V}http: {{body_limit: '1.5MiB'}}\n")),
+        [
+            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found \"1.5MiB\""
+        ]
+    );
+    // YAML's .inf and .nan have no JSON form: the key is not taken as absent.
+    assert_eq!(
+        errors(&format!(
+            "{V}shutdown: {{drain_timeout: .inf}}\nbus: {{transport: .nan}}\n"
+        )),
+        [
+            "shutdown.drain_timeout: .inf is not a supported number (only finite ones are)",
+            "bus.transport: .nan is not a supported number (only finite ones are)",
+        ]
+    );
+}

@@ -31,6 +31,20 @@ pub struct Gateway {
     token: Option<String>,
 }
 
+/// The longest deadline the gateway takes (`X-Timeout-Ms`): one day.
+const MAX_GATEWAY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `timeout` as the gateway's `X-Timeout-Ms`; past its limit, an error that
+/// names the option rather than the header.
+fn deadline_header(timeout: Duration) -> Result<String, BusError> {
+    if timeout > MAX_GATEWAY_TIMEOUT {
+        return Err(BusError::invalid(format!(
+            "--timeout {timeout:?} is more than the gateway takes (24h); over NATS there is no such limit"
+        )));
+    }
+    Ok(timeout.as_millis().max(1).to_string())
+}
+
 /// Whether `--bus` names a gateway rather than a bus.
 pub fn is_gateway_url(bus: &str) -> bool {
     bus.starts_with("http://") || bus.starts_with("https://")
@@ -125,7 +139,7 @@ impl Gateway {
                 &format!("/v1/agents/{}/invoke", path_segment(target)),
                 payload,
             )
-            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
@@ -150,7 +164,7 @@ impl Gateway {
                 payload,
             )
             .header("Accept", "text/event-stream")
-            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         Ok(self.envelopes(resp))
@@ -201,7 +215,7 @@ impl Gateway {
     pub async fn targets(&self, timeout: Duration) -> Result<Value, BusError> {
         let req = self
             .request(reqwest::Method::GET, "/v1/agents")
-            .header("X-Timeout-Ms", timeout.as_millis().to_string())
+            .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
@@ -284,6 +298,17 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deadline_past_the_gateways_limit_names_the_option() {
+        assert_eq!(deadline_header(Duration::from_secs(30)).unwrap(), "30000");
+        assert_eq!(deadline_header(MAX_GATEWAY_TIMEOUT).unwrap(), "86400000");
+        let e = deadline_header(Duration::from_secs(25 * 3600)).unwrap_err();
+        assert!(
+            e.message().contains("--timeout") && e.message().contains("24h"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn error_answers_keep_their_code_and_others_get_one_from_the_status() {

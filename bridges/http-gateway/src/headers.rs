@@ -113,7 +113,10 @@ impl RequestContext {
                 _ => tenant = Some(bound.to_owned()),
             }
         }
-        let traceparent = match get(X_TRACEPARENT)?.or(get(TRACEPARENT)?) {
+        // The first source that holds a valid trace: one that does not is
+        // passed over rather than let it start a new trace.
+        let valid = |tp: Option<String>| tp.filter(|tp| TraceContext::parse(tp).is_some());
+        let traceparent = match valid(get(X_TRACEPARENT)?).or(valid(get(TRACEPARENT)?)) {
             Some(tp) => Some(tp),
             None => get(TRACE_ID)?.and_then(|id| {
                 TraceContext::from_ids(&id.to_ascii_lowercase(), &new_span_id())
@@ -211,6 +214,39 @@ mod tests {
             c.traceparent
                 .unwrap()
                 .contains("0af7651916cd43dd8448eb211c80319c")
+        );
+    }
+
+    #[test]
+    fn an_invalid_traceparent_gives_way_to_the_next_source() {
+        let c = RequestContext::from_headers(
+            &headers(&[
+                (X_TRACEPARENT, "garbage"),
+                (
+                    TRACEPARENT,
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                ),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(
+            c.traceparent
+                .unwrap()
+                .contains("0af7651916cd43dd8448eb211c80319c")
+        );
+        let c = RequestContext::from_headers(
+            &headers(&[
+                (TRACEPARENT, "00-zz-yy-01"),
+                (TRACE_ID, "0af7651916cd43dd8448eb211c80319c"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(
+            c.traceparent
+                .unwrap()
+                .starts_with("00-0af7651916cd43dd8448eb211c80319c-")
         );
     }
 
