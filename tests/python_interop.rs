@@ -838,6 +838,57 @@ async fn python_calls_echo_agent() {
     py.expect("done").await;
 }
 
+/// A reference handler sends without flow control: a burst of 20,000 frames
+/// to the CLI, whose output is not read for a while (a slow terminal), waits
+/// in the CLI's buffer rather than ending the stream with `BACKPRESSURE_DROP`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_holds_a_burst_from_a_reference_handler() {
+    bounded(cli_holds_a_burst()).await
+}
+
+async fn cli_holds_a_burst() {
+    use tokio::io::AsyncReadExt;
+    let nats = NatsServer::start();
+    let mut py = PyPeer::spawn("serve_rust.py", &nats.url());
+    py.expect("ready").await;
+    const N: usize = 20_000;
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_openagentio"))
+        .args([
+            "stream",
+            "py-burst",
+            &format!("{{\"n\": {N}}}"),
+            "--bus",
+            &nats.url(),
+        ])
+        .args(["--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The pipe fills (64 KiB) and the CLI's printing stops while the
+    // handler goes on sending.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut out = String::new();
+    cli.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let mut err = String::new();
+    cli.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    let status = cli.wait().await.unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(out.trim_end().len(), N * "abcdefgh".len(), "{err}");
+    py.finish().await;
+}
+
 /// The service's built-in `echo` bridge, called from Python: a reference
 /// `invoke` keeps the first frame it gets, so a caller that does not ask for
 /// frames gets the answer alone (from a stream target too).

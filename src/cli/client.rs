@@ -28,10 +28,18 @@ async fn remote(args: &BusArgs) -> Result<Remote, Exit> {
     connect(args).await.map(Remote::Bus)
 }
 
+/// Unread frames the CLI's one call may hold. Reference-SDK handlers send
+/// without flow control: a burst of thousands of frames can arrive while the
+/// terminal holds up the printing (or the OS holds up this process on a busy
+/// machine), and the bus's default (4,096) then ends the stream with
+/// `BACKPRESSURE_DROP`. The queue grows only as frames wait.
+const CLI_FRAME_BUFFER: usize = 1 << 16;
+
 async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
     let builder = Bus::builder()
         .agent_id("openagentio-cli")
-        .subject_prefix(&args.subject_prefix);
+        .subject_prefix(&args.subject_prefix)
+        .frame_buffer(CLI_FRAME_BUFFER);
     if args.bus == "memory" {
         return Ok(builder.build());
     }

@@ -1,7 +1,7 @@
 """Reference-SDK handlers that a Rust caller invokes and streams from.
 
 Usage: serve_rust.py NATS_URL. Registers py-echo, py-chat, py-fail, py-crash,
-py-fail-stream, py-silent (and `echo` in tenant acme), prints ``ready``, then
+py-fail-stream, py-silent, py-burst (and `echo` in tenant acme), prints ``ready``, then
 serves until stdin closes.
 """
 from __future__ import annotations
@@ -43,6 +43,12 @@ async def main() -> None:
             await w.delta(DeltaPayload(delta=word))
         await w.final(FinalPayload(result={"words": len(words)}))
 
+    async def burst(env, w):
+        # As fast as the SDK sends: no flow control on this side.
+        for _ in range(int(env.payload_json()["n"])):
+            await w.delta(DeltaPayload(delta="abcdefgh"))
+        await w.final(FinalPayload(result="done"))
+
     async def fail(env):
         raise InvalidRequestError("python says no")
 
@@ -68,6 +74,7 @@ async def main() -> None:
 
     await bus.handle_invoke("py-echo", echo)
     await bus.handle_stream("py-chat", chat)
+    await bus.handle_stream("py-burst", burst)
     await bus.handle_invoke("py-fail", fail)
     await bus.handle_invoke("py-crash", crash)
     await bus.handle_stream("py-fail-stream", fail_stream)
