@@ -518,12 +518,12 @@ async fn ctrl_c_cancels_the_call_in_flight() {
 fn targets_lists_every_service_on_the_bus() {
     let nats = NatsServer::start();
     let url = nats.url();
-    let service = |bridge: &str| {
+    let service = |bridge: &str, http: &str| {
         let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
         let yaml = format!(
             r#"version: "openagentio.bridge/v1"
 bus: {{ transport: nats, nats: {{ url: "{url}" }} }}
-http: {{ enabled: false }}
+http: {http}
 bridges:
   - {{ name: {bridge}, type: echo, mappings: {{ target: {bridge} }} }}
 "#
@@ -531,22 +531,40 @@ bridges:
         std::io::Write::write_all(&mut f, yaml.as_bytes()).unwrap();
         f
     };
-    let (a, b, replica) = (service("first"), service("second"), service("second"));
+    let port = free_port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    let (a, b, replica) = (
+        service("first", &format!("{{ listen: \"127.0.0.1:{port}\" }}")),
+        service("second", "{ enabled: false }"),
+        service("second", "{ enabled: false }"),
+    );
     let _first = run_service(BIN, a.path(), &[], Path::new("."));
     let _second = run_service(BIN, b.path(), &[], Path::new("."));
     let _replica = run_service(BIN, replica.path(), &[], Path::new("."));
 
-    let out = client(&["targets", "--bus", &url, "--json"]);
-    assert!(out.status.success(), "{out:?}");
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    // Both services' targets; the replica's once.
-    assert_eq!(names, ["first", "second"], "{list}");
+    // Over the bus, and through one service's gateway: the same list.
+    for bus in [&url, &gateway] {
+        let out = client(&["targets", "--bus", bus, "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        // Both services' targets; the replica's once.
+        assert_eq!(names, ["first", "second"], "{bus}: {list}");
+    }
+    // A target of another service, by name through the gateway.
+    let (status, one) = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let resp = reqwest::get(format!("{gateway}/v1/agents/second"))
+            .await
+            .unwrap();
+        (resp.status(), resp.json::<Value>().await.unwrap())
+    });
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["bridge"], "second");
 
     // With no service at all: NO_HANDLER at once, not a timeout.
     let empty = NatsServer::start();

@@ -415,9 +415,15 @@ pub async fn targets(a: TargetsArgs) -> Exit {
     let run = async {
         let list = match remote(&a.bus).await? {
             Remote::Bus(bus) => {
-                let list = super::catalog::gather(&bus, a.bus.tenant.as_deref(), a.timeout).await;
+                let list = openagentio_core::catalog::gather(
+                    &bus,
+                    a.bus.tenant.as_deref(),
+                    a.timeout,
+                    openagentio_core::catalog::MORE_ANSWERS_GRACE,
+                )
+                .await;
                 bus.close().await;
-                list?
+                serde_json::to_value(list?).unwrap_or_default()
             }
             Remote::Gateway(gw) => gw.targets(a.timeout).await?,
         };

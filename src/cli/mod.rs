@@ -1,6 +1,5 @@
 //! The command line: `run`, `validate`, `schema`, and client commands against a running bus.
 
-mod catalog;
 mod client;
 mod exit;
 mod gateway;

@@ -9,11 +9,13 @@
 //!   stream_invoke/handle_stream), [`StreamWriter`], [`Stream`], [options],
 //!   [context propagation](context), [middleware].
 //! - **Transports**: the [`Transport`] contract and the in-memory [`MemoryTransport`].
-//! - **Bridges**: the [`Bridge`] contract the service host drives, and the
-//!   [supervisor] that restarts their background work.
+//! - **Bridges**: the [`Bridge`] contract the service host drives, the
+//!   [supervisor] that restarts their background work, and the bus-wide
+//!   [catalog] of their targets.
 //! - **Subjects**: the [subject layout](subject) shared with the reference SDKs.
 
 pub mod bridge;
+pub mod catalog;
 pub mod codec;
 pub mod context;
 pub mod event_type;

@@ -254,11 +254,10 @@ impl Service {
 }
 
 /// The invoke target that lists this service's targets (what `openagentio
-/// targets` calls): every bridge's targets with description and input schema.
+/// targets` and the gateway's catalog gather: see [`openagentio_core::catalog`]).
 /// Each service serves it in a queue group of its own, so a request reaches
-/// every service on the bus: a caller that reads every answer (as the CLI
-/// does) sees the whole fleet's targets; `invoke` gets one service's.
-pub const CATALOG_TARGET: &str = "openagentio.targets";
+/// every service on the bus.
+pub use openagentio_core::catalog::CATALOG_TARGET;
 
 async fn serve_catalog(
     bus: &Bus,
