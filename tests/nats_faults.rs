@@ -682,3 +682,74 @@ async fn a_server_list_with_a_dead_member_connects_to_a_live_one() {
         bus.close().await;
     }
 }
+
+/// Frames missing after the caller's connection was made again are lost for
+/// good (core NATS drops what is sent to a subscription while it is being
+/// made again): the stream ends at once with `TRANSPORT_FAILURE` that says
+/// so, rather than holding the frames after the gap until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_lost_frames_in_a_reconnect_ends_at_once() {
+    use openagentio_core::{Envelope, codec};
+
+    let mut nats = NatsServer::start();
+    let bus = nats_bus(
+        &nats.url(),
+        Bus::builder().default_timeout(Duration::from_secs(30)),
+    )
+    .await;
+    // A handler of its own making on another connection (as a reference
+    // peer would be), sending the frames the test says.
+    let raw = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let subject = bus
+        .subjects()
+        .invoke("lossy", bus.settings().tenant.as_str());
+    let mut requests = raw.subscribe(subject).await.unwrap();
+    raw.flush().await.unwrap();
+
+    let mut stream = bus.stream_invoke("lossy", json!(null)).await.unwrap();
+    let request = codec::decode(&requests.next().await.unwrap().payload).unwrap();
+    let correlation = request.event_id.clone();
+    let frame = move |seq: u64| {
+        let mut env = Envelope::new("agent.response.delta").with_payload(json!({"delta": "x"}));
+        env.correlation_id = correlation.clone();
+        env.seq = seq;
+        codec::encode(&env).unwrap()
+    };
+    let reply_to = request.reply_to.to_string();
+    raw.publish(reply_to.clone(), frame(0)).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().seq, 0);
+
+    nats.restart();
+    wait_until("the caller reconnects", Duration::from_secs(10), || {
+        bus.transport().stats().reconnects >= 1
+    })
+    .await;
+    // Frames 1 to 3 went while the caller was away; 4 comes after (sent
+    // until it arrives: the caller's subscription is made again a moment
+    // after its connection).
+    let sender = tokio::spawn(async move {
+        loop {
+            let _ = raw.publish(reply_to.clone(), frame(4)).await;
+            let _ = raw.flush().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream waits for its deadline")
+        .unwrap()
+        .unwrap_err();
+    sender.abort();
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(err.message().contains("frames 1 to 3 were lost"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

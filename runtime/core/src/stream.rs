@@ -68,6 +68,10 @@ pub struct Stream {
     /// was last told of.
     window: Option<u64>,
     told_read: u64,
+    /// The transport's reconnect count when the call began: a frame missing
+    /// after a reconnect is lost for good (core NATS drops what is sent to a
+    /// subscription while it is being made again), not late.
+    reconnects: u64,
 }
 
 impl Stream {
@@ -79,7 +83,9 @@ impl Stream {
         idle: Option<Duration>,
         limits: StreamLimits,
     ) -> Self {
+        let reconnects = slot.bus.transport.stats().reconnects;
         Stream {
+            reconnects,
             slot,
             request,
             target,
@@ -205,6 +211,15 @@ impl Stream {
             if env.seq < self.expected || self.pending.contains_key(&env.seq) {
                 continue; // duplicate or late
             }
+            if self.reconnected() {
+                return Some(Err(self.fail(BusError::transport(format!(
+                    "{}: frames {} to {} were lost while the connection to the bus was \
+                     down; the stream cannot be completed",
+                    self.target,
+                    self.expected,
+                    env.seq - 1
+                )))));
+            }
             if env.seq - self.expected > self.limits.max_gap {
                 return Some(Err(self.fail(BusError::backpressure(format!(
                     "{}: frame seq {} is more than {} ahead of the expected {}",
@@ -314,12 +329,20 @@ impl Stream {
             let err = self.refused(&why);
             return self.fail(err);
         }
-        let why = if transport.is_connected() {
-            ""
-        } else {
+        let why = if !transport.is_connected() {
             " (the bus transport is not connected)"
+        } else if self.reconnected() {
+            " (the connection to the bus was lost and made again during the call: \
+             the request or frames may have been lost)"
+        } else {
+            ""
         };
         self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
+    }
+
+    /// Whether the transport reconnected since the call began.
+    fn reconnected(&self) -> bool {
+        self.bus().transport.stats().reconnects != self.reconnects
     }
 
     /// The error of a call whose request the server refused (`why`).
