@@ -11,7 +11,7 @@
 //! | `$${...}`            | a literal `${...}` (the escape)                          |
 //!
 //! `NAME` is letters, digits and `_`, not starting with a digit. A default runs to
-//! the first `}` (defaults do not nest). A `$` not followed by `{` is kept as is.
+//! the first `}` (defaults do not nest: one holding `${` is an error). A `$` not followed by `{` is kept as is.
 //! Every string that fails is reported with its path and the variable's name,
 //! never a value; mappings are walked in key order.
 
@@ -75,6 +75,14 @@ fn expand(text: &str, env: EnvLookup<'_>) -> Result<Option<String>, String> {
             };
             let inner = &after[..end];
             let ph = Placeholder::parse(inner)?;
+            if ph.default.is_some_and(|d| d.text.contains("${")) {
+                // `${A:-${B:-x}}` would end at the first `}` and leave a
+                // stray one: refused rather than read as something else.
+                return Err(format!(
+                    "the default of `${{{}}}` holds another `${{`: defaults do not nest",
+                    ph.name
+                ));
+            }
             match (env(ph.name), ph.default) {
                 (Some(v), Some(d)) if v.is_empty() && d.also_when_empty => out.push_str(d.text),
                 (Some(v), _) => out.push_str(&v),
@@ -207,5 +215,7 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid placeholder for `HOST`")
         );
+        let e = x("${A:-${B:-x}}").unwrap_err();
+        assert!(e.contains("defaults do not nest"), "{e}");
     }
 }
