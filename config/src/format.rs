@@ -56,7 +56,8 @@ impl Format {
                         column: loc.as_ref().map(|l| l.column()),
                     }
                 };
-                let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(syntax)?;
+                let mut yaml: serde_norway::Value = serde_norway::from_str(text)
+                    .map_err(|e| too_long_integer(&e).unwrap_or_else(|| syntax(e)))?;
                 yaml.apply_merge().map_err(syntax)?;
                 // JSON has no NaN or infinity: converted, they would become
                 // `null` and the key would read as absent.
@@ -79,6 +80,29 @@ impl Format {
             }
         }
     }
+}
+
+/// The error of a whole number too long for 64 bits, which the YAML parser
+/// refuses: the document is well-formed, so it is reported at its path (as a
+/// config error) rather than as broken YAML. The parser says
+/// ``a.b: invalid type: integer `N` as u128, expected any YAML value``.
+fn too_long_integer(e: &serde_norway::Error) -> Option<ConfigError> {
+    let text = e.to_string();
+    let (path, rest) = text.split_once(": invalid type: integer `")?;
+    let (number, rest) = rest.split_once('`')?;
+    if !(rest.starts_with(" as u128") || rest.starts_with(" as i128")) {
+        return None;
+    }
+    let mut errors = crate::error::FieldErrors::default();
+    errors.0.push(crate::error::FieldError {
+        path: if path.contains(' ') {
+            String::new()
+        } else {
+            path.to_owned()
+        },
+        message: format!("{number} is not a supported number (whole numbers have at most 64 bits)"),
+    });
+    Some(ConfigError::Invalid { errors })
 }
 
 /// Reports every `.nan` and `.inf` in `value`, at its path.
@@ -176,6 +200,22 @@ mod tests {
                 "bridges[0].n: .nan is not a supported number (only finite ones are)",
             ]
         );
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_errors_at_their_paths() {
+        let e = Format::Yaml
+            .parse("bus: {default_timeout: 99999999999999999999}\n")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid config (1 error):\nbus.default_timeout: 99999999999999999999 is not a \
+             supported number (whole numbers have at most 64 bits)"
+        );
+        let e = Format::Yaml
+            .parse("x: [-99999999999999999999]\n")
+            .unwrap_err();
+        assert_eq!(e.field_errors()[0].path, "x[0]");
     }
 
     #[test]
