@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openagentio_core::supervisor::{RestartPolicy, Supervised};
 use openagentio_core::{
-    Bridge, BridgeError, BridgeHealth, Bus, HealthState, Registration, TargetInfo,
+    Bridge, BridgeError, BridgeHealth, Bus, HealthState, Registration, ServiceStarted, TargetInfo,
 };
 use serde_json::json;
 
@@ -45,6 +45,7 @@ pub struct MatrixBridge {
     name: String,
     config: MatrixConfig,
     running: Option<Running>,
+    service_started: ServiceStarted,
 }
 
 struct Running {
@@ -61,6 +62,7 @@ impl MatrixBridge {
             name: name.into(),
             config,
             running: None,
+            service_started: ServiceStarted::open_now(),
         }
     }
 
@@ -174,6 +176,7 @@ impl Bridge for MatrixBridge {
             self.config.clone(),
             store,
             bus,
+            self.service_started.clone(),
         ));
         let registrations = self.register(bus, &shared).await?;
         let policy = self.config.restart.clone().unwrap_or(RestartPolicy {
@@ -216,6 +219,12 @@ impl Bridge for MatrixBridge {
         shared.persist_cursor_quietly();
         shared.session.send_replace(None);
         Ok(())
+    }
+
+    fn until_service_started(&mut self, started: ServiceStarted) {
+        // What was missed while the service was down goes out once the
+        // bridges after this one (a responder's target) and the gateway are up.
+        self.service_started = started;
     }
 
     fn health(&self) -> BridgeHealth {

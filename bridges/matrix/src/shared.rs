@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openagentio_core::{Bus, BusError, WeakBus};
+use openagentio_core::{Bus, BusError, ServiceStarted, WeakBus};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -47,8 +47,12 @@ pub(crate) struct Shared {
     pub session: watch::Sender<Option<Arc<Session>>>,
     /// Why the sync work stopped for good, if it did (outbound calls then fail fast).
     pub failed: watch::Sender<Option<String>>,
-    /// Set after the first sync batch has been processed.
+    /// Set after the first sync batch has been processed (or, when the
+    /// service has yet to start, once it has arrived).
     pub ready: watch::Sender<bool>,
+    /// Batches are processed once the service has started (see
+    /// [`openagentio_core::Bridge::until_service_started`]).
+    pub service_started: ServiceStarted,
     /// Known rooms.
     pub rooms: RwLock<Rooms>,
     /// The sync cursor, loaded on the first run.
@@ -61,8 +65,15 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// New shared state for `bus`.
-    pub fn new(name: String, cfg: MatrixConfig, store: StateStore, bus: &Bus) -> Self {
+    pub fn new(
+        name: String,
+        cfg: MatrixConfig,
+        store: StateStore,
+        bus: &Bus,
+        service_started: ServiceStarted,
+    ) -> Self {
         Shared {
+            service_started,
             name,
             cfg,
             store,

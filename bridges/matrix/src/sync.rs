@@ -142,6 +142,17 @@ async fn run_inner(shared: &Arc<Shared>, ctx: &WorkContext) -> Result<(), Failur
         if resp.next_batch.is_empty() {
             return Err(MatrixError::Protocol("sync answer without next_batch".into()).into());
         }
+        if !shared.service_started.is_open() {
+            // Connected and let in: the host may start the other bridges,
+            // which this batch (what was missed) may need.
+            ctx.health.set(BridgeHealth::healthy());
+            shared.ready.send_replace(true);
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Ok(()),
+                () = shared.service_started.wait() => {}
+            }
+        }
         process_batch(shared, &session, since.as_deref(), resp, full_state).await?;
         full_state = false;
         ctx.health.set(BridgeHealth::healthy());

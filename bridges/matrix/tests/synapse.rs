@@ -675,3 +675,57 @@ async fn bus_events_sent_during_a_homeserver_outage_are_posted_once_it_is_back()
     assert_eq!(bodies, ["first while down", "second while down"]);
     bridge.stop().await.unwrap();
 }
+
+/// What was missed while the service was down waits for the service to have
+/// started: a responder whose target is served by a bridge started after the
+/// Matrix bridge answers the missed question (not `NO_HANDLER`), and a
+/// subscriber that comes up after the bridge (the gateway's feed) gets the
+/// missed message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_messages_wait_until_the_service_has_started() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let bus = Bus::memory();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    cfg.responders = vec![Responder::new(room.clone(), "late.answer")];
+    // A first run saves the sync position; the question comes while down.
+    let mut bridge = started("matrix", cfg.clone(), &bus).await;
+    bridge.stop().await.unwrap();
+    alice.send_text(&room, "asked while down").await;
+
+    let (open, service_started) = openagentio_core::ServiceStarted::new();
+    let mut bridge = MatrixBridge::new("matrix", cfg);
+    bridge.until_service_started(service_started);
+    bridge.start(&bus).await.expect("bridge starts");
+    assert!(bridge.wait_ready(WAIT).await, "{:?}", bridge.health());
+    // Started after the bridge, as the bridges after it in a config are.
+    bus.handle_stream("late.answer", |req, w| async move {
+        let text = req.payload()["text"].as_str().unwrap_or("").to_owned();
+        w.finish(json!(format!("late answer to: {text}"))).await
+    })
+    .await
+    .unwrap();
+    let mut rx = collect(&bus, "matrix.message.received").await;
+    open.open();
+
+    assert_eq!(
+        next(&mut rx).await.payload.unwrap()["text"],
+        "asked while down"
+    );
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, WAIT, |m| {
+            m.iter()
+                .any(|m| m["content"]["body"] == "late answer to: asked while down")
+        })
+        .await;
+    assert!(
+        !msgs.iter().any(|m| m["content"]["body"]
+            .as_str()
+            .unwrap_or("")
+            .contains("failed")),
+        "{msgs:?}"
+    );
+    bridge.stop().await.unwrap();
+}

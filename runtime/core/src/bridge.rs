@@ -135,6 +135,15 @@ pub trait Bridge: Send + Sync {
     async fn start(&mut self, bus: &Bus) -> Result<(), BridgeError>;
     /// Stops serving and releases everything.
     async fn stop(&mut self) -> Result<(), BridgeError>;
+    /// Hands the bridge, before [`Bridge::start`], the moment its whole
+    /// service will have started (every bridge, and the gateway listening).
+    /// A bridge that replays what it missed while the service was down (the
+    /// Matrix bridge) holds that back until then, so that the targets it
+    /// calls and the subscribers it feeds, started after it, are there. A
+    /// bridge never handed one does not wait. The default ignores it.
+    fn until_service_started(&mut self, started: ServiceStarted) {
+        let _ = started;
+    }
     /// The current health.
     fn health(&self) -> BridgeHealth;
     /// The targets it serves now.
@@ -156,5 +165,67 @@ pub trait ServiceStatus: Send + Sync {
     /// Metrics in the Prometheus text format (empty when metrics are off).
     fn metrics(&self) -> String {
         String::new()
+    }
+}
+
+/// The moment a service has started: every bridge, and the gateway listening
+/// (see [`Bridge::until_service_started`]). Cheap to clone; open for good once
+/// opened.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use openagentio_core::ServiceStarted;
+/// let (open, started) = ServiceStarted::new();
+/// assert!(!started.is_open());
+/// open.open();
+/// started.wait().await;
+/// assert!(ServiceStarted::open_now().is_open());
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct ServiceStarted(tokio::sync::watch::Receiver<bool>);
+
+/// Opens a [`ServiceStarted`] (the host holds it; dropping it opens it too,
+/// so nothing waits for a start that was given up).
+#[derive(Debug)]
+pub struct OpenServiceStarted(tokio::sync::watch::Sender<bool>);
+
+impl ServiceStarted {
+    /// A closed moment and what opens it.
+    pub fn new() -> (OpenServiceStarted, ServiceStarted) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (OpenServiceStarted(tx), ServiceStarted(rx))
+    }
+
+    /// One already open: for a bridge started on its own.
+    pub fn open_now() -> ServiceStarted {
+        let (open, started) = ServiceStarted::new();
+        open.open();
+        started
+    }
+
+    /// Whether the service has started.
+    pub fn is_open(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Waits until the service has started.
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        // An error means the opener is gone: nothing to wait for any more.
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+impl OpenServiceStarted {
+    /// Opens it.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Drop for OpenServiceStarted {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
     }
 }

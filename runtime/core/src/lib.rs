@@ -48,7 +48,10 @@ mod text;
 mod trace_context;
 mod writer;
 
-pub use bridge::{Bridge, BridgeError, BridgeHealth, HealthState, ServiceStatus, TargetInfo};
+pub use bridge::{
+    Bridge, BridgeError, BridgeHealth, HealthState, OpenServiceStarted, ServiceStarted,
+    ServiceStatus, TargetInfo,
+};
 pub use bus::{Bus, BusBuilder, BusSettings, EnvelopePreparer, WeakBus};
 pub use cancel::CANCEL_EVENT;
 pub use envelope::Envelope;

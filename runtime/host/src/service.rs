@@ -112,8 +112,12 @@ impl Service {
             },
         };
 
+        // Bridges that replay what they missed wait for this, so that the
+        // bridges after them and the gateway are there to take it.
+        let (service_started, started_gate) = openagentio_core::ServiceStarted::new();
         let mut started: Vec<Box<dyn Bridge>> = Vec::new();
         for mut bridge in spec.bridges {
+            bridge.until_service_started(started_gate.clone());
             tracing::info!(
                 bridge = bridge.name(),
                 kind = bridge.kind(),
@@ -169,6 +173,7 @@ impl Service {
             }
             _ => None,
         };
+        service_started.open();
         Ok(Service {
             bus,
             bridges,
