@@ -154,6 +154,11 @@ pub(crate) fn duration(sign: Sign) -> impl Parser<Duration> {
             }
             Value::String(s) => match parse_duration(s) {
                 Ok(d) => d,
+                Err(_) if sign == Sign::NonNegative && s.trim().starts_with('-') => {
+                    // Zero is allowed here: "positive" would mislead.
+                    r.error(p, "expected a duration that is not negative");
+                    return None;
+                }
                 Err(e) => {
                     r.error(p, e.to_string());
                     return None;
@@ -498,6 +503,10 @@ mod tests {
         assert!(run(&pos, json!(true)).unwrap_err()[0].contains("found a boolean"));
         let non_neg = duration(Sign::NonNegative);
         assert_eq!(run(&non_neg, json!(0)), Ok(Duration::ZERO));
+        assert_eq!(
+            run(&non_neg, json!("-1s")),
+            Err(vec!["k: expected a duration that is not negative".into()])
+        );
         assert!(run(&non_neg, json!(-1)).is_err());
     }
 

@@ -157,7 +157,7 @@ fn required_keys_per_transport_and_kind() {
             "bridges[3].config.user_id: expected a Matrix user id like \"@bot:example.org\"",
             "bridges[3].config.access_token: missing required key (give `access_token`, or `password` to log in)",
             "bridges[4].config.password: give either `access_token` or `password`, not both",
-            "bridges[4].config.room_ids: missing required key (or set `allowed_inviters`)",
+            "bridges[4].config.room_ids: missing required key (or set `allowed_inviters` with `auto_join: true`)",
             "bridges[5].config.base_url: expected a URL with scheme http or https, found `ftp`",
             "bridges[5].config.model: missing required key",
             "bridges[5].config.params.model: not allowed here: set by `config.model`",
@@ -400,6 +400,40 @@ fn bad_sizes_show_their_text_and_non_finite_numbers_their_path() {
         [
             "shutdown.drain_timeout: .inf is not a supported number (only finite ones are)",
             "bus.transport: .nan is not a supported number (only finite ones are)",
+        ]
+    );
+}
+
+#[test]
+fn matrix_invites_and_responders_are_checked_as_the_bridge_does() {
+    let yaml = |config: &str| {
+        format!(
+            "{V}bridges:\n  - {{name: mx, type: matrix_event, config: {{homeserver_url: 'http://hs', \
+             user_id: '@bot:hs', access_token: t, {config}}}}}\n"
+        )
+    };
+    let matrix = |config: &str| errors(&yaml(config));
+    // Inviters take invites only with auto_join, and only then stand in for rooms.
+    assert_eq!(
+        matrix("allowed_inviters: ['@alice:hs']"),
+        [
+            "bridges[0].config.allowed_inviters: invites are accepted only with `auto_join: true`",
+            "bridges[0].config.room_ids: missing required key (or set `allowed_inviters` with `auto_join: true`)",
+        ]
+    );
+    let invites_only = yaml("allowed_inviters: ['@alice:hs'], auto_join: true");
+    assert!(load_with_env(&invites_only, Format::Yaml, &no_env).is_ok());
+    // One bad field of a responder does not hide the others' room errors.
+    assert_eq!(
+        matrix(
+            "room_ids: ['#ok:hs'], responder: [{room: '#other:hs', target: ''}, \
+             {room: '#ok:hs', target: a}, {room: '#ok:hs', target: b, edit_throttle: '-1s'}]"
+        ),
+        [
+            "bridges[0].config.responder[0].target: invalid subject name: must not be empty",
+            "bridges[0].config.responder[2].edit_throttle: expected a duration that is not negative",
+            "bridges[0].config.responder[0].room: not one of `room_ids` (use `*` for all rooms)",
+            "bridges[0].config.responder[2].room: room already wired by responder[1]",
         ]
     );
 }

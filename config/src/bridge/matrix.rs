@@ -89,7 +89,7 @@ pub struct MatrixSettings {
     /// Accept invites to the rooms of `room_ids`.
     #[schemars(default)]
     pub auto_join: bool,
-    /// Globs of users (`@*:example.org`) whose invites to any room are accepted.
+    /// Globs of users (`@*:example.org`) whose invites to any room are accepted (needs `auto_join: true`).
     #[schemars(default)]
     pub allowed_inviters: Vec<Glob>,
     /// Globs of senders whose messages are bridged; everyone when empty.
@@ -343,11 +343,19 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<MatrixSettings> 
         ),
         _ => {}
     }
-    if allowed_inviters.is_empty() {
+    // The bridge takes invites only with `auto_join`: inviters without it
+    // would be ignored, and would not stand in for `room_ids`.
+    if !allowed_inviters.is_empty() && !auto_join {
+        o.error(
+            "allowed_inviters",
+            "invites are accepted only with `auto_join: true`",
+        );
+    }
+    if allowed_inviters.is_empty() || !auto_join {
         if !o.has("room_ids") {
             o.error(
                 "room_ids",
-                "missing required key (or set `allowed_inviters`)",
+                "missing required key (or set `allowed_inviters` with `auto_join: true`)",
             );
         } else if o
             .raw("room_ids")
@@ -356,17 +364,39 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<MatrixSettings> 
         {
             o.error(
                 "room_ids",
-                "expected at least one room (or set `allowed_inviters`)",
+                "expected at least one room (or set `allowed_inviters` with `auto_join: true`)",
             );
         }
     }
-    // A responder names a configured room (or `*`), once.
-    for (i, resp) in responder.iter().enumerate() {
+    // A responder names a configured room (or `*`), once. Read from the
+    // document, so that another bad field of a responder (or a bad room
+    // elsewhere in `room_ids`) does not hide these errors.
+    let text_of = |v: &Value| v.as_str().map(|s| s.trim().to_owned());
+    let configured: Vec<String> = o
+        .raw("room_ids")
+        .and_then(Value::as_array)
+        .map(|rooms| rooms.iter().filter_map(text_of).collect())
+        .unwrap_or_default();
+    let wired: Vec<Option<String>> = o
+        .raw("responder")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|x| x.get("room").and_then(text_of))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (i, room) in wired.iter().enumerate() {
+        // Absent or malformed: reported where the responder is read.
+        let Some(room) = room.as_deref().filter(|r| *r == "*" || is_room(r)) else {
+            continue;
+        };
         let at = o.path_of("responder").index(i).key("room");
-        if resp.room != "*" && !room_ids.contains(&resp.room) {
+        if room != "*" && !configured.iter().any(|c| c == room) {
             o.report()
                 .error(&at, "not one of `room_ids` (use `*` for all rooms)");
-        } else if let Some(first) = responder[..i].iter().position(|x| x.room == resp.room) {
+        } else if let Some(first) = wired[..i].iter().position(|x| x.as_deref() == Some(room)) {
             o.report()
                 .error(&at, format!("room already wired by responder[{first}]"));
         }
@@ -411,13 +441,7 @@ fn user_id(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
 fn room(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
     let s = string(v, p, r)?;
     let s = s.trim();
-    let well_formed = !s.contains(char::is_whitespace)
-        && match s.as_bytes().first() {
-            Some(b'!') => s.len() > 1,
-            Some(b'#') => s.len() > 3 && s[1..].contains(':'),
-            _ => false,
-        };
-    if well_formed {
+    if is_room(s) {
         Some(s.to_owned())
     } else {
         r.error(
@@ -427,6 +451,16 @@ fn room(v: &Value, p: &Path, r: &mut Report) -> Option<String> {
         );
         None
     }
+}
+
+/// Whether `s` is a room id or an alias (see [`room`]).
+fn is_room(s: &str) -> bool {
+    !s.contains(char::is_whitespace)
+        && match s.as_bytes().first() {
+            Some(b'!') => s.len() > 1,
+            Some(b'#') => s.len() > 3 && s[1..].contains(':'),
+            _ => false,
+        }
 }
 
 fn read_responder(v: &Value, p: &Path, r: &mut Report) -> Option<ResponderConfig> {
