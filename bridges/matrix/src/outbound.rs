@@ -188,7 +188,13 @@ pub(crate) async fn send_event(shared: &Shared, env: &Envelope) -> Result<(), Bu
                     | ErrorCode::AgentTimeout
                     | ErrorCode::BackpressureDrop
             );
-        if !may_pass_later || started.elapsed() + EVENT_RETRY_PAUSE > EVENT_RETRY_WINDOW {
+        // Nor will anything while the bridge has stopped for good (refused
+        // credentials): later events should not wait behind this one.
+        let stopped_for_good = shared.failed.borrow().is_some();
+        if !may_pass_later
+            || stopped_for_good
+            || started.elapsed() + EVENT_RETRY_PAUSE > EVENT_RETRY_WINDOW
+        {
             tracing::error!(bridge = %shared.name, event_id = %env.event_id, error = %err, "matrix: outbound event given up");
             return Err(err);
         }

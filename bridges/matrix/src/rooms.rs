@@ -17,11 +17,13 @@ pub(crate) async fn setup(shared: &Shared, session: &Session) -> Result<(), Matr
     let cfg = &shared.cfg;
     let joined: HashSet<String> = session.client.joined_rooms().await?.into_iter().collect();
     let mut listened = HashSet::new();
+    let mut missing = Vec::new();
     for room in &cfg.room_ids {
         let id = match shared.resolve_room(session, room).await {
             Ok(id) => id,
             Err(e) if !e.is_retryable() && !e.is_permanent() => {
                 tracing::warn!(bridge = %shared.name, room = %room, error = %e, "matrix: configured room cannot be resolved; skipping it");
+                missing.push((room.clone(), None, "cannot be resolved"));
                 continue;
             }
             Err(e) => return Err(e),
@@ -35,10 +37,16 @@ pub(crate) async fn setup(shared: &Shared, session: &Session) -> Result<(), Matr
                     Err(e) if e.is_retryable() || e.is_permanent() => return Err(e),
                     Err(e) => {
                         tracing::warn!(bridge = %shared.name, room = %room, error = %e, "matrix: cannot join configured room (invite the bot)");
+                        missing.push((
+                            room.clone(),
+                            Some(id.clone()),
+                            "cannot join: invite the bot",
+                        ));
                     }
                 }
             } else {
                 tracing::warn!(bridge = %shared.name, room = %room, room_id = %id, "matrix: the bot is not in this configured room; invite it and enable auto_join, or join it by hand");
+                missing.push((room.clone(), Some(id.clone()), "the bot is not in it"));
             }
         }
         listened.insert(id);
@@ -75,6 +83,7 @@ pub(crate) async fn setup(shared: &Shared, session: &Session) -> Result<(), Matr
     }
     let mut rooms = shared.rooms.write();
     rooms.listened = listened;
+    rooms.missing = missing;
     rooms.responders = responders;
     rooms.any_responder = any_responder;
     Ok(())

@@ -28,6 +28,33 @@ pub(crate) struct Rooms {
     pub aliases: HashMap<String, (String, tokio::time::Instant)>,
     /// Encrypted rooms already warned about.
     pub warned_encrypted: HashSet<String>,
+    /// Configured rooms the bot is not in, as configured, with their id
+    /// when known and why: the bridge then serves in part (degraded).
+    pub missing: Vec<(String, Option<String>, &'static str)>,
+}
+
+impl Rooms {
+    /// The bridge's health as far as its rooms go.
+    pub fn health(&self) -> openagentio_core::BridgeHealth {
+        if self.missing.is_empty() {
+            return openagentio_core::BridgeHealth::healthy();
+        }
+        let list: Vec<String> = self
+            .missing
+            .iter()
+            .map(|(room, _, why)| format!("{room} ({why})"))
+            .collect();
+        openagentio_core::BridgeHealth::degraded(format!(
+            "not in configured rooms: {}",
+            list.join(", ")
+        ))
+    }
+
+    /// The bot is in `room_id` now (joined, or its sync shows it there).
+    pub fn joined(&mut self, room_id: &str) {
+        self.missing
+            .retain(|(_, id, _)| id.as_deref() != Some(room_id));
+    }
 }
 
 /// How long a resolved alias is trusted before it is looked up again.
@@ -45,8 +72,9 @@ pub(crate) struct Shared {
     pub bus: WeakBus,
     /// The current session, once logged in.
     pub session: watch::Sender<Option<Arc<Session>>>,
-    /// Why the sync work stopped for good, if it did (outbound calls then fail fast).
-    pub failed: watch::Sender<Option<String>>,
+    /// Why the sync work stopped for good, if it did (outbound calls then
+    /// fail fast, with this error: `AUTH_FAILURE` for refused credentials).
+    pub failed: watch::Sender<Option<BusError>>,
     /// Set after the first sync batch has been processed (or, when the
     /// service has yet to start, once it has arrived).
     pub ready: watch::Sender<bool>,
@@ -105,11 +133,8 @@ impl Shared {
                 if let Some(s) = sessions.borrow_and_update().clone() {
                     return Ok(s);
                 }
-                if let Some(reason) = failures.borrow_and_update().clone() {
-                    return Err(BusError::unavailable(format!(
-                        "matrix bridge {}: {reason}",
-                        self.name
-                    )));
+                if let Some(err) = failures.borrow_and_update().clone() {
+                    return Err(err);
                 }
                 tokio::select! {
                     r = sessions.changed() => if r.is_err() { break },

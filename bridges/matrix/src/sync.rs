@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use openagentio_core::BridgeError;
 use openagentio_core::supervisor::WorkContext;
-use openagentio_core::{BridgeHealth, Bus};
+use openagentio_core::{BridgeHealth, Bus, BusError};
 use serde_json::{Value, json};
 
 use crate::api::{JoinedRoom, RoomEvent, SyncResponse};
@@ -74,7 +74,14 @@ fn on_matrix_error(shared: &Shared, e: MatrixError) -> BridgeError {
         _ => e.to_bridge_error(&shared.name),
     };
     if err.permanent {
-        shared.failed.send_replace(Some(err.message.clone()));
+        let message = format!("matrix bridge {}: {}", shared.name, err.message);
+        let failure = match &e {
+            MatrixError::UnknownToken { .. } | MatrixError::LoginRefused { .. } => {
+                BusError::auth(message)
+            }
+            _ => BusError::unavailable(message),
+        };
+        shared.failed.send_replace(Some(failure));
     }
     err
 }
@@ -145,7 +152,7 @@ async fn run_inner(shared: &Arc<Shared>, ctx: &WorkContext) -> Result<(), Failur
         if !shared.service_started.is_open() {
             // Connected and let in: the host may start the other bridges,
             // which this batch (what was missed) may need.
-            ctx.health.set(BridgeHealth::healthy());
+            ctx.health.set(shared.rooms.read().health());
             shared.ready.send_replace(true);
             tokio::select! {
                 biased;
@@ -155,7 +162,7 @@ async fn run_inner(shared: &Arc<Shared>, ctx: &WorkContext) -> Result<(), Failur
         }
         process_batch(shared, &session, since.as_deref(), resp, full_state).await?;
         full_state = false;
-        ctx.health.set(BridgeHealth::healthy());
+        ctx.health.set(shared.rooms.read().health());
         shared.ready.send_replace(true);
     }
 }
@@ -192,6 +199,7 @@ async fn process_batch(
         armed: true,
     };
     for (room_id, room) in &resp.rooms.join {
+        shared.rooms.write().joined(room_id);
         if full_state {
             rooms::check_state_for_encryption(shared, room_id, &room.state.events);
         }
@@ -315,6 +323,12 @@ async fn publish_event(
     }
     let msg = match classify(&ev, &session.user_id, &shared.cfg) {
         Ok(m) => m,
+        Err(crate::inbound::Skip::UnsupportedMsgtype) => {
+            // Media and the like: someone posted it, so say where it went.
+            let msgtype = ev.content["msgtype"].as_str().unwrap_or("");
+            tracing::debug!(bridge = %shared.name, event_id = %ev.event_id, msgtype, "matrix: message not published: only text messages are");
+            return Ok(());
+        }
         Err(why) => {
             tracing::trace!(bridge = %shared.name, event_id = %ev.event_id, reason = ?why, "matrix: event not published");
             return Ok(());

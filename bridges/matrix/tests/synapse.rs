@@ -401,6 +401,31 @@ async fn revoked_token_makes_the_bridge_unhealthy_without_logging_it() {
         .unwrap_err();
     assert!(t1.elapsed() < Duration::from_secs(2), "{err:?}");
     assert!(err.message().contains("revoked"), "{err:?}");
+    assert_eq!(
+        err.code(),
+        openagentio_core::ErrorCode::AuthFailure,
+        "{err:?}"
+    );
+    // An outbound event is given up at once, not retried for minutes with
+    // later ones waiting behind it.
+    let event = Envelope::new("matrix.message.send")
+        .with_payload(json!({"text": "after the revocation", "room_id": room}));
+    let id = event.event_id.to_string();
+    bus.publish(event).await.unwrap();
+    // (The log is the whole process's: other tests' lines are in it too.)
+    let given_up = || {
+        logs::captured()
+            .lines()
+            .any(|l| l.contains("outbound event given up") && l.contains(&id))
+    };
+    let t2 = Instant::now();
+    while !given_up() {
+        assert!(
+            t2.elapsed() < Duration::from_secs(3),
+            "the event is still being retried"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     bridge.stop().await.unwrap();
 
     // Starting with the revoked token fails permanently, with the same reason.
@@ -727,5 +752,55 @@ async fn missed_messages_wait_until_the_service_has_started() {
             .contains("failed")),
         "{msgs:?}"
     );
+    bridge.stop().await.unwrap();
+}
+
+/// A configured room the bot cannot be in makes the bridge degraded, naming
+/// the room, until the bot is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_room_the_bot_is_not_in_makes_it_degraded() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let alice = TestClient::new(&hs, &hs.register("alice").await);
+    let bot_user = hs.register("bot").await;
+    let bot = TestClient::new(&hs, &bot_user);
+    let joined = alice.create_room(None, &[&bot_user.user_id]).await;
+    bot.join(&joined).await;
+    // Not invited: the bot cannot join it.
+    let closed = alice.create_room(None, &[]).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(
+        &hs,
+        &bot_user,
+        vec![joined.clone(), closed.clone(), "#nowhere:localhost".into()],
+        state.path(),
+    );
+    cfg.auto_join = true;
+    let bus = Bus::memory();
+    let mut bridge = MatrixBridge::new("matrix", cfg);
+    bridge.start(&bus).await.expect("bridge starts");
+    assert!(bridge.wait_ready(WAIT).await, "{:?}", bridge.health());
+    let health = bridge.health();
+    assert_eq!(health.state, HealthState::Degraded, "{health:?}");
+    let reason = health.reason.unwrap();
+    assert!(
+        reason.contains(&closed)
+            && reason.contains("#nowhere:localhost")
+            && !reason.contains(&joined),
+        "{reason}"
+    );
+
+    // Invited, the bot joins (auto_join): the room is no longer missing.
+    alice.invite(&closed, &bot_user.user_id).await;
+    let t0 = Instant::now();
+    loop {
+        let reason = bridge.health().reason.unwrap_or_default();
+        if !reason.contains(&closed) {
+            assert!(reason.contains("#nowhere:localhost"), "{reason}");
+            break;
+        }
+        assert!(t0.elapsed() < WAIT, "{reason}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     bridge.stop().await.unwrap();
 }
