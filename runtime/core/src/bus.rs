@@ -196,6 +196,10 @@ impl BusBuilder {
                 counters,
                 closed: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                // Three quarters: room for answers, notices and events.
+                window_budget: transport
+                    .subscription_buffer()
+                    .map(|n| Arc::new(std::sync::atomic::AtomicU64::new(n as u64 / 4 * 3))),
                 transport,
             }),
         }
@@ -238,6 +242,11 @@ pub(crate) struct BusInner {
     pub closed: AtomicBool,
     /// Set when a drain starts cancelling the requests still being served.
     pub draining: AtomicBool,
+    /// Frames the streams in flight may still be offered as flow-control
+    /// windows, when the transport drops what a subscription cannot hold
+    /// (see [`Transport::subscription_buffer`]): every stream's frames share
+    /// the one reply subscription, so their windows together stay within it.
+    pub window_budget: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Takes part in tokio's cooperative budget after a publish that did not

@@ -210,6 +210,7 @@ impl Bus {
             deadline,
             sent_at,
             window,
+            reservation,
             idle_timeout,
         } = request?;
         let inner = &self.inner;
@@ -265,7 +266,7 @@ impl Bus {
             idle_timeout,
             inner.settings.limits,
         )
-        .with_window(window))
+        .with_window(window, reservation))
     }
 
     /// Fills `request` for `target` (sender, context, trace, tenant, the
@@ -313,16 +314,25 @@ impl Bus {
         }
         env.metadata
             .insert(STREAM_KEY.to_owned(), Value::Bool(streaming));
+        let mut reservation = None;
         if streaming {
             // Room for the unread frames the window lets through, plus the
             // notices' granularity (a quarter of it) and the terminal frame.
-            let window = (inner.settings.frame_buffer as u64 * 3 / 4).max(1);
+            let mut window = (inner.settings.frame_buffer as u64 * 3 / 4).max(1);
+            if let Some(budget) = &inner.window_budget {
+                let (within, reserved) = crate::window_budget::reserve(budget, window);
+                window = within;
+                reservation = Some(reserved);
+            }
             env.metadata
                 .insert(WINDOW_KEY.to_owned(), Value::from(window));
         }
         self.prepare(env);
         // What the request offers once prepared (a preparer may take it back).
         let window = env.metadata.get(WINDOW_KEY).and_then(Value::as_u64);
+        if window.is_none() {
+            reservation = None;
+        }
 
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let now = Instant::now();
@@ -337,6 +347,7 @@ impl Bus {
             deadline,
             sent_at: now.into_std(),
             window,
+            reservation,
             idle_timeout: opts.idle_timeout,
         })
     }
@@ -351,5 +362,7 @@ struct PreparedRequest {
     sent_at: std::time::Instant,
     /// The frames it offers to hold unread (flow control).
     window: Option<u64>,
+    /// The window's share of the bus's budget, held while the call runs.
+    reservation: Option<crate::window_budget::WindowReservation>,
     idle_timeout: Option<Duration>,
 }

@@ -46,6 +46,7 @@ mod stats;
 mod stream;
 mod text;
 mod trace_context;
+mod window_budget;
 mod writer;
 
 pub use bridge::{

@@ -68,10 +68,14 @@ pub struct Stream {
     /// was last told of.
     window: Option<u64>,
     told_read: u64,
-    /// The transport's reconnect count when the call began: a frame missing
-    /// after a reconnect is lost for good (core NATS drops what is sent to a
-    /// subscription while it is being made again), not late.
-    reconnects: u64,
+    /// The window's share of the bus's budget, given back when the stream
+    /// is dropped.
+    window_reservation: Option<crate::window_budget::WindowReservation>,
+    /// The transport's counters when the call began: a frame missing after
+    /// a reconnect, or after the transport dropped messages, is lost for good
+    /// (core NATS drops what is sent to a subscription while it is being
+    /// made again, or while it is full), not late.
+    transport_at_start: crate::transport::TransportStats,
 }
 
 impl Stream {
@@ -83,9 +87,9 @@ impl Stream {
         idle: Option<Duration>,
         limits: StreamLimits,
     ) -> Self {
-        let reconnects = slot.bus.transport.stats().reconnects;
+        let transport_at_start = slot.bus.transport.stats();
         Stream {
-            reconnects,
+            transport_at_start,
             slot,
             request,
             target,
@@ -98,13 +102,19 @@ impl Stream {
             timer: None,
             window: None,
             told_read: 0,
+            window_reservation: None,
         }
     }
 
     /// Tells the handler, as frames are read, that it may send more
     /// (`window`: the frames the request offered to hold).
-    pub(crate) fn with_window(mut self, window: Option<u64>) -> Self {
+    pub(crate) fn with_window(
+        mut self,
+        window: Option<u64>,
+        reservation: Option<crate::window_budget::WindowReservation>,
+    ) -> Self {
         self.window = window;
+        self.window_reservation = reservation;
         self
     }
 
@@ -135,7 +145,7 @@ impl Stream {
         if self.done {
             return Ok(());
         }
-        self.done = true;
+        self.end();
         let msg = self.bus().cancel_message(&self.request.id);
         self.bus().transport.publish(msg).await?;
         self.bus().transport.flush().await.map_err(BusError::from)
@@ -190,7 +200,7 @@ impl Stream {
                 )))));
             };
             if msg.status == Some(STATUS_NO_RESPONDERS) {
-                self.done = true;
+                self.end();
                 return Some(Err(BusError::no_handler(format!(
                     "no handler for target {:?}",
                     self.target
@@ -211,10 +221,20 @@ impl Stream {
             if env.seq < self.expected || self.pending.contains_key(&env.seq) {
                 continue; // duplicate or late
             }
-            if self.reconnected() {
+            let now = self.bus().transport.stats();
+            if now.reconnects != self.transport_at_start.reconnects {
                 return Some(Err(self.fail(BusError::transport(format!(
                     "{}: frames {} to {} were lost while the connection to the bus was \
                      down; the stream cannot be completed",
+                    self.target,
+                    self.expected,
+                    env.seq - 1
+                )))));
+            }
+            if now.dropped != self.transport_at_start.dropped {
+                return Some(Err(self.fail(BusError::backpressure(format!(
+                    "{}: frames {} to {} were dropped by the transport (a subscription \
+                     of this process fell behind); the stream cannot be completed",
                     self.target,
                     self.expected,
                     env.seq - 1
@@ -270,7 +290,7 @@ impl Stream {
     fn hand_out(&mut self, env: Envelope) -> Envelope {
         self.expected += 1;
         if env.is_terminal() {
-            self.done = true;
+            self.end();
         } else if let Some(window) = self.window {
             // Every quarter window: often enough that the handler rarely
             // waits, seldom enough to cost nothing.
@@ -334,15 +354,24 @@ impl Stream {
         } else if self.reconnected() {
             " (the connection to the bus was lost and made again during the call: \
              the request or frames may have been lost)"
+        } else if transport.stats().dropped != self.transport_at_start.dropped {
+            " (the transport dropped messages of a subscription that fell behind \
+             during the call: frames may have been lost)"
         } else {
             ""
         };
         self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
     }
 
+    /// Marks the stream ended; its window goes back to the bus's budget.
+    fn end(&mut self) {
+        self.done = true;
+        self.window_reservation = None;
+    }
+
     /// Whether the transport reconnected since the call began.
     fn reconnected(&self) -> bool {
-        self.bus().transport.stats().reconnects != self.reconnects
+        self.bus().transport.stats().reconnects != self.transport_at_start.reconnects
     }
 
     /// The error of a call whose request the server refused (`why`).
@@ -355,7 +384,7 @@ impl Stream {
 
     /// Ends the stream locally and tells the handler to stop.
     fn fail(&mut self, err: BusError) -> BusError {
-        self.done = true;
+        self.end();
         self.bus().send_cancel(&self.request.id);
         err
     }

@@ -144,6 +144,14 @@ pub trait Transport: Send + Sync + 'static {
         self.flush().await
     }
 
+    /// How many messages one subscription holds, waiting to be handed on,
+    /// before the transport drops more (a slow consumer): the bus keeps the
+    /// flow-control windows of its streams, which share one reply
+    /// subscription, within it. `None` (the default): it never drops.
+    fn subscription_buffer(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
 

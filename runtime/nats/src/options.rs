@@ -55,7 +55,7 @@ pub struct NatsTls {
 /// ```
 /// use openagentio_nats::NatsOptions;
 /// let o = NatsOptions::new("nats://127.0.0.1:4222").name("svc");
-/// assert_eq!(o.subscription_capacity, 65_536);
+/// assert_eq!(o.subscription_capacity, 262_144);
 /// ```
 #[derive(Clone, Debug)]
 pub struct NatsOptions {
@@ -70,8 +70,11 @@ pub struct NatsOptions {
     /// Limit of the connection handshake (default 5 s).
     pub connect_timeout: Duration,
     /// Messages a subscription buffers before the client drops more and reports a
-    /// slow consumer (default 65 536). Each bus subscription is drained by a task
-    /// that only hands messages on, so this fills only when the process stalls.
+    /// slow consumer (default 262 144; memory is taken only as messages wait).
+    /// Each bus subscription is drained by a task that only hands messages on,
+    /// so this fills only when the process is starved of CPU; the flow-control
+    /// windows of the streams a bus calls, which all come back through its one
+    /// reply subscription, are kept within three quarters of it.
     pub subscription_capacity: usize,
     /// Keep trying when the server is not up at start (default false: fail fast).
     pub retry_on_initial_connect: bool,
@@ -88,7 +91,7 @@ impl NatsOptions {
             auth: NatsAuth::None,
             tls: NatsTls::default(),
             connect_timeout: Duration::from_secs(5),
-            subscription_capacity: 65_536,
+            subscription_capacity: 262_144,
             retry_on_initial_connect: false,
             max_reconnect_delay: Duration::from_secs(2),
         }

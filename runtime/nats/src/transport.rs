@@ -32,6 +32,7 @@ use crate::url_credentials::{redact_urls, take_url_credentials};
 pub struct NatsTransport {
     client: async_nats::Client,
     stats: Arc<Counters>,
+    subscription_capacity: usize,
 }
 
 #[derive(Default)]
@@ -122,6 +123,7 @@ impl NatsTransport {
         let stats = Arc::new(Counters::default());
         let events = stats.clone();
         let max_delay = opts.max_reconnect_delay;
+        let subscription_capacity = opts.subscription_capacity;
         let mut co = ConnectOptions::new()
             .connection_timeout(opts.connect_timeout)
             .subscription_capacity(opts.subscription_capacity)
@@ -208,7 +210,11 @@ impl NatsTransport {
                 },
             }
         })?;
-        Ok(NatsTransport { client, stats })
+        Ok(NatsTransport {
+            client,
+            stats,
+            subscription_capacity,
+        })
     }
 
     /// The underlying client.
@@ -489,6 +495,10 @@ impl Transport for NatsTransport {
         }
         tokio::time::sleep(REFUSAL_GRACE).await;
         refused().map_or(Ok(()), Err)
+    }
+
+    fn subscription_buffer(&self) -> Option<usize> {
+        Some(self.subscription_capacity)
     }
 
     fn is_connected(&self) -> bool {

@@ -1,0 +1,112 @@
+//! The flow-control windows of many streams at once over NATS, with a real
+//! nats-server: every stream's frames come back through the caller's one
+//! reply subscription, which the client holds to a fixed number of messages
+//! (and drops more, as a slow consumer). Proves that the windows a caller
+//! offers shrink as streams pile up, so that together they stay within that
+//! subscription's buffer, and come back as streams end; and that many fast
+//! streams at once, each read slowly, all end complete.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openagentio_core::context::WINDOW_KEY;
+use openagentio_core::{Bus, CallOptions};
+use openagentio_nats::{NatsOptions, NatsTransport};
+use openagentio_testkit::{NatsServer, nats_bus};
+use serde_json::{Value, json};
+
+const BUFFER: usize = 4096;
+const STREAMS: usize = 12;
+const FRAMES: u64 = 1500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_share_the_reply_buffer_and_lose_nothing() {
+    let nats = NatsServer::start();
+    let transport = NatsTransport::connect(
+        NatsOptions::new(nats.url())
+            .name("caller")
+            .subscription_capacity(BUFFER),
+    )
+    .await
+    .unwrap();
+    let caller = Bus::builder()
+        .agent_id("caller")
+        .transport(transport)
+        .build();
+    let server = nats_bus(&nats.url(), Bus::builder().agent_id("server")).await;
+    let windows = Arc::new(Mutex::new(Vec::new()));
+    let seen = windows.clone();
+    server
+        .handle_stream("burst", move |req, w| {
+            let offered = req
+                .envelope()
+                .metadata
+                .get(WINDOW_KEY)
+                .and_then(Value::as_u64);
+            seen.lock()
+                .unwrap()
+                .push(offered.expect("a window is offered"));
+            async move {
+                for _ in 0..FRAMES {
+                    w.delta_text("abcdefgh").await?;
+                }
+                w.finish(json!("done")).await
+            }
+        })
+        .await
+        .unwrap();
+
+    // All open at once, none read for a while: the handlers fill what they
+    // are offered.
+    let mut streams = Vec::new();
+    for _ in 0..STREAMS {
+        let opts = CallOptions::default().timeout(Duration::from_secs(60));
+        streams.push(
+            caller
+                .stream_invoke_with("burst", json!(null), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let offered = windows.lock().unwrap().clone();
+    assert_eq!(offered.len(), STREAMS);
+    // Frames a window lets out: itself, a quarter for the notices, the final.
+    let outstanding: u64 = offered.iter().map(|w| w + w / 4 + 1).sum();
+    assert!(
+        outstanding <= BUFFER as u64,
+        "windows {offered:?} let {outstanding} frames out, more than the {BUFFER} the reply \
+         subscription holds"
+    );
+    let (largest, smallest) = (
+        *offered.iter().max().unwrap(),
+        *offered.iter().min().unwrap(),
+    );
+    assert!(largest > smallest, "{offered:?}");
+
+    let reads = streams.into_iter().map(|mut s| async move {
+        let mut deltas = 0;
+        while let Some(frame) = s.next().await {
+            let frame = frame.expect("no frame is lost");
+            if frame.is_terminal() {
+                return (deltas, frame.payload);
+            }
+            deltas += 1;
+            if deltas % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        panic!("ended without a terminal frame");
+    });
+    for (deltas, last) in futures::future::join_all(reads).await {
+        assert_eq!(deltas, FRAMES);
+        assert_eq!(last, Some(json!({"result": "done"})));
+    }
+    assert_eq!(caller.transport().stats().dropped, 0);
+
+    // The streams ended: the next one is offered a whole window again.
+    windows.lock().unwrap().clear();
+    let s = caller.stream_invoke("burst", json!(null)).await.unwrap();
+    s.final_payload().await.unwrap();
+    assert_eq!(windows.lock().unwrap()[0], largest);
+}
