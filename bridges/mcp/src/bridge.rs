@@ -87,6 +87,8 @@ struct Shared {
     regs: tokio::sync::Mutex<BTreeMap<String, Registration>>,
     problems: Mutex<Vec<String>>,
     attempts: watch::Sender<Attempt>,
+    /// The connection loop's health, once started: whether it stopped for good.
+    supervision: std::sync::OnceLock<openagentio_core::supervisor::SupervisedHealth>,
 }
 
 impl McpBridge {
@@ -113,6 +115,7 @@ impl McpBridge {
                 regs: tokio::sync::Mutex::new(BTreeMap::new()),
                 problems: Mutex::new(Vec::new()),
                 attempts: watch::channel(None).0,
+                supervision: std::sync::OnceLock::new(),
             }),
             supervised: None,
             state: Lifecycle::New,
@@ -178,11 +181,13 @@ impl Bridge for McpBridge {
         *self.shared.bus.lock() = Some(bus.clone());
         let mut attempts = self.shared.attempts.subscribe();
         let shared = self.shared.clone();
-        self.supervised = Some(Supervised::spawn(
+        let supervised = Supervised::spawn(
             &self.shared.name,
             self.shared.cfg.restart.clone(),
             move |ctx| run_connection(shared.clone(), ctx),
-        ));
+        );
+        let _ = self.shared.supervision.set(supervised.health().clone());
+        self.supervised = Some(supervised);
         self.state = Lifecycle::Running;
         let first = attempts
             .wait_for(Option::is_some)
@@ -251,6 +256,10 @@ impl Bridge for McpBridge {
     }
 
     fn targets(&self) -> Vec<TargetInfo> {
+        if self.shared.stopped_for_good().is_some() {
+            // None of them can be served any more.
+            return Vec::new();
+        }
         self.shared
             .specs
             .read()
@@ -451,7 +460,22 @@ impl Shared {
             .to_bus(&self.name, &self.redactor));
         };
         let conn = self.conn.read().clone();
+        if conn.as_ref().is_none_or(|c| c.is_lost())
+            && let Some(reason) = self.stopped_for_good()
+        {
+            return Err(McpError::unavailable(format!(
+                "the MCP server is not connected, and the bridge has stopped reconnecting \
+                 ({reason}); restart the service once the server is fixed"
+            ))
+            .to_bus(&self.name, &self.redactor)
+            .with_retryable(false));
+        }
         call::serve(&self.name, &self.redactor, &spec, conn, &req, &writer).await
+    }
+
+    /// Why the connection loop stopped for good, once it has.
+    fn stopped_for_good(&self) -> Option<String> {
+        self.supervision.get().and_then(|h| h.stopped_for_good())
     }
 
     async fn unregister_all(&self) {

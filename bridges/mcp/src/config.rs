@@ -174,7 +174,14 @@ impl McpConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             include: Vec::new(),
             exclude: Vec::new(),
-            restart: RestartPolicy::default(),
+            // Rides out outages and crashes: the backoff (1 s to 30 s)
+            // never makes 10 restarts a minute.
+            restart: RestartPolicy {
+                max_restarts: 10,
+                window: Duration::from_secs(60),
+                initial_backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(30),
+            },
         }
     }
 

@@ -440,3 +440,41 @@ async fn a_server_that_exits_at_once_is_retried_in_the_background() {
     assert!(eventually(Duration::from_secs(5), || bridge.restarts() >= 2).await);
     bridge.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_that_stopped_reconnecting_says_so_and_lists_no_tools() {
+    let mut cfg = demo();
+    // One restart allowed: the second crash stops it for good.
+    cfg.restart = openagentio_core::supervisor::RestartPolicy {
+        max_restarts: 1,
+        window: Duration::from_secs(60),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(50),
+    };
+    let (bus, mut bridge) = start("demo", cfg).await;
+    assert!(!bridge.targets().is_empty());
+    let first = bridge.server_pid().unwrap();
+    kill_pid(first);
+    assert!(
+        eventually(Duration::from_secs(10), || bridge.is_connected()
+            && bridge.server_pid() != Some(first))
+        .await
+    );
+    kill_pid(bridge.server_pid().unwrap());
+    assert!(
+        eventually(Duration::from_secs(10), || bridge.health().state
+            == HealthState::Unhealthy)
+        .await,
+        "{:?}",
+        bridge.health()
+    );
+    let e = bus
+        .invoke("demo.echo", json!({"text": "x"}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::AgentUnavailable, "{e}");
+    assert!(!e.retryable(), "{e}");
+    assert!(e.message().contains("stopped reconnecting"), "{e}");
+    assert!(bridge.targets().is_empty(), "{:?}", bridge.targets());
+    bridge.stop().await.unwrap();
+}

@@ -284,7 +284,7 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<McpToolSettings>
         supervision: o
             .opt(
                 "supervision",
-                SupervisionConfig::reader(Duration::from_secs(1)),
+                SupervisionConfig::reader_with(SupervisionConfig::default()),
             )
             .unwrap_or_default(),
     };

@@ -31,7 +31,7 @@ pub struct SupervisionConfig {
     )]
     #[serde(serialize_with = "crate::duration::serialize")]
     pub base_delay: Duration,
-    /// The longest backoff delay.
+    /// The longest backoff delay (Matrix: 5 minutes).
     #[schemars(rename = "max_delay_seconds", with = "crate::schema::PositiveDuration")]
     #[serde(serialize_with = "crate::duration::serialize")]
     pub max_delay: Duration,
@@ -42,13 +42,17 @@ pub struct SupervisionConfig {
     pub health_failure_threshold: u32,
 }
 
+/// The defaults ride out outages and crashes: at most 10 restarts a minute,
+/// backing off from 1 s to 30 s, which never reaches that; a server that
+/// comes back is served again within 30 s (MCP connections; Matrix changes
+/// the delays, see [`SupervisionConfig::for_matrix`]).
 impl Default for SupervisionConfig {
     fn default() -> Self {
         SupervisionConfig {
-            max_restarts: 5,
-            restart_window: Duration::from_secs(300),
+            max_restarts: 10,
+            restart_window: Duration::from_secs(60),
             base_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(300),
+            max_delay: Duration::from_secs(30),
             jitter: true,
             health_failure_threshold: 3,
         }
@@ -56,30 +60,15 @@ impl Default for SupervisionConfig {
 }
 
 impl SupervisionConfig {
-    /// The defaults with another first backoff delay.
-    pub(crate) fn with_base_delay(base_delay: Duration) -> Self {
-        SupervisionConfig {
-            base_delay,
-            ..SupervisionConfig::default()
-        }
-    }
-
     /// The defaults of a Matrix bridge's sync loop: it rides out homeserver
     /// outages (at most 10 restarts a minute, backing off from
     /// `reconnect_delay` to 5 minutes, which its backoff never reaches).
     pub(crate) fn for_matrix(reconnect_delay: Duration) -> Self {
         SupervisionConfig {
-            max_restarts: 10,
-            restart_window: Duration::from_secs(60),
             base_delay: reconnect_delay,
             max_delay: reconnect_delay.max(Duration::from_secs(300)),
             ..SupervisionConfig::default()
         }
-    }
-
-    /// A reader whose `base_delay_seconds` defaults to `base_delay`.
-    pub(crate) fn reader(base_delay: Duration) -> impl Parser<Self> {
-        Self::reader_with(Self::with_base_delay(base_delay))
     }
 
     /// A reader whose keys default to those of `d`.

@@ -59,6 +59,9 @@ pub struct SupervisedHealth {
 struct HealthInner {
     health: Mutex<BridgeHealth>,
     restarts: AtomicU64,
+    /// Why the work stopped for good (a permanent error, or the policy's
+    /// restarts used up), once it has.
+    stopped: Mutex<Option<String>>,
 }
 
 impl SupervisedHealth {
@@ -67,6 +70,7 @@ impl SupervisedHealth {
             inner: Arc::new(HealthInner {
                 health: Mutex::new(BridgeHealth::healthy()),
                 restarts: AtomicU64::new(0),
+                stopped: Mutex::new(None),
             }),
         }
     }
@@ -81,6 +85,15 @@ impl SupervisedHealth {
     /// Restarts so far.
     pub fn restarts(&self) -> u64 {
         self.inner.restarts.load(Ordering::Relaxed)
+    }
+    /// Why the work stopped for good, once it has (it is not restarted
+    /// again: what it served stays unavailable until the bridge starts anew).
+    pub fn stopped_for_good(&self) -> Option<String> {
+        self.inner.stopped.lock().clone()
+    }
+    fn stop_for_good(&self, reason: String) {
+        *self.inner.stopped.lock() = Some(reason.clone());
+        self.set(BridgeHealth::unhealthy(reason));
     }
 }
 
@@ -126,6 +139,7 @@ impl Supervised {
     /// s.join().await;
     /// assert_eq!(s.health().get().state, HealthState::Unhealthy);
     /// assert_eq!(s.health().restarts(), 2);
+    /// assert_eq!(s.health().stopped_for_good().as_deref(), Some("bad token"));
     /// # }
     /// ```
     pub fn spawn<F, Fut>(name: &str, policy: RestartPolicy, work: F) -> Supervised
@@ -197,7 +211,7 @@ async fn supervise<F, Fut>(
         }
         if err.permanent {
             tracing::error!(bridge = %name, error = %err.message, "stopped: permanent error");
-            health.set(BridgeHealth::unhealthy(err.message));
+            health.stop_for_good(err.message);
             return;
         }
         let now = Instant::now();
@@ -210,7 +224,7 @@ async fn supervise<F, Fut>(
                 err.message
             );
             tracing::error!(bridge = %name, %reason, "stopped");
-            health.set(BridgeHealth::unhealthy(reason));
+            health.stop_for_good(reason);
             return;
         }
         recent.push(now);
