@@ -419,6 +419,10 @@ fn watch_child(bridge: String, mut child: Child, events: Arc<ConnEvents>) -> Chi
                 (s, true)
             }
         };
+        // What the server started (a launcher's real server, helpers) is in
+        // its process group: it goes with the server, or it would be left
+        // running, one more at every restart, after the service is gone.
+        end_process_group(pid).await;
         let how = match &status {
             Ok(s) => s.to_string(),
             Err(e) => format!("wait failed: {e}"),
@@ -432,6 +436,26 @@ fn watch_child(bridge: String, mut child: Child, events: Arc<ConnEvents>) -> Chi
         exited2.cancel();
     });
     ChildControl { pid, stop, exited }
+}
+
+/// Ends what is left of the process group `pid` led (the child was started
+/// as a group leader): `SIGTERM`, and `SIGKILL` to what has not ended half a
+/// second later.
+async fn end_process_group(pid: Option<u32>) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let Some(group) = pid.and_then(|p| Pid::from_raw(p as i32)) else {
+            return;
+        };
+        // An error here means nobody is left in the group.
+        if kill_process_group(group, Signal::TERM).is_ok() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = pid;
 }
 
 /// Copies the child's stderr to our log, a line at a time.

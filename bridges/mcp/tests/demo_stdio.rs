@@ -478,3 +478,58 @@ async fn a_bridge_that_stopped_reconnecting_says_so_and_lists_no_tools() {
     assert!(bridge.targets().is_empty(), "{:?}", bridge.targets());
     bridge.stop().await.unwrap();
 }
+
+/// What the server starts (here a helper a launcher leaves behind) goes with
+/// it: when the server dies and when the bridge stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_own_children_go_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pids = dir.path().join("helpers");
+    let script = format!(
+        "sleep 600 & echo $! >> '{}'; exec '{}'",
+        pids.display(),
+        demo_bin()
+    );
+    let mut cfg = McpConfig::new(McpTransport::stdio("sh", ["-c", script.as_str()]));
+    cfg.restart.initial_backoff = Duration::from_millis(100);
+    let (_bus, mut bridge) = start("demo", cfg).await;
+    let helper = |n: usize| -> u32 {
+        let text = std::fs::read_to_string(&pids).unwrap();
+        text.lines()
+            .nth(n)
+            .expect("a helper pid")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let alive = |pid: u32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    let first = helper(0);
+    assert!(alive(first));
+
+    // The server dies: its helper too, and the new server has its own.
+    let pid = bridge.server_pid().unwrap();
+    kill_pid(pid);
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(first)).await,
+        "helper {first} left running"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || bridge.is_connected()
+            && bridge.server_pid() != Some(pid))
+        .await
+    );
+    let second = helper(1);
+    assert!(alive(second));
+
+    // The bridge stops: the helper of the server it had goes too.
+    bridge.stop().await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(second)).await,
+        "helper {second} left running"
+    );
+}
