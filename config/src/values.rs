@@ -76,6 +76,22 @@ pub(crate) fn secret(v: &Value, p: &Path, r: &mut Report) -> Option<Secret> {
     non_empty(v, p, r).map(Secret::from)
 }
 
+/// A secret sent in an HTTP header (a bearer token): not empty, and without
+/// line breaks or control characters, which a header cannot carry (a
+/// `${VAR}` read from a file often ends with a newline).
+pub(crate) fn header_secret(v: &Value, p: &Path, r: &mut Report) -> Option<Secret> {
+    let s = non_empty(v, p, r)?;
+    if s.chars().any(|c| c.is_control() && c != '\t') {
+        r.error(
+            p,
+            "must not contain line breaks or control characters (it goes in an HTTP header; \
+             a value read from a file may end with a newline)",
+        );
+        return None;
+    }
+    Some(Secret::from(s))
+}
+
 /// `true` or `false` (also the strings `"true"`/`"false"`).
 pub(crate) fn boolean(v: &Value, p: &Path, r: &mut Report) -> Option<bool> {
     match v {

@@ -33,7 +33,6 @@ use rmcp::transport::Transport;
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, Peer};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -192,7 +191,11 @@ impl Upstream {
                 let stdout = proc.stdout.take().expect("stdout is piped");
                 let stdin = proc.stdin.take().expect("stdin is piped");
                 if let Some(stderr) = proc.stderr.take() {
-                    tokio::spawn(log_stderr(bridge.to_owned(), redactor.clone(), stderr));
+                    tokio::spawn(crate::stderr::log_stderr(
+                        bridge.to_owned(),
+                        redactor.clone(),
+                        stderr,
+                    ));
                 }
                 let child = watch_child(bridge.to_owned(), proc, events.clone());
                 let transport = Observed {
@@ -456,17 +459,6 @@ async fn end_process_group(pid: Option<u32>) {
     }
     #[cfg(not(unix))]
     let _ = pid;
-}
-
-/// Copies the child's stderr to our log, a line at a time.
-async fn log_stderr(bridge: String, redactor: Redactor, stderr: tokio::process::ChildStderr) {
-    let mut lines = BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        tracing::info!(target: "openagentio_mcp::stderr", bridge = %bridge, "{}", redactor.clean(&line));
-    }
 }
 
 /// reqwest is built without a default TLS crypto provider; use ring's (once per process).

@@ -239,18 +239,32 @@ impl CallServer {
             frames,
             assembler: ResponseAssembler::new(self.config.model.as_str()),
         };
-        let is_json = opened
+        // Media types are case-insensitive (RFC 9110).
+        let content_type = opened
             .response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| {
-                // Media types are case-insensitive (RFC 9110).
-                ct.trim_start()
-                    .get(..16)
-                    .is_some_and(|t| t.eq_ignore_ascii_case("application/json"))
-            });
-        if is_json {
+            .map(|ct| {
+                ct.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        if matches!(
+            content_type.as_str(),
+            "text/html" | "application/xhtml+xml" | "text/xml" | "application/xml"
+        ) {
+            // A web page (a wrong base_url, a proxy's notice): no stream will
+            // come, and asking again will not change that.
+            return Err(SseError::Codec(format!(
+                "the upstream answered with {content_type}, not an event stream \
+                 (text/event-stream): is base_url the API's address, such as http://host/v1?"
+            )));
+        }
+        if content_type == "application/json" {
             return call
                 .read_completion(opened.response, &self.config, total_deadline)
                 .await;

@@ -358,6 +358,21 @@ async fn clean_end_before_finish_is_a_transport_failure() {
 }
 
 #[tokio::test]
+async fn a_web_page_is_named_as_such_and_not_retried() {
+    let (frames, _s) = replay(&["html_page"], |_| {}).await;
+    assert_eq!(
+        frames,
+        vec![error(
+            "CODEC_FAILURE",
+            "upstream stream is not decodable: the upstream answered with text/html, not an \
+             event stream (text/event-stream): is base_url the API's address, such as \
+             http://host/v1?",
+            false
+        )]
+    );
+}
+
+#[tokio::test]
 async fn non_json_data_is_a_codec_failure() {
     let (frames, _s) = replay(&["not_json"], |_| {}).await;
     assert_eq!(

@@ -18,7 +18,7 @@ use crate::reader::Obj;
 use crate::secret::Secret;
 use crate::values::{
     Choice, Sign, any_name, choice, duration, env_name, env_value, file_path, glob, header_name,
-    header_value, list, map, non_empty, secret, string, subject_name, url,
+    header_secret, header_value, list, map, non_empty, string, subject_name, url,
 };
 
 /// The default `config.timeout` of a tool call: 10 s, as the reference.
@@ -275,7 +275,7 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<McpToolSettings>
         cwd: o.opt("cwd", file_path),
         http_url: o.opt("http_url", url(&["http", "https"])),
         headers: o.or("headers", BTreeMap::new(), map(header_name, header_value)),
-        token: o.opt("token", secret),
+        token: o.opt("token", header_secret),
         timeout: o.or("timeout", DEFAULT_MCP_TIMEOUT, &pos),
         connect_timeout: o.or("connect_timeout", DEFAULT_MCP_CONNECT_TIMEOUT, &pos),
         tool_timeouts: o.or("tool_timeouts", BTreeMap::new(), map(any_name, &pos)),

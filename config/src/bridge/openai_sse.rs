@@ -15,8 +15,8 @@ use crate::path::Path;
 use crate::reader::Obj;
 use crate::secret::Secret;
 use crate::values::{
-    Sign, byte_size, duration, header_name, header_value, json_object, map, non_empty, secret,
-    string, subject_name, url, whole,
+    Sign, byte_size, duration, header_name, header_secret, header_value, json_object, map,
+    non_empty, string, subject_name, url, whole,
 };
 
 /// The default `config.timeout`: 60 s, as the reference's `request_timeout`.
@@ -206,7 +206,7 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<OpenAiSseSetting
     let pos = duration(Sign::Positive);
     let base_url = o.req("base_url", url(&["http", "https"]));
     let model = o.req("model", non_empty);
-    let token = o.opt("token", secret);
+    let token = o.opt("token", header_secret);
     let headers = o.or("headers", BTreeMap::new(), map(header_name, header_value));
     let params = o.or("params", Map::new(), json_object);
     let system_prompt = o.opt("system_prompt", string);
