@@ -71,6 +71,10 @@ impl WatchedClient {
             Ok(StreamableHttpPostResponse::Sse(stream, session)) => {
                 Ok(StreamableHttpPostResponse::Sse(self.watch(stream), session))
             }
+            Err(e) => {
+                *self.events.post_failure.lock() = Some(e.to_string());
+                Err(e)
+            }
             other => other,
         }
     }

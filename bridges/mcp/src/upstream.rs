@@ -52,6 +52,9 @@ const MAX_PAGES: usize = 1000;
 pub(crate) struct ConnEvents {
     lost: CancellationToken,
     reason: Mutex<Option<String>>,
+    /// How the last HTTP request failed, if one did: what the handshake's
+    /// own error ("connection closed") does not say.
+    pub(crate) post_failure: Mutex<Option<String>>,
     pub(crate) progress: Arc<ProgressRouter>,
     pub(crate) tools_changed: Notify,
 }
@@ -61,6 +64,7 @@ impl ConnEvents {
         Arc::new(ConnEvents {
             lost: CancellationToken::new(),
             reason: Mutex::new(None),
+            post_failure: Mutex::new(None),
             progress: Arc::default(),
             tools_changed: Notify::new(),
         })
@@ -261,6 +265,18 @@ impl Upstream {
                     {
                         err = McpError::lost(reason);
                     }
+                }
+                // Over HTTP, an answer that is not MCP (a wrong path, a web
+                // page, another API) fails the handshake as a closed connection.
+                if let Some(failure) = events.post_failure.lock().clone()
+                    && child.is_none()
+                    && (err.connection_lost()
+                        || matches!(err, McpError::Transport(_) | McpError::InvalidRequest(_)))
+                {
+                    err = McpError::Transport(format!(
+                        "the server does not answer as an MCP server ({failure}): is http_url \
+                         the MCP endpoint (often ending in /mcp)?"
+                    ));
                 }
                 tracing::debug!(bridge, error = %redactor.clean(&e.to_string()), "MCP handshake failed");
                 return Err(err);

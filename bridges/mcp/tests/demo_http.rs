@@ -208,3 +208,38 @@ async fn an_expired_session_is_reinitialised_in_place() {
     assert_eq!(bridge.health().state, HealthState::Healthy);
     bridge.stop().await.unwrap();
 }
+
+/// An http_url that is not an MCP endpoint (a web server that refuses the
+/// POST, or answers with a page) is named as such, not as a connection that
+/// closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_is_not_mcp_is_named_as_such() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for answer in [
+        "HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 13\r\nconnection: close\r\n\r\n<html></html>",
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        let mut cfg = http(url, None);
+        cfg.connect_timeout = Duration::from_secs(5);
+        let bus = Bus::memory();
+        let mut bridge = McpBridge::new("web", cfg).unwrap();
+        // Not a permanent error: the server may yet be fixed; it is retried.
+        bridge.start(&bus).await.unwrap();
+        let named = |r: &str| r.contains("does not answer as an MCP server") && r.contains("/mcp");
+        let said = eventually(Duration::from_secs(10), || {
+            named(&bridge.health().reason.unwrap_or_default())
+        })
+        .await;
+        assert!(said, "{answer}: {:?}", bridge.health());
+        bridge.stop().await.unwrap();
+    }
+}
