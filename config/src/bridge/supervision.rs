@@ -45,7 +45,7 @@ pub struct SupervisionConfig {
 /// The defaults ride out outages and crashes: at most 10 restarts a minute,
 /// backing off from 1 s to 30 s, which never reaches that; a server that
 /// comes back is served again within 30 s (MCP connections; Matrix changes
-/// the delays, see [`SupervisionConfig::for_matrix`]).
+/// the delays: from `reconnect_delay` up to 5 minutes).
 impl Default for SupervisionConfig {
     fn default() -> Self {
         SupervisionConfig {
