@@ -11,7 +11,7 @@
 //! either side however calls end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use openagentio_core::middleware::{DeadLetter, RETRY_ATTEMPT_KEY, Recover, Retry, RetryPolicy};
@@ -41,6 +41,7 @@ openagentio_testkit::on_both_transports!(
     panics_become_error_frames,
     retry_retries_only_retryable_failures,
     exhausted_failures_become_dead_letters,
+    dead_letter_readers_behind_middleware_see_the_original_and_do_not_loop,
     context_flows_through_two_nested_calls,
     tenants_are_isolated,
     metadata_is_inherited_except_acp_keys,
@@ -823,6 +824,60 @@ async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
             .unwrap()
             .contains("cannot process")
     );
+}
+
+/// Dead letters read on a bus whose middleware dead-letters and retries
+/// (the recommended chain): a reader sees the original's attempt count, and
+/// a reader that fails does not get its own dead letter back, for ever.
+async fn dead_letter_readers_behind_middleware_see_the_original_and_do_not_loop(
+    kind: TransportKind,
+) {
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    };
+    let p = BusPair::new(kind, move |b, _| {
+        b.middleware(DeadLetter)
+            .middleware(Retry::new(policy.clone()))
+    })
+    .await;
+    p.server
+        .handle_invoke("doomed", |_req| async move {
+            Err(BusError::transport("always down"))
+        })
+        .await
+        .unwrap();
+    let failing_reads = Arc::new(AtomicUsize::new(0));
+    let reads = failing_reads.clone();
+    p.server
+        .subscribe_dead_letters(">", move |_env| {
+            reads.fetch_add(1, Ordering::SeqCst);
+            async move { Err(BusError::unavailable("the store is down")) }
+        })
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .subscribe_dead_letters(">", move |env| {
+            let tx = tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+
+    p.client.invoke("doomed", json!(1)).await.unwrap_err();
+    let dead = recv(&mut rx).await;
+    assert_eq!(dead.metadata[RETRY_ATTEMPT_KEY], json!(2), "{dead:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its own tries (at most the policy's 2), then it is dropped.
+    let reads = failing_reads.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&reads), "read {reads} times");
+    assert!(rx.try_recv().is_err(), "a dead letter came back");
 }
 
 async fn context_flows_through_two_nested_calls(kind: TransportKind) {

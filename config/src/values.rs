@@ -146,6 +146,9 @@ pub(crate) enum Sign {
     NonNegative,
 }
 
+/// The longest duration a config may give.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
 /// A duration: seconds as a number, or a string like `"500ms"`, `"10s"`, `"2m"`.
 pub(crate) fn duration(sign: Sign) -> impl Parser<Duration> {
     move |v, p, r| {
@@ -191,6 +194,12 @@ pub(crate) fn duration(sign: Sign) -> impl Parser<Duration> {
         };
         if d.is_zero() && sign == Sign::Positive {
             r.error(p, "expected a positive duration");
+            return None;
+        }
+        // Deadlines are the clock plus a duration: past years, that
+        // addition would not fit, and no wait is meant that long.
+        if d > MAX_DURATION {
+            r.error(p, "duration is too large (at most 10 years)");
             return None;
         }
         Some(d)
@@ -517,6 +526,10 @@ mod tests {
             Err(vec!["k: expected a positive duration".into()])
         );
         assert!(run(&pos, json!(true)).unwrap_err()[0].contains("found a boolean"));
+        assert_eq!(
+            run(&pos, json!(1e15)),
+            Err(vec!["k: duration is too large (at most 10 years)".into()])
+        );
         let non_neg = duration(Sign::NonNegative);
         assert_eq!(run(&non_neg, json!(0)), Ok(Duration::ZERO));
         assert_eq!(

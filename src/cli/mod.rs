@@ -201,6 +201,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !(secs.is_finite() && secs > 0.0) {
         return Err(format!("{s:?}: expected a positive duration"));
     }
+    // No wait is meant for longer, and deadlines past that leave the clock's range.
+    const TEN_YEARS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+    if secs > TEN_YEARS {
+        return Err(format!("{s:?}: too long (at most 10 years)"));
+    }
     Ok(Duration::from_secs_f64(secs))
 }
 
@@ -233,5 +238,10 @@ mod tests {
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3 parsecs").is_err());
+        assert!(
+            parse_duration("100000000000000000000000000000000000h")
+                .unwrap_err()
+                .contains("at most 10 years")
+        );
     }
 }

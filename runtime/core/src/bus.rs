@@ -182,6 +182,7 @@ impl BusBuilder {
         let transport = self
             .transport
             .unwrap_or_else(|| Arc::new(MemoryTransport::new()));
+        transport.share();
         let inbox = transport.new_inbox_prefix();
         let counters = Arc::new(Counters::default());
         Bus {
@@ -698,9 +699,10 @@ impl Bus {
     }
 
     /// Calls made by this bus whose answers are still awaited: invokes not
-    /// yet answered and streams not yet ended or dropped. Each holds its
-    /// reply slot until then, so a count that only grows is a caller that
-    /// keeps streams it no longer reads.
+    /// yet answered and streams not yet ended (read to their terminal frame,
+    /// failed or cancelled) or dropped. Each holds its reply slot until then,
+    /// so a count that only grows is a caller that keeps streams it no
+    /// longer reads.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -709,6 +711,10 @@ impl Bus {
     /// bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) }).await.unwrap();
     /// bus.invoke("echo", serde_json::json!({"n": 1})).await.unwrap();
     /// assert_eq!(bus.open_calls(), 0);
+    /// let mut s = bus.stream_invoke("echo", serde_json::json!(2)).await.unwrap();
+    /// assert_eq!(bus.open_calls(), 1);
+    /// while let Some(frame) = s.next().await { frame.unwrap(); }
+    /// assert_eq!(bus.open_calls(), 0); // ended, though `s` is still held
     /// # });
     /// ```
     pub fn open_calls(&self) -> usize {
@@ -722,7 +728,7 @@ impl Bus {
     /// Returns true when every request finished by itself.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.unsubscribe_all().await;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = crate::call::later_by(tokio::time::Instant::now(), timeout);
         let grace = (timeout / 4).min(Duration::from_secs(1));
         if self.inner.cancels.wait_idle(deadline - grace).await {
             return true;
@@ -748,7 +754,9 @@ impl Bus {
         self.inner.draining.load(Ordering::Acquire)
     }
 
-    /// Removes every registration, stops listening for replies and closes the transport.
+    /// Removes every registration, stops listening for replies and closes the
+    /// transport, unless other buses built on it are still open (they go on
+    /// working: the last to close closes it).
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -756,7 +764,9 @@ impl Bus {
         self.unsubscribe_all().await;
         self.inner.replies.close().await;
         self.inner.cancels.close().await;
-        self.inner.transport.close().await;
+        if self.inner.transport.release() {
+            self.inner.transport.close().await;
+        }
     }
 
     /// A weak handle that does not keep the bus alive.

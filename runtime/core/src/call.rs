@@ -58,6 +58,21 @@ pub(crate) async fn finish_by<F: std::future::Future>(
     tokio::time::timeout_at(deadline, fut).await
 }
 
+/// Further than any call waits: what a deadline past the clock's range
+/// becomes.
+const FAR_FUTURE: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+
+/// `now + d`, or [`FAR_FUTURE`] from now when that does not fit the clock (a
+/// caller's `Duration::MAX`, a peer's `acp.timeout_ms` of `u64::MAX`).
+pub(crate) fn later_by(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
+/// Whole milliseconds of `d`, at most `u64::MAX` (not wrapped around).
+pub(crate) fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `timeout` from `now`, or the served request's deadline if that is sooner
 /// (nested calls and publishes inherit it).
 pub(crate) fn deadline_within(
@@ -65,7 +80,7 @@ pub(crate) fn deadline_within(
     timeout: Duration,
     ctx: Option<&CallContext>,
 ) -> Instant {
-    let own = now + timeout;
+    let own = later_by(now, timeout);
     ctx.and_then(CallContext::deadline)
         .map_or(own, |parent| own.min(parent))
 }
@@ -337,7 +352,7 @@ impl Bus {
         let timeout = opts.timeout.unwrap_or(inner.settings.default_timeout);
         let now = Instant::now();
         let deadline = deadline_within(now, timeout, ctx.as_deref());
-        let remaining_ms = deadline.saturating_duration_since(now).as_millis() as u64;
+        let remaining_ms = whole_millis(deadline.saturating_duration_since(now));
         env.metadata
             .insert(TIMEOUT_MS_KEY.to_owned(), Value::from(remaining_ms));
         let subject = inner.subjects.invoke_text(target, &env.tenant_id);
@@ -365,4 +380,63 @@ struct PreparedRequest {
     /// The window's share of the bus's budget, held while the call runs.
     reservation: Option<crate::window_budget::WindowReservation>,
     idle_timeout: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_past_the_clocks_range_do_not_overflow() {
+        let now = Instant::now();
+        assert_eq!(
+            later_by(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(later_by(now, Duration::MAX), now + FAR_FUTURE);
+        assert_eq!(whole_millis(Duration::MAX), u64::MAX);
+        // A peer's `acp.timeout_ms` of u64::MAX.
+        let env = Envelope::new("x").with_metadata(TIMEOUT_MS_KEY, Value::from(u64::MAX));
+        assert!(crate::context::caller_deadline(&env).unwrap() > now);
+    }
+
+    #[tokio::test]
+    async fn started_after_a_delta_is_refused_whether_or_not_frames_are_sent() {
+        let bus = Bus::memory();
+        bus.handle_stream("late", |_req, w| async move {
+            w.delta_text("x").await?;
+            let refused = w.started(Value::Null).await.is_err();
+            w.finish(Value::Bool(refused)).await
+        })
+        .await
+        .unwrap();
+        let streamed = bus.stream_invoke("late", Value::Null).await.unwrap();
+        assert_eq!(
+            streamed.final_payload().await.unwrap(),
+            serde_json::json!({"result": true})
+        );
+        let answered = bus.invoke("late", Value::Null).await.unwrap();
+        assert_eq!(answered.payload, Some(serde_json::json!({"result": true})));
+    }
+
+    #[tokio::test]
+    async fn the_longest_timeouts_are_taken_as_no_limit() {
+        let bus = Bus::builder().default_timeout(Duration::MAX).build();
+        bus.handle_stream("echo", |req, w| async move {
+            w.finish(req.payload().clone()).await
+        })
+        .await
+        .unwrap();
+        let opts = CallOptions::default()
+            .timeout(Duration::MAX)
+            .idle_timeout(Duration::MAX);
+        let s = bus
+            .stream_invoke_with("echo", Value::from(1), opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.final_payload().await.unwrap(),
+            serde_json::json!({"result": 1})
+        );
+    }
 }

@@ -67,7 +67,7 @@ pub async fn gather(
         .with_metadata(crate::context::STREAM_KEY, Value::Bool(false))
         .with_metadata(
             crate::context::TIMEOUT_MS_KEY,
-            Value::from(timeout.as_millis() as u64),
+            Value::from(crate::call::whole_millis(timeout)),
         )
         .with_tenant(tenant);
     req.from = bus.settings().agent_id.clone();
@@ -93,7 +93,7 @@ async fn collect(
     timeout: Duration,
     grace: Duration,
 ) -> Result<Vec<TargetInfo>, BusError> {
-    let mut until = Instant::now() + timeout;
+    let mut until = crate::call::later_by(Instant::now(), timeout);
     let mut lists: Vec<Vec<TargetInfo>> = Vec::new();
     let mut failure = None;
     loop {
@@ -120,7 +120,7 @@ async fn collect(
             continue;
         }
         // The first answer starts the grace; later ones do not move it.
-        until = until.min(Instant::now() + grace);
+        until = until.min(crate::call::later_by(Instant::now(), grace));
         match frame.error() {
             Some(e) => failure = Some(e),
             None => lists.push(targets_of(frame.payload.unwrap_or(Value::Null))),

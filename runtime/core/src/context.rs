@@ -55,7 +55,7 @@ pub(crate) fn caller_deadline(request: &Envelope) -> Option<Instant> {
         .metadata
         .get(TIMEOUT_MS_KEY)
         .and_then(serde_json::Value::as_u64)
-        .map(|ms| Instant::now() + std::time::Duration::from_millis(ms))
+        .map(|ms| crate::call::later_by(Instant::now(), std::time::Duration::from_millis(ms)))
 }
 
 /// The context of the request being served by this task, if any.

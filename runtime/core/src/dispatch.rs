@@ -258,7 +258,8 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
     // serve timeout, if one is set: it will send no cancellation either.
     let caller = caller_deadline(&env);
     let serve_limit = bus.settings.serve_timeout.filter(|_| caller.is_none());
-    let deadline = caller.or_else(|| serve_limit.map(|d| tokio::time::Instant::now() + d));
+    let deadline = caller
+        .or_else(|| serve_limit.map(|d| crate::call::later_by(tokio::time::Instant::now(), d)));
     let grace = bus.settings.cancel_grace;
     let writer = StreamWriter::new(bus, &env, token.clone(), deadline);
     let _guard = writer

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use crate::subject::{has_wildcard, matches};
 use crate::transport::{
     Body, Message, STATUS_NO_RESPONDERS, Sink, Subscription, Transport, TransportError,
-    TransportStats,
+    TransportStats, release,
 };
 
 /// A process-local transport.
@@ -44,6 +44,8 @@ struct Inner {
     next_id: AtomicU64,
     next_inbox: AtomicU64,
     closed: AtomicBool,
+    /// Open buses built on this transport (see [`Transport::release`]).
+    buses: AtomicU64,
 }
 
 #[derive(Clone, Default)]
@@ -269,6 +271,14 @@ impl Transport for MemoryTransport {
         TransportStats::default()
     }
 
+    fn share(&self) {
+        self.inner.buses.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) -> bool {
+        release(&self.inner.buses)
+    }
+
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.edit(|table| *table = Table::default());
@@ -381,5 +391,42 @@ mod tests {
         sub.unsubscribe().await.unwrap();
         t.publish(Message::bytes("_INBOX.a.1", "x")).await.unwrap();
         assert_eq!(inbox.0.lock().len(), 1);
+    }
+}
+
+#[cfg(test)]
+mod sharing_tests {
+    use crate::Bus;
+    use serde_json::json;
+
+    use super::MemoryTransport;
+
+    #[tokio::test]
+    async fn closing_one_bus_leaves_the_others_on_the_transport_working() {
+        let t = MemoryTransport::new();
+        let a = Bus::builder().agent_id("a").transport(t.clone()).build();
+        let b = Bus::builder().agent_id("b").transport(t.clone()).build();
+        b.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+            .await
+            .unwrap();
+        a.close().await;
+        assert!(a.invoke("echo", json!(1)).await.is_err());
+        let c = Bus::builder().agent_id("c").transport(t.clone()).build();
+        assert_eq!(
+            c.invoke("echo", json!(2)).await.unwrap().payload,
+            Some(json!(2))
+        );
+        b.close().await;
+        // c is still open: so is the transport.
+        assert_eq!(
+            c.invoke("echo", json!(3)).await.unwrap_err().code(),
+            crate::ErrorCode::NoHandler
+        );
+        c.close().await;
+        let d = Bus::builder().agent_id("d").transport(t).build();
+        assert!(
+            d.invoke("echo", json!(4)).await.is_err(),
+            "the last bus closed the transport"
+        );
     }
 }

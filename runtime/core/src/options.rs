@@ -51,7 +51,8 @@ impl CallOptions {
         self.idle_timeout = Some(d);
         self
     }
-    /// Sets the tenant.
+    /// Sets the tenant. Left unset, or set empty, a call made while serving
+    /// a request goes to that request's tenant, else to the bus's default.
     pub fn tenant(mut self, t: impl Into<String>) -> Self {
         self.tenant = Some(t.into());
         self
@@ -115,7 +116,8 @@ impl HandleOptions {
         self.tenant = Some(t.into());
         self
     }
-    /// Sets the concurrency limit.
+    /// Sets the concurrency limit: requests served at once, the others
+    /// refused with `BACKPRESSURE_DROP` (0 counts as 1).
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = Some(n);
         self

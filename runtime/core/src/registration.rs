@@ -96,7 +96,10 @@ impl Bus {
     pub(crate) fn registration_attempt(&self) -> Attempt {
         Attempt {
             began: std::time::Instant::now(),
-            deadline: tokio::time::Instant::now() + self.inner.settings.default_timeout,
+            deadline: crate::call::later_by(
+                tokio::time::Instant::now(),
+                self.inner.settings.default_timeout,
+            ),
         }
     }
 

@@ -169,6 +169,8 @@ pub(crate) struct ReplySlot {
     /// The bus whose router holds the slot (the call's stream uses it too:
     /// one handle for both, on a count that every call shares).
     pub bus: Arc<BusInner>,
+    /// Given back already (the call ended before its stream was dropped).
+    released: bool,
 }
 
 impl ReplySlot {
@@ -176,12 +178,20 @@ impl ReplySlot {
     pub async fn recv(&self) -> Option<Message> {
         std::future::poll_fn(|cx| self.queue.poll_recv(cx)).await
     }
+
+    /// Gives the slot back: the call has ended, and frames that come for it
+    /// now are late (dropped as for an unknown call).
+    pub fn release(&mut self) {
+        if !std::mem::replace(&mut self.released, true) {
+            let slots = &self.bus.replies.shared.slots;
+            slots.part(part_of(self.id)).remove(&self.id);
+        }
+    }
 }
 
 impl Drop for ReplySlot {
     fn drop(&mut self) {
-        let slots = &self.bus.replies.shared.slots;
-        slots.part(part_of(self.id)).remove(&self.id);
+        self.release();
     }
 }
 
@@ -322,6 +332,7 @@ impl ReplyRouter {
             queue,
             id,
             bus: bus.clone(),
+            released: false,
         }
     }
 

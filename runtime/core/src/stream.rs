@@ -327,7 +327,7 @@ impl Stream {
     }
 
     fn wait_limit(&self) -> Option<Instant> {
-        let idle = self.idle.map(|d| Instant::now() + d);
+        let idle = self.idle.map(|d| crate::call::later_by(Instant::now(), d));
         match (self.deadline, idle) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -367,6 +367,7 @@ impl Stream {
     fn end(&mut self) {
         self.done = true;
         self.window_reservation = None;
+        self.slot.release();
     }
 
     /// Whether the transport reconnected since the call began.

@@ -161,6 +161,18 @@ pub trait Transport: Send + Sync + 'static {
     /// Closes the transport; later publishes fail.
     async fn close(&self);
 
+    /// Counts one more bus built on this transport (see [`Transport::release`]).
+    /// The default counts nothing.
+    fn share(&self) {}
+
+    /// Counts one bus fewer, as it closes: true when none is left, and the
+    /// bus then closes the transport. Buses sharing a transport (several on
+    /// one in-memory transport, say) leave it open for the others. The
+    /// default: true, for a transport that does not count.
+    fn release(&self) -> bool {
+        true
+    }
+
     /// Why the server refused to let this client `op` on `subject` since
     /// `since` (NATS permissions), if it did. A refusal arrives apart from
     /// the operation it answers: the bus asks at each of
@@ -227,4 +239,13 @@ impl From<TransportError> for crate::BusError {
             other => crate::BusError::transport(other.to_string()),
         }
     }
+}
+
+/// Counts one bus fewer on `buses` (a transport's count of the buses built
+/// on it): true when it was the last, or when none was counted.
+pub fn release(buses: &std::sync::atomic::AtomicU64) -> bool {
+    use std::sync::atomic::Ordering;
+    buses
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .map_or(true, |before| before <= 1)
 }

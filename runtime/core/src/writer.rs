@@ -84,6 +84,9 @@ struct WriterInner {
 struct WriterState {
     seq: u64,
     started: bool,
+    /// A frame was written but not sent (the caller wanted only the answer):
+    /// `started` may no longer come, as if it had been sent.
+    held_back: bool,
     closed: bool,
     /// Every field a reply copies from the request, made once per request.
     /// The terminal frame takes it and is made in it, in place, sent without
@@ -167,6 +170,7 @@ impl StreamWriter {
                 state: Mutex::new(WriterState {
                     seq: 0,
                     started: false,
+                    held_back: false,
                     closed: false,
                     template: Some(Arc::new(reply_template(&bus.settings.agent_id, request))),
                 }),
@@ -193,7 +197,7 @@ impl StreamWriter {
     pub async fn started(&self, meta: Value) -> Result<(), BusError> {
         {
             let mut st = self.inner.state.lock();
-            if st.started || st.seq > 0 {
+            if st.started || st.seq > 0 || st.held_back {
                 return Err(BusError::invalid(
                     "stream: started must be the first frame, once",
                 ));
@@ -247,6 +251,7 @@ impl StreamWriter {
                 st.closed = true;
             } else if !self.inner.streaming {
                 // The caller wants only the answer (see `context::STREAM_KEY`).
+                st.held_back = true;
                 return Ok(());
             }
             let seq = st.seq;

@@ -39,6 +39,8 @@ pub struct NatsTransport {
 struct Counters {
     dropped: AtomicU64,
     reconnects: AtomicU64,
+    /// Open buses built on this connection (see [`Transport::release`]).
+    buses: AtomicU64,
     connected_once: AtomicBool,
     closed: AtomicBool,
     /// A client error was logged since the last connect: the next ones of
@@ -532,6 +534,14 @@ impl Transport for NatsTransport {
 
     fn refusal_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.stats.refused.subscribe())
+    }
+
+    fn share(&self) {
+        self.stats.buses.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn release(&self) -> bool {
+        openagentio_core::transport::release(&self.stats.buses)
     }
 
     async fn close(&self) {

@@ -11,9 +11,16 @@ pub const DLQ_ORIGINAL_EVENT_TYPE_KEY: &str = "acp.dlq.original_event_type";
 pub const DLQ_LAST_ERROR_KEY: &str = "acp.dlq.last_error";
 
 /// Publishes the request of a failed call to `{prefix}.dlq.{event_type}`,
-/// stamped with `acp.dlq.*` metadata, then passes the failure on.
+/// stamped with `acp.dlq.*` metadata, then passes the failure on. A dead
+/// letter whose own handler fails (a store that is down) is logged, not
+/// dead-lettered again: that would hand it back to the same handler, for ever.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DeadLetter;
+
+/// Whether `env` is a dead letter (it carries `acp.dlq.original_event_type`).
+pub(crate) fn is_dead_letter(env: &crate::envelope::Envelope) -> bool {
+    env.metadata.contains_key(DLQ_ORIGINAL_EVENT_TYPE_KEY)
+}
 
 #[async_trait::async_trait]
 impl Middleware for DeadLetter {
@@ -25,6 +32,14 @@ impl Middleware for DeadLetter {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
+        if is_dead_letter(&original) {
+            tracing::error!(
+                event_type = %original.event_type,
+                error = %err,
+                "a dead letter's handler failed; the dead letter is dropped"
+            );
+            return Err(err);
+        }
         if attempts.attempt.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             original.metadata.insert(
                 RETRY_ATTEMPT_KEY.to_owned(),

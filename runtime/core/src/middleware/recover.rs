@@ -8,8 +8,9 @@ use crate::error::BusError;
 use crate::request::Call;
 
 /// Turns a panicking handler into an `AGENT_UNAVAILABLE` error. (The bus also
-/// catches panics outside the chain; this layer lets outer layers, such as
-/// logging or dead-letter, see the failure.)
+/// catches panics outside the chain.) The layers outside it see the panic as
+/// that error: put it inside those that should (logging, dead-letter); in the
+/// recommended order, outermost, it guards the other layers themselves.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Recover;
 

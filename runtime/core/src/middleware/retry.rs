@@ -67,15 +67,20 @@ impl Retry {
 impl Middleware for Retry {
     async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
         let max = self.policy.max_attempts.max(1);
+        // A dead letter's attempt count is its original's (the reference's
+        // key too): what its handler reads, so it is left as it came.
+        let stamp = !super::dead_letter::is_dead_letter(call.envelope());
         let mut attempt = 1;
         loop {
             call.set_attempt(attempt);
             let mut this_try = call.clone();
-            this_try
-                .request
-                .envelope_mut()
-                .metadata
-                .insert(RETRY_ATTEMPT_KEY.to_owned(), Value::from(attempt));
+            if stamp {
+                this_try
+                    .request
+                    .envelope_mut()
+                    .metadata
+                    .insert(RETRY_ATTEMPT_KEY.to_owned(), Value::from(attempt));
+            }
             let err = match next.run(this_try).await {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
