@@ -605,6 +605,41 @@ fn publish_reports_an_event_the_server_refuses() {
     assert!(!err.contains(":pw@"), "the password leaked: {err}");
 }
 
+/// The gateway's event endpoint, on a NATS user that may not publish an
+/// event type: `AUTH_FAILURE`, not 202 (and the CLI through it fails too).
+#[test]
+fn the_gateway_reports_an_event_the_server_refuses() {
+    let nats = NatsServer::start_with_config(
+        r#"authorization {
+  users = [
+    {user: svc, password: pw, permissions: {publish: {deny: ["acp.v1.events.secret.>"]}}}
+  ]
+}
+"#,
+    );
+    let port = free_port();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let yaml = format!(
+        r#"version: "openagentio.bridge/v1"
+bus: {{ transport: nats, nats: {{ url: "nats://127.0.0.1:{}", user: svc, password: pw }} }}
+http: {{ listen: "127.0.0.1:{port}" }}
+"#,
+        nats.port()
+    );
+    std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
+    let _service = run_service(BIN, cfg.path(), &[], Path::new("."));
+    let gateway = format!("http://127.0.0.1:{port}");
+    let out = client(&["publish", "open.note", "--text", "hi", "--bus", &gateway]);
+    assert!(out.status.success(), "{out:?}");
+    let out = client(&["publish", "secret.note", "--text", "hi", "--bus", &gateway]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("AUTH_FAILURE") && err.contains("secret.note"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_gateway_url_password_is_masked_in_messages() {
     // Nothing listens there: the error names the gateway, password masked.

@@ -262,10 +262,12 @@ pub(crate) fn check_url(s: &str, schemes: &[&str], p: &Path, r: &mut Report) -> 
             ),
         );
         None
-    } else if u.password().is_some() {
+    } else if u.password().is_some() || !u.username().is_empty() {
+        // A user alone is a token to NATS: a secret all the same.
         r.error(
             p,
-            "must not contain a password: use the key meant for credentials",
+            "must not contain credentials (a password or a token before `@`): use the keys \
+             meant for them",
         );
         None
     } else if u.host_str().is_none_or(str::is_empty) {

@@ -459,3 +459,21 @@ fn a_token_with_a_line_break_is_refused_at_its_path() {
     );
     assert!(!err.to_string().contains("s3cret"));
 }
+
+#[test]
+fn a_token_in_a_nats_url_is_refused_like_a_password() {
+    for url in [
+        "nats://s3cret@127.0.0.1:4222",
+        "nats://u:s3cret@127.0.0.1:4222",
+    ] {
+        let lines = errors(&format!(
+            "{V}bus: {{transport: nats, nats: {{url: '{url}'}}}}\n"
+        ));
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("bus.nats.url: must not contain credentials"),
+            "{lines:?}"
+        );
+        assert!(!lines[0].contains("s3cret"), "{lines:?}");
+    }
+}

@@ -1,4 +1,6 @@
-//! `POST /v1/events/{event_type}`: publishes one event; 202 once the bus took it.
+//! `POST /v1/events/{event_type}`: publishes one event; 202 once the bus took
+//! it, and (over NATS) the server did not refuse it: a refusal (permissions)
+//! answers `AUTH_FAILURE`, not a silent success.
 //!
 //! As in the reference adapter, the publish may take at most 5 s (or the
 //! configured call timeout, when shorter) before it answers `AGENT_TIMEOUT`.
@@ -31,7 +33,7 @@ pub(crate) async fn publish(
         .config()
         .default_timeout
         .map_or(PUBLISH_WAIT, |t| t.min(PUBLISH_WAIT));
-    match tokio::time::timeout(wait, state.bus().publish(env)).await {
+    match tokio::time::timeout(wait, state.bus().publish_confirmed(env)).await {
         Ok(Ok(())) => Ok(StatusCode::ACCEPTED),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
