@@ -52,6 +52,7 @@ openagentio_testkit::on_both_transports!(
     handlers_are_cancelled_at_the_callers_deadline_without_a_cancel_message,
     no_call_state_is_left_behind_however_calls_end,
     a_handler_deaf_to_its_cancellation_is_dropped_after_the_grace,
+    closing_a_bus_tells_the_handlers_of_its_open_calls_to_stop,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1514,4 +1515,33 @@ async fn a_handler_deaf_to_its_cancellation_is_dropped_after_the_grace(kind: Tra
     assert_eq!(err.code(), ErrorCode::AgentTimeout);
     idle(&p.server).await;
     assert_eq!(p.server.stats().abandoned_handlers, 2);
+}
+
+/// A caller that closes (a service shutting down with streams open through
+/// it) tells the handlers of its calls still open to stop: they run in other
+/// processes, and would otherwise run on for a caller that is gone.
+async fn closing_a_bus_tells_the_handlers_of_its_open_calls_to_stop(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    p.server
+        .handle_stream("long", move |req, w| {
+            let tx = tx.clone();
+            async move {
+                w.started(json!({})).await?;
+                req.cancelled().await;
+                tx.send(()).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let mut s = p.client.stream_invoke("long", json!(null)).await.unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap().seq, 0);
+    p.client.close().await;
+    tokio::time::timeout(Duration::from_secs(3), rx.recv())
+        .await
+        .expect("the handler was not told to stop")
+        .unwrap();
+    drop(s);
 }

@@ -762,6 +762,16 @@ impl Bus {
             return;
         }
         self.unsubscribe_all().await;
+        // Calls still awaiting answers end here: their handlers (in other
+        // processes, maybe) are told to stop, before the transport goes.
+        let open = self.inner.replies.open_requests();
+        if !open.is_empty() {
+            let transport = &self.inner.transport;
+            for id in &open {
+                let _ = transport.publish(self.inner.cancel_message(id)).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), transport.flush()).await;
+        }
         self.inner.replies.close().await;
         self.inner.cancels.close().await;
         if self.inner.transport.release() {

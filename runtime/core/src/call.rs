@@ -244,11 +244,14 @@ impl Bus {
                 }
             }
         }
-        let slot = inner
-            .replies
-            .open_subscribed(inner, capacity, (subject.clone(), sent_at));
         // The only handle yet: filled in place, not copied.
         let env = Arc::make_mut(&mut request);
+        let sent_to = crate::reply_router::SentTo {
+            subject: subject.clone(),
+            at: sent_at,
+            id: env.event_id.clone(),
+        };
+        let slot = inner.replies.open_subscribed(inner, capacity, sent_to);
         env.reply_to.clone_from(&slot.subject);
         let sent = SentRequest {
             id: env.event_id.clone(),

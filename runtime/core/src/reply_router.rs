@@ -30,6 +30,16 @@ struct Shared {
     slots: Shards<HashMap<u64, Arc<ReplyQueue>>>,
 }
 
+/// The request a reply queue answers.
+pub(crate) struct SentTo {
+    /// The subject it went to.
+    pub subject: Text,
+    /// When it was sent.
+    pub at: std::time::Instant,
+    /// Its `event_id`.
+    pub id: Text,
+}
+
 /// The unread frames of one call: a small bounded queue with one waiting reader.
 /// (Lighter than a channel: most calls get a single frame.)
 pub(crate) struct ReplyQueue {
@@ -46,8 +56,8 @@ struct QueueState {
     waker: Option<Waker>,
     closed: bool,
     overflow: bool,
-    /// The request this queue answers: the subject it went to and when.
-    request: (Text, std::time::Instant),
+    /// The request this queue answers.
+    request: SentTo,
     /// Whether any frame came (a refusal can no longer be this call's).
     answered: bool,
     /// Why the server refused the request, once it did.
@@ -135,7 +145,7 @@ impl ReplyQueue {
             if st.closed || st.answered {
                 return;
             }
-            let (subject, at) = &st.request;
+            let SentTo { subject, at, .. } = &st.request;
             let Some(why) = transport.refusal(Operation::Publish, subject, *at) else {
                 return;
             };
@@ -265,6 +275,15 @@ impl ReplyRouter {
         self.shared.slots.each().map(|part| part.len()).sum()
     }
 
+    /// The `event_id`s of the requests whose answers are still awaited.
+    pub fn open_requests(&self) -> Vec<Text> {
+        let mut ids = Vec::new();
+        for part in self.shared.slots.each() {
+            ids.extend(part.values().map(|q| q.state.lock().request.id.clone()));
+        }
+        ids
+    }
+
     /// Whether the inbox is subscribed: [`ReplyRouter::open_subscribed`]
     /// needs it (see [`ReplyRouter::subscribe`]).
     pub fn is_subscribed(&self) -> bool {
@@ -307,7 +326,7 @@ impl ReplyRouter {
         &self,
         bus: &Arc<BusInner>,
         capacity: usize,
-        request: (Text, std::time::Instant),
+        request: SentTo,
     ) -> ReplySlot {
         let id = next_slot_id();
         let queue = Arc::new(ReplyQueue {
@@ -383,7 +402,11 @@ mod tests {
                 waker: None,
                 closed: false,
                 overflow: false,
-                request: (Text::default(), std::time::Instant::now()),
+                request: SentTo {
+                    subject: Text::default(),
+                    at: std::time::Instant::now(),
+                    id: Text::default(),
+                },
                 answered: false,
                 refused: None,
             }),
