@@ -640,6 +640,62 @@ http: {{ listen: "127.0.0.1:{port}" }}
     );
 }
 
+/// A second SIGTERM (or Ctrl-C) during the drain stops at once, exit 1.
+#[test]
+fn a_second_signal_stops_without_waiting_for_the_drain() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let yaml = format!(
+        r#"version: "openagentio.bridge/v1"
+bus: {{ transport: nats, nats: {{ url: "{url}" }} }}
+http: {{ enabled: false }}
+shutdown: {{ drain_timeout: 60s }}
+bridges:
+  - {{ name: echo, type: echo, config: {{ word_delay: 200ms }} }}
+"#
+    );
+    std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
+    let (mut service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    // A stream of 20 s in flight: the drain would wait for it.
+    let words = vec!["word"; 100].join(" ");
+    let mut stream = Command::new(BIN)
+        .args([
+            "stream",
+            "echo",
+            "--text",
+            &words,
+            "--bus",
+            &url,
+            "--timeout",
+            "60s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(stream.stdout.take().unwrap());
+    let mut first = [0u8; 4];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    signal("TERM", service.0.id());
+    std::thread::sleep(Duration::from_millis(300));
+    let again = Instant::now();
+    signal("TERM", service.0.id());
+    let status = loop {
+        if let Some(s) = service.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            again.elapsed() < Duration::from_secs(5),
+            "the second signal was not heeded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let _ = stream.kill();
+    let _ = stream.wait();
+}
+
 #[test]
 fn a_gateway_url_password_is_masked_in_messages() {
     // Nothing listens there: the error names the gateway, password masked.

@@ -128,8 +128,16 @@ pub async fn run(args: RunArgs) -> Exit {
         cfg.shutdown.drain_timeout
     );
     stop.recv().await;
-    eprintln!("shutting down");
-    let report = service.shutdown().await;
+    eprintln!("shutting down (a second Ctrl-C or SIGTERM stops at once)");
+    // A second signal is an operator who will not wait for the drain.
+    let report = tokio::select! {
+        report = service.shutdown() => report,
+        () = stop.recv() => {
+            return Exit::Service(
+                "stopped by a second signal: the calls in flight were not drained".into(),
+            );
+        }
+    };
     if !report.drained {
         eprintln!(
             "some calls were still running at the drain deadline and were ended with an error"

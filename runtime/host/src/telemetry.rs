@@ -99,8 +99,20 @@ fn colour_logs(stderr_is_terminal: bool, no_color: bool) -> bool {
 /// Installs the global logger and, with an OTLP endpoint, the span exporter.
 /// A second call keeps the first logger.
 pub fn init(settings: &TelemetrySettings) -> Result<TelemetryGuard, TelemetryError> {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_directives(&settings.log_level)));
+    // `RUST_LOG` set but empty counts as unset (not as "errors only"); one
+    // that does not parse is said, not silently dropped.
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            EnvFilter::try_new(&v).map_err(|e| {
+                eprintln!("RUST_LOG={v:?} is not a log filter ({e}); using log_level");
+            })
+        });
+    let filter = match from_env {
+        Some(Ok(filter)) => filter,
+        _ => EnvFilter::new(default_directives(&settings.log_level)),
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour_logs(
