@@ -5,6 +5,8 @@
 //!   the time until the response headers)
 //! - `openagentio_http_sse_frames_total`
 //! - `openagentio_http_streams_disconnected_total` (clients gone before the end)
+//! - `openagentio_http_feed_events_dropped_total` (events an event feed's
+//!   client fell too far behind for, its feed then ended)
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,6 +38,7 @@ pub(crate) struct GatewayMetrics {
     durations: Mutex<BTreeMap<String, Histogram>>,
     sse_frames: AtomicU64,
     disconnects: AtomicU64,
+    feed_dropped: AtomicU64,
 }
 
 impl GatewayMetrics {
@@ -62,6 +65,9 @@ impl GatewayMetrics {
 
     pub fn stream_disconnected(&self) {
         self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn feed_dropped(&self, events: u64) {
+        self.feed_dropped.fetch_add(events, Ordering::Relaxed);
     }
 
     /// The Prometheus text form.
@@ -110,9 +116,13 @@ impl GatewayMetrics {
              openagentio_http_sse_frames_total {}\n\
              # HELP openagentio_http_streams_disconnected_total Streams whose client left before the end.\n\
              # TYPE openagentio_http_streams_disconnected_total counter\n\
-             openagentio_http_streams_disconnected_total {}\n",
+             openagentio_http_streams_disconnected_total {}\n\
+             # HELP openagentio_http_feed_events_dropped_total Events an event feed's client fell too far behind for.\n\
+             # TYPE openagentio_http_feed_events_dropped_total counter\n\
+             openagentio_http_feed_events_dropped_total {}\n",
             self.sse_frames.load(Ordering::Relaxed),
             self.disconnects.load(Ordering::Relaxed),
+            self.feed_dropped.load(Ordering::Relaxed),
         );
         out
     }

@@ -9,9 +9,10 @@
 //! is one SSE event framed as a stream's frames are (see [`crate::sse`]).
 //!
 //! A client that cannot keep up is not fed silently with gaps: when more than
-//! [`FEED_BUFFER`] events wait for it, the feed ends with an
-//! `agent.response.error` event (`BACKPRESSURE_DROP`) saying how many were
-//! lost, and the client can subscribe again. The feed also ends when the
+//! [`FEED_BUFFER`] events, or [`FEED_BYTES`] of them, wait for it, the feed
+//! ends with an `agent.response.error` event (`BACKPRESSURE_DROP`) saying how
+//! many were lost (counted in `openagentio_http_feed_events_dropped_total`),
+//! and the client can subscribe again. The feed also ends when the
 //! service drains; leaving ends the subscription.
 
 use std::convert::Infallible;
@@ -33,6 +34,26 @@ use crate::state::AppState;
 
 /// Events that may wait for one slow client before its feed ends.
 pub const FEED_BUFFER: usize = 1024;
+
+/// Bytes of events (their payloads, about) that may wait for one slow client
+/// before its feed ends: large events fill it before [`FEED_BUFFER`] does.
+pub const FEED_BYTES: u64 = 32 * 1024 * 1024;
+
+/// About how many bytes `v` takes as JSON: enough to bound a buffer by.
+fn json_size(v: &serde_json::Value) -> u64 {
+    use serde_json::Value;
+    match v {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 8,
+        Value::String(s) => s.len() as u64 + 2,
+        Value::Array(items) => items.iter().map(json_size).sum::<u64>() + 2,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() as u64 + 3 + json_size(v))
+                .sum::<u64>()
+                + 2
+        }
+    }
+}
 
 /// The queue group named by `?queue=NAME` (letters, digits, `-`, `_`, `.`;
 /// percent-encoded or not).
@@ -73,6 +94,8 @@ pub(crate) async fn feed(
     let (tx, rx) = mpsc::channel(FEED_BUFFER);
     let lost = Arc::new(AtomicU64::new(0));
     let lost_in_handler = lost.clone();
+    let queued_bytes = Arc::new(AtomicU64::new(0));
+    let queued_in_handler = queued_bytes.clone();
     let registration = state
         .bus()
         .subscribe_with(&event_type, opts, move |env| {
@@ -81,8 +104,20 @@ pub(crate) async fn feed(
             // After the first loss nothing more is queued, so what the
             // client gets has no gap in it.
             let overflowed = lost_in_handler.load(Ordering::Relaxed) > 0;
-            if overflowed || matches!(tx.try_send(env), Err(mpsc::error::TrySendError::Full(_))) {
+            let size = env.payload.as_ref().map_or(0, json_size) + 512;
+            let too_big = queued_in_handler.load(Ordering::Relaxed) + size > FEED_BYTES;
+            if overflowed || too_big {
                 lost_in_handler.fetch_add(1, Ordering::Relaxed);
+            } else {
+                match tx.try_send((env, size)) {
+                    Ok(()) => {
+                        queued_in_handler.fetch_add(size, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        lost_in_handler.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
             }
             std::future::ready(Ok::<(), BusError>(()))
         })
@@ -90,6 +125,7 @@ pub(crate) async fn feed(
     let feed = Feed {
         rx,
         lost,
+        queued_bytes,
         registration: Some(registration),
         done: false,
         state: state.clone(),
@@ -104,9 +140,12 @@ pub(crate) async fn feed(
 
 /// One client's subscription on its way out as SSE events.
 struct Feed {
-    rx: mpsc::Receiver<Envelope>,
+    /// Events with their sizes (see [`json_size`]).
+    rx: mpsc::Receiver<(Envelope, u64)>,
     /// Events dropped because the buffer was full.
     lost: Arc<AtomicU64>,
+    /// Bytes of the events waiting in `rx`.
+    queued_bytes: Arc<AtomicU64>,
     registration: Option<Registration>,
     done: bool,
     state: AppState,
@@ -127,7 +166,10 @@ impl Feed {
             }
         };
         let env = match next {
-            Some(env) => env,
+            Some((env, size)) => {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                env
+            }
             None => {
                 self.done = true;
                 let lost = self.lost.load(Ordering::Relaxed);
@@ -135,9 +177,11 @@ impl Feed {
                     // The subscription ended (the service is draining).
                     return None;
                 }
+                self.state.metrics().feed_dropped(lost);
                 let err = BusError::backpressure(format!(
-                    "this client fell {FEED_BUFFER} events behind; {lost} or more were dropped \
-                     and the feed ends here (subscribe again to go on)"
+                    "this client fell too far behind ({FEED_BUFFER} events or {} MiB); {lost} \
+                     or more were dropped and the feed ends here (subscribe again to go on)",
+                    FEED_BYTES >> 20
                 ));
                 let env = error_frame(&err, None, "", 0, self.state.bus().agent_id());
                 return Some(frame_event(&env, self.state.config().sse_retry));

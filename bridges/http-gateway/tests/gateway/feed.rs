@@ -279,6 +279,23 @@ async fn a_client_that_cannot_keep_up_is_told_what_it_lost() {
         "what arrived is the start, in order, with no gap"
     );
 
+    // Counted where operators look.
+    let metrics = gw
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("openagentio_http_feed_events_dropped_total "))
+        .expect("the counter is listed")
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "{metrics}");
+
     // The bus is fine and the subscription is gone: a new feed starts clean.
     let mut again = Feed::open(&gw, "/v1/events/flood", None).await;
     gw.bus
@@ -303,4 +320,56 @@ async fn a_drain_ends_the_feeds_and_the_gateway_stops() {
     .await;
     assert!(end.is_ok(), "the feed ended with the drain");
     gw.shutdown().await.unwrap();
+}
+
+/// Large events fill a slow client's share by bytes, well before its count
+/// of events: one such client does not pin gigabytes.
+#[tokio::test]
+async fn large_events_end_a_slow_feed_by_their_size() {
+    let gw = Gateway::start_default().await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket.connect(gw.addr).await.unwrap();
+    sock.write_all(b"GET /v1/events/big HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    // 100 events of 1 MiB: far under the count limit, over the byte limit.
+    let mib = "x".repeat(1 << 20);
+    for n in 0..100u64 {
+        let env = Envelope::new("big").with_payload(json!({"n": n, "pad": mib}));
+        gw.bus.publish(env).await.unwrap();
+    }
+    let mut body = Vec::new();
+    let read = async {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&body[body.len().saturating_sub(4096)..])
+                .contains("BACKPRESSURE_DROP")
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the feed ends with its error");
+    let delivered = String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| l.starts_with("data: ") && l.contains("\"pad\""))
+        .count();
+    assert!(
+        delivered < 40,
+        "{delivered} events of 1 MiB were held for one slow client"
+    );
 }
