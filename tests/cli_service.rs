@@ -696,6 +696,49 @@ bridges:
     let _ = stream.wait();
 }
 
+/// `subscribe` says when events may have been lost (its connection to NATS
+/// was cut and made again), instead of going on as if nothing happened.
+#[test]
+fn subscribe_says_when_events_may_have_been_lost() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let mut sub = Command::new(BIN)
+        .args(["subscribe", "note.>", "--bus", &url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let publish =
+        |url: &str, text: &str| client(&["publish", "note.x", "--text", text, "--bus", url]);
+    // Until the subscription is in force, publishes go nowhere: retry.
+    let started = Instant::now();
+    loop {
+        assert!(publish(&url, "first").status.success());
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    assert!(lines.next().unwrap().unwrap().contains("first"));
+    nats.restart();
+    // The client reconnects by itself; an event after that is printed with a warning.
+    let started = Instant::now();
+    while !publish(&url, "after").status.success() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..50 {
+        let _ = publish(&url, "after");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("events may have been lost"), "{err}");
+}
+
 #[test]
 fn a_gateway_url_password_is_masked_in_messages() {
     // Nothing listens there: the error names the gateway, password masked.

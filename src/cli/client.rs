@@ -369,7 +369,20 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
         let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;
         let mut failure = None;
+        // Core NATS drops what a client cannot take (a slow consumer: the
+        // client drops it, or the server cuts the connection): said, not silent.
+        let mut transport_seen = bus.as_ref().map(|b| b.transport().stats());
         loop {
+            if let (Some(b), Some(before)) = (&bus, &mut transport_seen) {
+                let now = b.transport().stats();
+                if now.dropped != before.dropped || now.reconnects != before.reconnects {
+                    eprintln!(
+                        "warning: events may have been lost: this subscriber fell behind or its \
+                         connection to NATS was cut and made again"
+                    );
+                    *before = now;
+                }
+            }
             if a.count.is_some_and(|n| seen >= n) {
                 break;
             }

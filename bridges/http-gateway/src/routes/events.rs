@@ -1,6 +1,6 @@
 //! `POST /v1/events/{event_type}`: publishes one event; 202 once the bus took
-//! it, and (over NATS) the server did not refuse it: a refusal (permissions)
-//! answers `AUTH_FAILURE`, not a silent success.
+//! it, and (over NATS, when connected) the server did not refuse it: a
+//! refusal (permissions) answers `AUTH_FAILURE`, not a silent success.
 //!
 //! As in the reference adapter, the publish may take at most 5 s (or the
 //! configured call timeout, when shorter) before it answers `AGENT_TIMEOUT`.
@@ -33,7 +33,17 @@ pub(crate) async fn publish(
         .config()
         .default_timeout
         .map_or(PUBLISH_WAIT, |t| t.min(PUBLISH_WAIT));
-    match tokio::time::timeout(wait, state.bus().publish_confirmed(env)).await {
+    let bus = state.bus();
+    // While the transport is away, its client holds the event for when it
+    // is back: taken, as before; there is no server to confirm with.
+    let published = async {
+        if bus.transport().is_connected() {
+            bus.publish_confirmed(env).await
+        } else {
+            bus.publish(env).await
+        }
+    };
+    match tokio::time::timeout(wait, published).await {
         Ok(Ok(())) => Ok(StatusCode::ACCEPTED),
         Ok(Err(e)) => Err(e.into()),
         Err(_) => {
