@@ -146,6 +146,41 @@ async fn a_tls_file_that_cannot_be_read_is_named_even_when_the_server_asks_for_n
     );
 }
 
+/// A TLS file that holds nothing of what it should (an empty CA file, a key
+/// given as the certificate) is named with its setting, not accepted in
+/// silence or left to fail later as a bare TLS error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_file_without_what_it_should_hold_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let nats = NatsServer::start();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let key = dir.path().join("server-key.pem");
+    let err = refused(
+        &nats.url(),
+        &format!("    tls:\n      ca_file: {}\n", empty.display()),
+    )
+    .await;
+    assert!(
+        err.contains("bus.nats.tls.ca_file") && err.contains("no PEM CERTIFICATE"),
+        "{err}"
+    );
+    let err = refused(
+        &nats.url(),
+        &format!(
+            "    tls:\n      cert_file: {}\n      key_file: {}\n",
+            key.display(),
+            key.display()
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("bus.nats.tls.cert_file") && err.contains("no PEM CERTIFICATE"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one() {
     let dir = tempfile::tempdir().unwrap();

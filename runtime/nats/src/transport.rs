@@ -85,6 +85,21 @@ pub enum ConnectError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A TLS file that holds no PEM block of the kind it should.
+    #[error(
+        "the NATS TLS {what} {path} (`bus.nats.tls.{setting}`) holds no PEM {pem}: \
+         expected a `-----BEGIN {pem}-----` block"
+    )]
+    TlsContent {
+        /// What the file should hold, e.g. "CA certificates".
+        what: &'static str,
+        /// The option that names it.
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// The PEM label looked for, e.g. `CERTIFICATE`.
+        pem: &'static str,
+    },
     /// The server refused the credentials.
     #[error("NATS authorization failed at {url}")]
     Auth {
@@ -164,18 +179,44 @@ impl NatsTransport {
                 })?;
             }
         }
-        for (what, setting, path) in [
-            ("CA certificates", "ca_file", &opts.tls.ca_file),
-            ("client certificate", "cert_file", &opts.tls.cert_file),
-            ("client key", "key_file", &opts.tls.key_file),
+        for (what, setting, path, pem) in [
+            (
+                "CA certificates",
+                "ca_file",
+                &opts.tls.ca_file,
+                "CERTIFICATE",
+            ),
+            (
+                "client certificate",
+                "cert_file",
+                &opts.tls.cert_file,
+                "CERTIFICATE",
+            ),
+            ("client key", "key_file", &opts.tls.key_file, "PRIVATE KEY"),
         ] {
             if let Some(path) = path {
-                std::fs::File::open(path).map_err(|source| ConnectError::TlsFile {
+                let text = std::fs::read(path).map_err(|source| ConnectError::TlsFile {
                     what,
                     setting,
                     path: path.display().to_string(),
                     source,
                 })?;
+                // An empty or wrong file would otherwise pass here and fail
+                // later as a bare TLS error (or, for a CA, not at all).
+                let text = String::from_utf8_lossy(&text);
+                let found = text.lines().any(|l| {
+                    l.trim()
+                        .strip_prefix("-----BEGIN ")
+                        .is_some_and(|rest| rest.trim_end_matches('-').ends_with(pem))
+                });
+                if !found {
+                    return Err(ConnectError::TlsContent {
+                        what,
+                        setting,
+                        path: path.display().to_string(),
+                        pem,
+                    });
+                }
             }
         }
         if opts.tls.required {
