@@ -65,7 +65,7 @@ const REFUSAL_GRACE: Duration = Duration::from_millis(3);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The credentials file could not be read.
-    #[error("cannot read NATS credentials file {path}: {source}")]
+    #[error("cannot read the NATS credentials file (`bus.nats.credentials_file`): {source}")]
     Credentials {
         /// The file.
         path: String,
