@@ -751,15 +751,16 @@ async fn retry_retries_only_retryable_failures(kind: TransportKind) {
     );
 }
 
-async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
+/// A pair whose serving side (with `client_too`, both sides) dead-letters
+/// and retries (2 attempts), serving `doomed`, which always fails.
+async fn doomed_pair(kind: TransportKind, client_too: bool) -> BusPair {
     let policy = RetryPolicy {
         max_attempts: 2,
         initial_backoff: Duration::from_millis(5),
         ..RetryPolicy::default()
     };
-    // Middleware on the serving side only: the dead-letter reader must see the letters as sent.
     let p = BusPair::new(kind, move |b, side| {
-        if side == "server" {
+        if side == "server" || client_too {
             b.middleware(DeadLetter)
                 .middleware(Retry::new(policy.clone()))
         } else {
@@ -773,23 +774,34 @@ async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
         })
         .await
         .unwrap();
+    p
+}
+
+/// The dead letters `bus` reads, as they come.
+async fn dead_letters(bus: &openagentio_core::Bus) -> mpsc::UnboundedReceiver<Envelope> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    bus.subscribe_dead_letters(">", move |env| {
+        let tx = tx.clone();
+        async move {
+            tx.send(env).unwrap();
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    rx
+}
+
+async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
+    // Middleware on the serving side only: the dead-letter reader must see the letters as sent.
+    let p = doomed_pair(kind, false).await;
     p.server
         .subscribe("orders.created", |_env| async move {
             Err(BusError::invalid("cannot process"))
         })
         .await
         .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    p.client
-        .subscribe_dead_letters(">", move |env| {
-            let tx = tx.clone();
-            async move {
-                tx.send(env).unwrap();
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
+    let mut rx = dead_letters(&p.client).await;
     p.settle().await;
 
     let err = p
@@ -833,22 +845,7 @@ async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
 async fn dead_letter_readers_behind_middleware_see_the_original_and_do_not_loop(
     kind: TransportKind,
 ) {
-    let policy = RetryPolicy {
-        max_attempts: 2,
-        initial_backoff: Duration::from_millis(5),
-        ..RetryPolicy::default()
-    };
-    let p = BusPair::new(kind, move |b, _| {
-        b.middleware(DeadLetter)
-            .middleware(Retry::new(policy.clone()))
-    })
-    .await;
-    p.server
-        .handle_invoke("doomed", |_req| async move {
-            Err(BusError::transport("always down"))
-        })
-        .await
-        .unwrap();
+    let p = doomed_pair(kind, true).await;
     let failing_reads = Arc::new(AtomicUsize::new(0));
     let reads = failing_reads.clone();
     p.server
@@ -858,17 +855,7 @@ async fn dead_letter_readers_behind_middleware_see_the_original_and_do_not_loop(
         })
         .await
         .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    p.server
-        .subscribe_dead_letters(">", move |env| {
-            let tx = tx.clone();
-            async move {
-                tx.send(env).unwrap();
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
+    let mut rx = dead_letters(&p.server).await;
     p.settle().await;
 
     p.client.invoke("doomed", json!(1)).await.unwrap_err();

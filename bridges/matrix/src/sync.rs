@@ -75,10 +75,9 @@ fn on_matrix_error(shared: &Shared, e: MatrixError) -> BridgeError {
     };
     if err.permanent {
         let message = format!("matrix bridge {}: {}", shared.name, err.message);
-        let failure = match &e {
-            MatrixError::UnknownToken { .. } | MatrixError::LoginRefused { .. } => {
-                BusError::auth(message)
-            }
+        // Refused credentials stay an auth failure; any other end, unavailable.
+        let failure = match e.to_bus_error().code() {
+            openagentio_core::ErrorCode::AuthFailure => BusError::auth(message),
             _ => BusError::unavailable(message),
         };
         shared.failed.send_replace(Some(failure));

@@ -392,40 +392,47 @@ mod tests {
         t.publish(Message::bytes("_INBOX.a.1", "x")).await.unwrap();
         assert_eq!(inbox.0.lock().len(), 1);
     }
-}
-
-#[cfg(test)]
-mod sharing_tests {
-    use crate::Bus;
-    use serde_json::json;
-
-    use super::MemoryTransport;
 
     #[tokio::test]
     async fn closing_one_bus_leaves_the_others_on_the_transport_working() {
         let t = MemoryTransport::new();
-        let a = Bus::builder().agent_id("a").transport(t.clone()).build();
-        let b = Bus::builder().agent_id("b").transport(t.clone()).build();
+        let a = crate::Bus::builder()
+            .agent_id("a")
+            .transport(t.clone())
+            .build();
+        let b = crate::Bus::builder()
+            .agent_id("b")
+            .transport(t.clone())
+            .build();
         b.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
             .await
             .unwrap();
         a.close().await;
-        assert!(a.invoke("echo", json!(1)).await.is_err());
-        let c = Bus::builder().agent_id("c").transport(t.clone()).build();
+        assert!(a.invoke("echo", serde_json::json!(1)).await.is_err());
+        let c = crate::Bus::builder()
+            .agent_id("c")
+            .transport(t.clone())
+            .build();
         assert_eq!(
-            c.invoke("echo", json!(2)).await.unwrap().payload,
-            Some(json!(2))
+            c.invoke("echo", serde_json::json!(2))
+                .await
+                .unwrap()
+                .payload,
+            Some(serde_json::json!(2))
         );
         b.close().await;
         // c is still open: so is the transport.
         assert_eq!(
-            c.invoke("echo", json!(3)).await.unwrap_err().code(),
+            c.invoke("echo", serde_json::json!(3))
+                .await
+                .unwrap_err()
+                .code(),
             crate::ErrorCode::NoHandler
         );
         c.close().await;
-        let d = Bus::builder().agent_id("d").transport(t).build();
+        let d = crate::Bus::builder().agent_id("d").transport(t).build();
         assert!(
-            d.invoke("echo", json!(4)).await.is_err(),
+            d.invoke("echo", serde_json::json!(4)).await.is_err(),
             "the last bus closed the transport"
         );
     }

@@ -36,6 +36,14 @@ impl Default for StreamLimits {
     }
 }
 
+/// How a transport lost messages during a call (see [`Stream`]'s gap check).
+enum TransportLoss {
+    /// It reconnected: what was sent to its subscriptions meanwhile is gone.
+    Reconnected,
+    /// It dropped messages a subscription could not take.
+    Dropped,
+}
+
 /// The request a [`Stream`] answers.
 pub(crate) struct SentRequest {
     /// Its `event_id`, which the frames carry as `correlation_id`.
@@ -69,7 +77,7 @@ pub struct Stream {
     window: Option<u64>,
     told_read: u64,
     /// The window's share of the bus's budget, given back when the stream
-    /// is dropped.
+    /// ends.
     window_reservation: Option<crate::window_budget::WindowReservation>,
     /// The transport's counters when the call began: a frame missing after
     /// a reconnect, or after the transport dropped messages, is lost for good
@@ -221,24 +229,20 @@ impl Stream {
             if env.seq < self.expected || self.pending.contains_key(&env.seq) {
                 continue; // duplicate or late
             }
-            let now = self.bus().transport.stats();
-            if now.reconnects != self.transport_at_start.reconnects {
-                return Some(Err(self.fail(BusError::transport(format!(
-                    "{}: frames {} to {} were lost while the connection to the bus was \
-                     down; the stream cannot be completed",
-                    self.target,
-                    self.expected,
-                    env.seq - 1
-                )))));
-            }
-            if now.dropped != self.transport_at_start.dropped {
-                return Some(Err(self.fail(BusError::backpressure(format!(
-                    "{}: frames {} to {} were dropped by the transport (a subscription \
-                     of this process fell behind); the stream cannot be completed",
-                    self.target,
-                    self.expected,
-                    env.seq - 1
-                )))));
+            if let Some(loss) = self.transport_loss() {
+                let (target, first, last) = (&self.target, self.expected, env.seq - 1);
+                let err = match loss {
+                    TransportLoss::Reconnected => BusError::transport(format!(
+                        "{target}: frames {first} to {last} were lost while the connection to \
+                         the bus was down; the stream cannot be completed"
+                    )),
+                    TransportLoss::Dropped => BusError::backpressure(format!(
+                        "{target}: frames {first} to {last} were dropped by the transport (a \
+                         subscription of this process fell behind); the stream cannot be \
+                         completed"
+                    )),
+                };
+                return Some(Err(self.fail(err)));
             }
             if env.seq - self.expected > self.limits.max_gap {
                 return Some(Err(self.fail(BusError::backpressure(format!(
@@ -351,28 +355,40 @@ impl Stream {
         }
         let why = if !transport.is_connected() {
             " (the bus transport is not connected)"
-        } else if self.reconnected() {
-            " (the connection to the bus was lost and made again during the call: \
-             the request or frames may have been lost)"
-        } else if transport.stats().dropped != self.transport_at_start.dropped {
-            " (the transport dropped messages of a subscription that fell behind \
-             during the call: frames may have been lost)"
         } else {
-            ""
+            match self.transport_loss() {
+                Some(TransportLoss::Reconnected) => {
+                    " (the connection to the bus was lost and made again during the call: \
+                     the request or frames may have been lost)"
+                }
+                Some(TransportLoss::Dropped) => {
+                    " (the transport dropped messages of a subscription that fell behind \
+                     during the call: frames may have been lost)"
+                }
+                None => "",
+            }
         };
         self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
     }
 
-    /// Marks the stream ended; its window goes back to the bus's budget.
+    /// Marks the stream ended; its window goes back to the bus's budget and
+    /// its reply slot to the router.
     fn end(&mut self) {
         self.done = true;
         self.window_reservation = None;
         self.slot.release();
     }
 
-    /// Whether the transport reconnected since the call began.
-    fn reconnected(&self) -> bool {
-        self.bus().transport.stats().reconnects != self.transport_at_start.reconnects
+    /// What the transport did since the call began that loses frames for good.
+    fn transport_loss(&self) -> Option<TransportLoss> {
+        let now = self.bus().transport.stats();
+        if now.reconnects != self.transport_at_start.reconnects {
+            Some(TransportLoss::Reconnected)
+        } else if now.dropped != self.transport_at_start.dropped {
+            Some(TransportLoss::Dropped)
+        } else {
+            None
+        }
     }
 
     /// The error of a call whose request the server refused (`why`).

@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::response::sse::Event;
 use openagentio_core::event_type::RESPONSE_ERROR;
-use openagentio_core::{BusError, CallOptions, Envelope, Stream};
+use openagentio_core::{BusError, Envelope, Stream};
 
 use crate::body::JsonPayload;
 use crate::error::ApiError;
@@ -36,7 +36,6 @@ pub(crate) async fn stream(
     let mut opts = ctx.call_options();
     opts.timeout = ctx.timeout.or(cfg.default_timeout);
     opts.idle_timeout = cfg.idle_timeout;
-    let context = request_context(&opts);
     let mut stream = state
         .bus()
         .stream_invoke_with(&target, payload.into_value(), opts)
@@ -56,8 +55,8 @@ pub(crate) async fn stream(
     let frames = Frames {
         stream,
         first,
-        context,
-        context_from_frame: false,
+        context: None,
+        ctx,
         next_seq: 0,
         finished: false,
         state: state.clone(),
@@ -72,7 +71,8 @@ pub(crate) async fn stream(
 
 /// The request's fields that its replies carry, as far as the gateway knows
 /// them (the bus adds the trace).
-fn request_context(opts: &CallOptions) -> Envelope {
+fn request_context(ctx: &RequestContext) -> Envelope {
+    let opts = ctx.call_options();
     let mut env = Envelope::new(RESPONSE_ERROR);
     let text = |v: &Option<String>| v.as_deref().unwrap_or_default().into();
     env.session_id = text(&opts.session);
@@ -89,10 +89,10 @@ struct Frames {
     stream: Stream,
     first: Option<Envelope>,
     /// What an error frame made here copies (session, trace, metadata): the
-    /// first frame, payload left out, or until one comes the request's
-    /// fields known here.
-    context: Envelope,
-    context_from_frame: bool,
+    /// first frame, payload left out; until one comes, the request's fields
+    /// known here (from `ctx`).
+    context: Option<Envelope>,
+    ctx: RequestContext,
     next_seq: u64,
     finished: bool,
     state: AppState,
@@ -115,17 +115,19 @@ impl Frames {
         };
         let env = match frame {
             Ok(mut env) => {
-                if !self.context_from_frame {
+                if self.context.is_none() {
                     let payload = env.payload.take();
-                    self.context = env.clone();
-                    self.context_from_frame = true;
+                    self.context = Some(env.clone());
                     env.payload = payload;
                 }
                 env
             }
             Err(e) => error_frame(
                 &e,
-                Some(&self.context),
+                Some(
+                    self.context
+                        .get_or_insert_with(|| request_context(&self.ctx)),
+                ),
                 self.stream.request_id(),
                 self.next_seq,
                 self.state.bus().agent_id(),

@@ -58,6 +58,48 @@ impl Feed {
     }
 }
 
+/// A feed of `event_type` whose client reads nothing past the response head,
+/// with a small receive buffer: events pile up for it at the gateway.
+async fn unread_feed(gw: &Gateway, event_type: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut sock = socket.connect(gw.addr).await.unwrap();
+    let request = format!("GET /v1/events/{event_type} HTTP/1.1\r\nHost: gw\r\n\r\n");
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    sock
+}
+
+/// Reads what the gateway sends on `sock` until its `BACKPRESSURE_DROP`
+/// error (or the end), within `limit`.
+async fn read_to_the_drop(sock: &mut tokio::net::TcpStream, limit: Duration) -> Vec<u8> {
+    let mut body = Vec::new();
+    let read = async {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&body[body.len().saturating_sub(4096)..])
+                .contains("BACKPRESSURE_DROP")
+            {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(limit, read)
+        .await
+        .expect("the feed ends with its error");
+    body
+}
+
 async fn publish(gw: &Gateway, event_type: &str, n: u64, tenant: Option<&str>) {
     let mut env = Envelope::new(event_type).with_payload(json!({ "n": n }));
     if let Some(t) = tenant {
@@ -208,19 +250,7 @@ async fn a_feed_that_leaves_ends_its_subscription_and_queue_groups_share() {
 #[tokio::test]
 async fn a_client_that_cannot_keep_up_is_told_what_it_lost() {
     let gw = Gateway::start_default().await;
-    // A client that reads nothing, with a small receive buffer.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut sock = socket.connect(gw.addr).await.unwrap();
-    sock.write_all(b"GET /v1/events/flood HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let mut sock = unread_feed(&gw, "flood").await;
 
     // Far more than the feed's buffer and the sockets' buffers hold.
     let big = "x".repeat(2000);
@@ -231,25 +261,7 @@ async fn a_client_that_cannot_keep_up_is_told_what_it_lost() {
     }
 
     // Now read it all: events in order from 0 with no gap, then the error.
-    let mut body = Vec::new();
-    let read = async {
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = sock.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&body[body.len().saturating_sub(4096)..])
-                .contains("BACKPRESSURE_DROP")
-            {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the feed ends with its error");
+    let body = read_to_the_drop(&mut sock, Duration::from_secs(20)).await;
     let text = String::from_utf8_lossy(&body);
     let envelopes: Vec<Value> = text
         .lines()
@@ -327,43 +339,14 @@ async fn a_drain_ends_the_feeds_and_the_gateway_stops() {
 #[tokio::test]
 async fn large_events_end_a_slow_feed_by_their_size() {
     let gw = Gateway::start_default().await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut sock = socket.connect(gw.addr).await.unwrap();
-    sock.write_all(b"GET /v1/events/big HTTP/1.1\r\nHost: gw\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    let mut sock = unread_feed(&gw, "big").await;
     // 100 events of 1 MiB: far under the count limit, over the byte limit.
     let mib = "x".repeat(1 << 20);
     for n in 0..100u64 {
         let env = Envelope::new("big").with_payload(json!({"n": n, "pad": mib}));
         gw.bus.publish(env).await.unwrap();
     }
-    let mut body = Vec::new();
-    let read = async {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = sock.read(&mut buf).await.unwrap();
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&body[body.len().saturating_sub(4096)..])
-                .contains("BACKPRESSURE_DROP")
-            {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .expect("the feed ends with its error");
+    let body = read_to_the_drop(&mut sock, Duration::from_secs(30)).await;
     let delivered = String::from_utf8_lossy(&body)
         .lines()
         .filter(|l| l.starts_with("data: ") && l.contains("\"pad\""))
