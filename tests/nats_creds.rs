@@ -165,3 +165,78 @@ async fn a_creds_file_signed_by_the_account_connects_and_others_are_refused() {
     // No credentials at all.
     refused(&url, "").await;
 }
+
+/// `openagentio` with `args` (a client command), run to its end.
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_openagentio"))
+        .args(args)
+        .env_remove("OPENAGENTIO_BUS")
+        .output()
+        .expect("run the openagentio client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_connects_with_a_creds_file_and_names_its_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nats, account) = start_operator_server(dir.path());
+    let url = nats.url();
+    let user = KeyPair::new_user();
+    let good = dir.path().join("app.creds");
+    std::fs::write(&good, creds(&user_jwt(&account, &user), &user)).unwrap();
+    let handler = Bus::builder()
+        .agent_id("creds")
+        .transport(
+            connect(&url, &format!("    credentials_file: {}\n", good.display()))
+                .await
+                .unwrap(),
+        )
+        .build();
+    handler
+        .handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    handler.transport().flush().await.unwrap();
+
+    let creds_path = good.display().to_string();
+    let out = cli(&[
+        "invoke",
+        "echo",
+        r#"{"cli": 1}"#,
+        "--bus",
+        &url,
+        "--nats-creds",
+        &creds_path,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!({"cli": 1})
+    );
+
+    // Without it the server refuses; a file that is not there is named by its flag.
+    let out = cli(&["invoke", "echo", "--bus", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authorization failed"));
+    let missing = dir.path().join("missing.creds").display().to_string();
+    let out = cli(&["invoke", "echo", "--bus", &url, "--nats-creds", &missing]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`--nats-creds`"), "{stderr}");
+    assert!(!stderr.contains("bus.nats"), "{stderr}");
+
+    // Two sources of credentials, or NATS options for the gateway or the
+    // in-process bus, are usage errors.
+    let with_password = url.replacen("nats://", "nats://me:pw@", 1);
+    for bus in [with_password.as_str(), "http://127.0.0.1:1", "memory"] {
+        let out = cli(&["invoke", "echo", "--bus", bus, "--nats-creds", &creds_path]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bus}: {stderr}");
+        assert!(stderr.contains("--nats-creds"), "{stderr}");
+    }
+    handler.close().await;
+}

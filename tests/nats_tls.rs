@@ -233,3 +233,86 @@ async fn websocket_over_tls_is_reached_with_the_configured_ca() {
     let err = refused(&url, "").await;
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+/// `openagentio` with `args` (a client command), run to its end.
+fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_openagentio"))
+        .args(args)
+        .env_remove("OPENAGENTIO_BUS")
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .expect("run the openagentio client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_a_ca_and_a_client_certificate_and_names_their_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let nats = start_tls_server(dir.path(), true);
+    let url = nats.url();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let mutual = format!(
+        "    tls:\n      ca_file: {}\n      cert_file: {}\n      key_file: {}\n",
+        p("ca.pem"),
+        p("client.pem"),
+        p("client-key.pem")
+    );
+    let handler = Bus::builder()
+        .agent_id("tls")
+        .transport(connect(&url, &mutual).await.unwrap())
+        .build();
+    handler
+        .handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    handler.transport().flush().await.unwrap();
+
+    let (ca, cert, key) = (p("ca.pem"), p("client.pem"), p("client-key.pem"));
+    let out = cli(&[
+        "invoke",
+        "echo",
+        r#"{"tls": "cli"}"#,
+        "--bus",
+        &url,
+        "--nats-ca",
+        &ca,
+        "--nats-cert",
+        &cert,
+        "--nats-key",
+        &key,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!({"tls": "cli"})
+    );
+
+    // The hints name the flags, not the config keys.
+    let without_ca = cli(&["invoke", "echo", "--bus", &url]);
+    let stderr = String::from_utf8_lossy(&without_ca.stderr);
+    assert_eq!(without_ca.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`--nats-ca`"), "{stderr}");
+    let without_cert = cli(&["invoke", "echo", "--bus", &url, "--nats-ca", &ca]);
+    let stderr = String::from_utf8_lossy(&without_cert.stderr);
+    assert!(
+        stderr.contains("`--nats-cert` and `--nats-key`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bus.nats"), "{stderr}");
+    // A certificate given as the CA is named by its flag; a certificate without its key is a usage error.
+    let wrong = cli(&["invoke", "echo", "--bus", &url, "--nats-ca", &key]);
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        stderr.contains("(`--nats-ca`) holds no PEM CERTIFICATE"),
+        "{stderr}"
+    );
+    let half = cli(&["invoke", "echo", "--bus", &url, "--nats-cert", &cert]);
+    assert_eq!(half.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--nats-key"));
+    handler.close().await;
+}

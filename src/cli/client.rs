@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use openagentio_core::{Bus, BusError, CallOptions, Envelope};
-use openagentio_nats::{ConnectError, NatsOptions, NatsTransport};
+use openagentio_nats::{ConnectError, NatsAuth, NatsOptions, NatsTls, NatsTransport, OptionNames};
 use serde_json::Value;
 
 use super::gateway::{self, Gateway};
@@ -41,6 +41,9 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
         .subject_prefix(&args.subject_prefix)
         .frame_buffer(CLI_FRAME_BUFFER);
     if args.bus == "memory" {
+        if let Some(flag) = args.nats_only_option() {
+            return Err(Exit::usage(format!("{flag} needs a NATS --bus")));
+        }
         return Ok(builder.build());
     }
     const SCHEMES: [&str; 4] = ["nats://", "tls://", "ws://", "wss://"];
@@ -51,7 +54,7 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
             args.bus
         )));
     }
-    let nats = NatsTransport::connect(NatsOptions::new(&args.bus).name("openagentio-cli"))
+    let nats = NatsTransport::connect(nats_options(args)?)
         .await
         .map_err(|e| {
             Exit::Bus(BusError::unavailable(match e {
@@ -64,6 +67,43 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
             }))
         })?;
     Ok(builder.transport(nats).build())
+}
+
+/// How the CLI's messages name the NATS options: by their flags.
+const FLAG_NAMES: OptionNames = OptionNames {
+    credentials_file: "--nats-creds",
+    ca_file: "--nats-ca",
+    cert_file: "--nats-cert",
+    key_file: "--nats-key",
+    tls_required: None,
+};
+
+fn nats_options(args: &BusArgs) -> Result<NatsOptions, Exit> {
+    let mut opts = NatsOptions::new(&args.bus)
+        .name("openagentio-cli")
+        .option_names(FLAG_NAMES);
+    if let Some(creds) = &args.nats_creds {
+        // Both would leave one unused without a word.
+        let has_userinfo = |url: &str| {
+            url.split_once("://").is_some_and(|(_, rest)| {
+                rest.split(['/', '?'])
+                    .next()
+                    .is_some_and(|host| host.contains('@'))
+            })
+        };
+        if args.bus.split(',').any(has_userinfo) {
+            return Err(Exit::usage(
+                "--nats-creds and credentials in the --bus URL: give one of them",
+            ));
+        }
+        opts = opts.auth(NatsAuth::CredentialsFile(creds.clone()));
+    }
+    Ok(opts.tls(NatsTls {
+        required: false,
+        ca_file: args.nats_ca.clone(),
+        cert_file: args.nats_cert.clone(),
+        key_file: args.nats_key.clone(),
+    }))
 }
 
 fn payload(arg: Option<&str>, text: Option<&str>) -> Result<Value, Exit> {

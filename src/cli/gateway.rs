@@ -59,6 +59,11 @@ impl Gateway {
                 "--meta needs a NATS bus: the HTTP gateway has no header for metadata",
             ));
         }
+        if let Some(flag) = args.nats_only_option() {
+            return Err(Exit::usage(format!(
+                "{flag} is for a NATS --bus, not for a service's HTTP gateway"
+            )));
+        }
         let http = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))

@@ -120,6 +120,42 @@ pub struct BusArgs {
     /// Metadata entries `key=value` (the value is JSON if it parses, else a string).
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     pub meta: Vec<String>,
+    /// NATS credentials file (`.creds`: JWT and NKey seed).
+    #[arg(long, env = "OPENAGENTIO_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the NATS server's TLS certificate.
+    #[arg(long, env = "OPENAGENTIO_NATS_CA", value_name = "FILE")]
+    pub nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with NATS (with --nats-key).
+    #[arg(
+        long,
+        env = "OPENAGENTIO_NATS_CERT",
+        value_name = "FILE",
+        requires = "nats_key"
+    )]
+    pub nats_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS with NATS (with --nats-cert).
+    #[arg(
+        long,
+        env = "OPENAGENTIO_NATS_KEY",
+        value_name = "FILE",
+        requires = "nats_cert"
+    )]
+    pub nats_key: Option<PathBuf>,
+}
+
+impl BusArgs {
+    /// The first NATS-only option given, by its flag.
+    pub fn nats_only_option(&self) -> Option<&'static str> {
+        [
+            (self.nats_creds.is_some(), "--nats-creds"),
+            (self.nats_ca.is_some(), "--nats-ca"),
+            (self.nats_cert.is_some(), "--nats-cert"),
+            (self.nats_key.is_some(), "--nats-key"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 /// `invoke` arguments.

@@ -8,6 +8,6 @@ mod options;
 mod transport;
 mod url_credentials;
 
-pub use options::{NatsAuth, NatsOptions, NatsTls};
+pub use options::{NatsAuth, NatsOptions, NatsTls, OptionNames};
 pub use transport::{ConnectError, NatsTransport};
 pub use url_credentials::redact_urls;

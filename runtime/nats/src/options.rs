@@ -50,6 +50,53 @@ pub struct NatsTls {
     pub key_file: Option<PathBuf>,
 }
 
+/// The names connect errors give the options that name files or ask for
+/// TLS, so that a message names the setting the user wrote: a config key
+/// ([`OptionNames::CONFIG`], the default) or a command-line flag.
+///
+/// ```
+/// use openagentio_nats::{NatsOptions, OptionNames};
+/// let flags = OptionNames {
+///     credentials_file: "--nats-creds",
+///     ca_file: "--nats-ca",
+///     cert_file: "--nats-cert",
+///     key_file: "--nats-key",
+///     tls_required: None,
+/// };
+/// let o = NatsOptions::new("tls://127.0.0.1:4222").option_names(flags);
+/// assert_eq!(o.option_names.ca_file, "--nats-ca");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionNames {
+    /// Names [`NatsAuth::CredentialsFile`].
+    pub credentials_file: &'static str,
+    /// Names [`NatsTls::ca_file`].
+    pub ca_file: &'static str,
+    /// Names [`NatsTls::cert_file`].
+    pub cert_file: &'static str,
+    /// Names [`NatsTls::key_file`].
+    pub key_file: &'static str,
+    /// Names [`NatsTls::required`], when the user can set it.
+    pub tls_required: Option<&'static str>,
+}
+
+impl OptionNames {
+    /// The config file's keys (`bus.nats.tls.ca_file`, ...).
+    pub const CONFIG: OptionNames = OptionNames {
+        credentials_file: "bus.nats.credentials_file",
+        ca_file: "bus.nats.tls.ca_file",
+        cert_file: "bus.nats.tls.cert_file",
+        key_file: "bus.nats.tls.key_file",
+        tls_required: Some("bus.nats.tls.required"),
+    };
+}
+
+impl Default for OptionNames {
+    fn default() -> Self {
+        OptionNames::CONFIG
+    }
+}
+
 /// Options of [`crate::NatsTransport::connect`].
 ///
 /// ```
@@ -80,6 +127,8 @@ pub struct NatsOptions {
     pub retry_on_initial_connect: bool,
     /// Longest delay between reconnect attempts (default 2 s).
     pub max_reconnect_delay: Duration,
+    /// How errors name the options (default: the config file's keys).
+    pub option_names: OptionNames,
 }
 
 impl NatsOptions {
@@ -94,6 +143,7 @@ impl NatsOptions {
             subscription_capacity: 262_144,
             retry_on_initial_connect: false,
             max_reconnect_delay: Duration::from_secs(2),
+            option_names: OptionNames::CONFIG,
         }
     }
     /// Sets the connection name.
@@ -114,6 +164,11 @@ impl NatsOptions {
     /// Sets the subscription buffer.
     pub fn subscription_capacity(mut self, n: usize) -> Self {
         self.subscription_capacity = n.max(1);
+        self
+    }
+    /// Sets how errors name the options.
+    pub fn option_names(mut self, names: OptionNames) -> Self {
+        self.option_names = names;
         self
     }
     /// Keeps retrying the first connection.

@@ -14,7 +14,7 @@ use openagentio_core::transport::{
     Body, Message, Operation, Sink, Subscription, Transport, TransportError, TransportStats,
 };
 
-use crate::options::{NatsAuth, NatsOptions};
+use crate::options::{NatsAuth, NatsOptions, OptionNames};
 use crate::url_credentials::{redact_urls, take_url_credentials};
 
 /// A transport over one NATS connection. Subjects and queue groups map one to
@@ -65,8 +65,10 @@ const REFUSAL_GRACE: Duration = Duration::from_millis(3);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The credentials file could not be read.
-    #[error("cannot read the NATS credentials file (`bus.nats.credentials_file`): {source}")]
+    #[error("cannot read the NATS credentials file (`{setting}`): {source}")]
     Credentials {
+        /// The option that names it.
+        setting: &'static str,
         /// The file.
         path: String,
         /// The cause.
@@ -74,7 +76,7 @@ pub enum ConnectError {
     },
     /// A TLS file named in the options cannot be read (checked before
     /// connecting: the client reads them only if the server asks for TLS).
-    #[error("cannot read the NATS TLS {what} {path} (`bus.nats.tls.{setting}`): {source}")]
+    #[error("cannot read the NATS TLS {what} {path} (`{setting}`): {source}")]
     TlsFile {
         /// What the file holds, e.g. "CA certificates".
         what: &'static str,
@@ -87,7 +89,7 @@ pub enum ConnectError {
     },
     /// A TLS file that holds no PEM block of the kind it should.
     #[error(
-        "the NATS TLS {what} {path} (`bus.nats.tls.{setting}`) holds no PEM {pem}: \
+        "the NATS TLS {what} {path} (`{setting}`) holds no PEM {pem}: \
          expected a `-----BEGIN {pem}-----` block"
     )]
     TlsContent {
@@ -173,26 +175,33 @@ impl NatsTransport {
             NatsAuth::CredentialsFile(path) => {
                 co = co.credentials_file(path).await.map_err(|source| {
                     ConnectError::Credentials {
+                        setting: opts.option_names.credentials_file,
                         path: path.display().to_string(),
                         source,
                     }
                 })?;
             }
         }
+        let names = opts.option_names;
         for (what, setting, path, pem) in [
             (
                 "CA certificates",
-                "ca_file",
+                names.ca_file,
                 &opts.tls.ca_file,
                 "CERTIFICATE",
             ),
             (
                 "client certificate",
-                "cert_file",
+                names.cert_file,
                 &opts.tls.cert_file,
                 "CERTIFICATE",
             ),
-            ("client key", "key_file", &opts.tls.key_file, "PRIVATE KEY"),
+            (
+                "client key",
+                names.key_file,
+                &opts.tls.key_file,
+                "PRIVATE KEY",
+            ),
         ] {
             if let Some(path) = path {
                 let text = std::fs::read(path).map_err(|source| ConnectError::TlsFile {
@@ -249,7 +258,7 @@ impl NatsTransport {
                 },
                 _ => ConnectError::Connect {
                     url: url.clone(),
-                    message: with_tls_hint(message),
+                    message: with_tls_hint(message, &names),
                 },
             }
         })?;
@@ -333,17 +342,25 @@ fn no_server_answered(e: &async_nats::ConnectError) -> bool {
 const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// `message` with what to do about the TLS refusals a user can fix in the
-/// config (rustls names them, but not the setting that helps).
-fn with_tls_hint(message: String) -> String {
+/// settings (rustls names them, but not the setting that helps).
+fn with_tls_hint(message: String, names: &OptionNames) -> String {
     let hint = if message.contains("UnknownIssuer") {
-        "the server's certificate is signed by a CA this client does not trust: \
-         give that CA as `bus.nats.tls.ca_file` (NatsTls::ca_file)"
+        format!(
+            "the server's certificate is signed by a CA this client does not trust: \
+             give that CA as `{}`",
+            names.ca_file
+        )
     } else if message.contains("BadCertificate") || message.contains("CertificateRequired") {
-        "the server may want a client certificate: set `bus.nats.tls.cert_file` and \
-         `key_file` (NatsTls::cert_file, key_file)"
+        format!(
+            "the server may want a client certificate: set `{}` and `{}`",
+            names.cert_file, names.key_file
+        )
     } else if message.contains("InvalidContentType") {
-        "the server did not answer in TLS: it may not have TLS on, while \
-         `bus.nats.tls.required` (NatsTls::required) or a tls:// URL asks for it"
+        let asks = match names.tls_required {
+            Some(required) => format!("`{required}` or a tls:// URL asks"),
+            None => "a tls:// URL asks".to_owned(),
+        };
+        format!("the server did not answer in TLS: it may not have TLS on, while {asks} for it")
     } else {
         return message;
     };
