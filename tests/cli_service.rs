@@ -807,3 +807,60 @@ fn sigterm_while_starting_is_a_graceful_stop() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Spans that cannot reach the OTLP collector are reported in the log, not
+/// lost without a word.
+#[test]
+fn a_failing_otlp_export_is_logged() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let port = free_port();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::io::Write::write_all(
+        &mut cfg,
+        format!(
+            "version: \"openagentio.bridge/v1\"\nbus: {{transport: memory}}\n\
+             http: {{listen: \"127.0.0.1:{port}\"}}\ntelemetry: {{otlp_endpoint: \"{collector}\"}}\n\
+             bridges:\n  - {{name: echo, type: echo}}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _service = openagentio_testkit::ChildGuard(child);
+    let (found, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ExportError") {
+                let _ = found.send(line);
+                return;
+            }
+        }
+    });
+    // A call makes spans to export; the gateway may not be up at once.
+    let gateway = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while !client(&["invoke", "echo", "{}", "--bus", &gateway])
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the service did not serve"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let line = seen
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no log line about the failed export");
+    assert!(line.contains("ERROR"), "{line}");
+}
