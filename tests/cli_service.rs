@@ -864,3 +864,66 @@ fn a_failing_otlp_export_is_logged() {
         .expect("no log line about the failed export");
     assert!(line.contains("ERROR"), "{line}");
 }
+
+/// With `log_format: json` every line on standard error is a JSON log
+/// record, the service's own messages (shutting down, a failed start)
+/// included, so a log collector never meets a plain line.
+#[test]
+fn json_logs_have_no_plain_lines() {
+    let write = |bus: &str| {
+        let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        let yaml = format!(
+            "version: \"openagentio.bridge/v1\"\nbus: {bus}\n\
+             http: {{ listen: \"127.0.0.1:{}\" }}\ntelemetry: {{ log_format: json }}\n\
+             bridges:\n  - {{ name: echo, type: echo }}\n",
+            free_port()
+        );
+        std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
+        cfg
+    };
+    let records = |stderr: &[u8]| -> Vec<Value> {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}")))
+            .collect()
+    };
+    let says = |records: &[Value], level: &str, text: &str| {
+        records
+            .iter()
+            .any(|r| r["level"] == level && r["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+
+    // Started and stopped.
+    let cfg = write("{ transport: memory }");
+    let mut service = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(service.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("stop with Ctrl-C") {
+            break;
+        }
+    }
+    signal("TERM", service.id());
+    let out = service.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let logs = records(&out.stderr);
+    assert!(says(&logs, "INFO", "shutting down"), "{logs:?}");
+
+    // A start that fails: the reason is an ERROR record, and the exit code 1.
+    let closed = free_port();
+    let cfg = write(&format!(
+        "{{ transport: nats, nats: {{ url: \"nats://127.0.0.1:{closed}\" }} }}"
+    ));
+    let out = Command::new(BIN)
+        .args(["run", "-c", cfg.path().to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let logs = records(&out.stderr);
+    assert!(says(&logs, "ERROR", "cannot connect to NATS"), "{logs:?}");
+}

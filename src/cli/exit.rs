@@ -20,6 +20,8 @@ pub enum Exit {
     Config,
     /// A failure of the service itself (start-up, bind, connect).
     Service(String),
+    /// A failure of the service already reported as a log event.
+    Logged,
     /// Ctrl-C while a call was in flight; the handler was told to stop.
     Interrupted,
 }
@@ -46,7 +48,7 @@ impl Exit {
                 eprintln!("usage error: {m}");
                 ExitCode::from(2)
             }
-            Exit::Config => ExitCode::from(1),
+            Exit::Config | Exit::Logged => ExitCode::from(1),
             Exit::Interrupted => {
                 eprintln!("interrupted: the call was cancelled");
                 ExitCode::from(130)

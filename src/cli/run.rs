@@ -6,6 +6,7 @@ use std::path::Path;
 use openagentio_config::{Config, Transport};
 use openagentio_host::from_config::{spec_from_config, telemetry_settings};
 use openagentio_host::signals::ShutdownSignal;
+use openagentio_host::telemetry::LogFormat;
 use openagentio_host::{Service, telemetry};
 
 use super::{Exit, RunArgs};
@@ -103,24 +104,28 @@ pub async fn run(args: RunArgs) -> Exit {
     if let Err(e) = apply_overrides(&mut cfg, &args) {
         return e;
     }
-    let _telemetry = match telemetry::init(&telemetry_settings(&cfg)) {
+    let settings = telemetry_settings(&cfg);
+    let _telemetry = match telemetry::init(&settings) {
         Ok(g) => g,
         Err(e) => return Exit::Service(e.to_string()),
     };
+    let say = Say {
+        json: settings.log_format == LogFormat::Json,
+    };
     let spec = match spec_from_config(&cfg) {
         Ok(s) => s,
-        Err(e) => return Exit::Service(e.to_string()),
+        Err(e) => return say.failed(e.to_string()),
     };
     let started = tokio::select! {
         started = Service::start(spec) => started,
         () = stop.recv() => {
-            eprintln!("stopped while starting");
+            say.info("stopped while starting");
             return Exit::Ok;
         }
     };
     let service = match started {
         Ok(s) => s,
-        Err(e) => return Exit::Service(e.to_string()),
+        Err(e) => return say.failed(e.to_string()),
     };
     print!("{}", service.summary().await);
     println!(
@@ -128,20 +133,56 @@ pub async fn run(args: RunArgs) -> Exit {
         cfg.shutdown.drain_timeout
     );
     stop.recv().await;
-    eprintln!("shutting down (a second Ctrl-C or SIGTERM stops at once)");
+    say.info("shutting down (a second Ctrl-C or SIGTERM stops at once)");
     // A second signal is an operator who will not wait for the drain.
     let report = tokio::select! {
         report = service.shutdown() => report,
         () = stop.recv() => {
-            return Exit::Service(
+            return say.failed(
                 "stopped by a second signal: the calls in flight were not drained".into(),
             );
         }
     };
     if !report.drained {
-        eprintln!(
-            "some calls were still running at the drain deadline and were ended with an error"
+        say.warn(
+            "some calls were still running at the drain deadline and were ended with an error",
         );
     }
     Exit::Ok
+}
+
+/// What `run` tells the operator once logging is set up. With
+/// `log_format: json` it goes out as log events, so that every line on
+/// standard error is JSON for the log collector; with text, as plain lines.
+struct Say {
+    json: bool,
+}
+
+impl Say {
+    fn info(&self, message: &str) {
+        if self.json {
+            tracing::info!("{message}");
+        } else {
+            eprintln!("{message}");
+        }
+    }
+
+    fn warn(&self, message: &str) {
+        if self.json {
+            tracing::warn!("{message}");
+        } else {
+            eprintln!("{message}");
+        }
+    }
+
+    /// The service failed: exit 1 with `message`.
+    fn failed(&self, message: String) -> Exit {
+        // Not to a log filter that would drop it: the exit code alone says too little.
+        if self.json && tracing::enabled!(tracing::Level::ERROR) {
+            tracing::error!("{message}");
+            Exit::Logged
+        } else {
+            Exit::Service(message)
+        }
+    }
 }
