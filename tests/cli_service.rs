@@ -927,3 +927,19 @@ fn json_logs_have_no_plain_lines() {
     let logs = records(&out.stderr);
     assert!(says(&logs, "ERROR", "cannot connect to NATS"), "{logs:?}");
 }
+
+/// `--timeout` bounds the whole command: a NATS server that takes the
+/// connection but does not answer (stopped with SIGSTOP) fails the call by
+/// then, not after the handshake's own 5 s.
+#[test]
+fn the_timeout_bounds_the_nats_handshake_too() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    nats.pause();
+    let started = Instant::now();
+    let out = client(&["invoke", "echo", "--timeout", "500ms", "--bus", &url]);
+    let took = started.elapsed();
+    nats.resume();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

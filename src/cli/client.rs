@@ -21,11 +21,14 @@ enum Remote {
     Gateway(Gateway),
 }
 
-async fn remote(args: &BusArgs) -> Result<Remote, Exit> {
+/// Where `args` point; `limit` (the command's `--timeout`) bounds the
+/// NATS handshake as well as the call, when it is shorter than the
+/// handshake's own limit.
+async fn remote(args: &BusArgs, limit: Option<Duration>) -> Result<Remote, Exit> {
     if gateway::is_gateway_url(&args.bus) {
         return Gateway::new(args).map(Remote::Gateway);
     }
-    connect(args).await.map(Remote::Bus)
+    connect(args, limit).await.map(Remote::Bus)
 }
 
 /// Unread frames the CLI's one call may hold. Reference-SDK handlers send
@@ -35,7 +38,7 @@ async fn remote(args: &BusArgs) -> Result<Remote, Exit> {
 /// `BACKPRESSURE_DROP`. The queue grows only as frames wait.
 const CLI_FRAME_BUFFER: usize = 1 << 16;
 
-async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
+async fn connect(args: &BusArgs, limit: Option<Duration>) -> Result<Bus, Exit> {
     let builder = Bus::builder()
         .agent_id("openagentio-cli")
         .subject_prefix(&args.subject_prefix)
@@ -54,18 +57,22 @@ async fn connect(args: &BusArgs) -> Result<Bus, Exit> {
             args.bus
         )));
     }
-    let nats = NatsTransport::connect(nats_options(args)?)
-        .await
-        .map_err(|e| {
-            Exit::Bus(BusError::unavailable(match e {
-                // Only when no server answered: otherwise the hint would mislead.
-                ConnectError::Unreachable { .. } => format!(
-                    "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
+    let mut opts = nats_options(args)?;
+    if let Some(limit) = limit {
+        opts.connect_timeout = opts
+            .connect_timeout
+            .min(limit.max(Duration::from_millis(1)));
+    }
+    let nats = NatsTransport::connect(opts).await.map_err(|e| {
+        Exit::Bus(BusError::unavailable(match e {
+            // Only when no server answered: otherwise the hint would mislead.
+            ConnectError::Unreachable { .. } => format!(
+                "{e}. A service on the in-memory bus (like examples/quickstart.yaml) is \
                      reached through its HTTP gateway: --bus http://127.0.0.1:8080"
-                ),
-                _ => e.to_string(),
-            }))
-        })?;
+            ),
+            _ => e.to_string(),
+        }))
+    })?;
     Ok(builder.transport(nats).build())
 }
 
@@ -212,7 +219,7 @@ pub async fn invoke(a: CallArgs) -> Exit {
     let mut interrupted = interrupt();
     let run = async {
         let (p, opts) = call_setup(&a)?;
-        let result = match remote(&a.bus).await? {
+        let result = match remote(&a.bus, Some(a.timeout)).await? {
             Remote::Bus(bus) => {
                 let reply = invoke_on_bus(&bus, &a.target, p, opts, &mut interrupted).await;
                 bus.close().await;
@@ -282,7 +289,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
         if let Some(idle) = a.idle_timeout {
             opts = opts.idle_timeout(idle);
         }
-        let mut frames = match remote(&a.call.bus).await? {
+        let mut frames = match remote(&a.call.bus, Some(a.call.timeout)).await? {
             Remote::Bus(bus) => {
                 let s = bus.stream_invoke_with(&a.call.target, p, opts).await;
                 match s {
@@ -355,7 +362,7 @@ pub async fn stream(a: StreamArgs) -> Exit {
 pub async fn publish(a: PublishArgs) -> Exit {
     let run = async {
         let p = payload(a.payload.as_deref(), a.text.as_deref())?;
-        let bus = match remote(&a.bus).await? {
+        let bus = match remote(&a.bus, None).await? {
             Remote::Bus(bus) => bus,
             Remote::Gateway(gw) => {
                 gw.publish(&a.event_type, &p).await?;
@@ -386,25 +393,26 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
     let run = async {
         // Both ways end in one stream of envelopes: the bus's subscription
         // through a channel, or the gateway's event feed.
-        let (mut events, bus): (gateway::Envelopes, Option<Bus>) = match remote(&a.bus).await? {
-            Remote::Bus(bus) => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                let mut opts = openagentio_core::SubscribeOptions::new();
-                if let Some(t) = &a.bus.tenant {
-                    opts = opts.tenant(t);
+        let (mut events, bus): (gateway::Envelopes, Option<Bus>) =
+            match remote(&a.bus, a.timeout).await? {
+                Remote::Bus(bus) => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    let mut opts = openagentio_core::SubscribeOptions::new();
+                    if let Some(t) = &a.bus.tenant {
+                        opts = opts.tenant(t);
+                    }
+                    bus.subscribe_with(&a.event_type, opts, move |env| {
+                        let _ = tx.send(env);
+                        async { Ok(()) }
+                    })
+                    .await?;
+                    let events = futures::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|env| (Ok(env), rx))
+                    });
+                    (Box::pin(events), Some(bus))
                 }
-                bus.subscribe_with(&a.event_type, opts, move |env| {
-                    let _ = tx.send(env);
-                    async { Ok(()) }
-                })
-                .await?;
-                let events = futures::stream::unfold(rx, |mut rx| async move {
-                    rx.recv().await.map(|env| (Ok(env), rx))
-                });
-                (Box::pin(events), Some(bus))
-            }
-            Remote::Gateway(gw) => (gw.subscribe(&a.event_type).await?, None),
-        };
+                Remote::Gateway(gw) => (gw.subscribe(&a.event_type).await?, None),
+            };
         eprintln!("subscribed to {}", a.event_type);
         let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;
@@ -466,7 +474,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
 /// `openagentio targets`.
 pub async fn targets(a: TargetsArgs) -> Exit {
     let run = async {
-        let list = match remote(&a.bus).await? {
+        let list = match remote(&a.bus, Some(a.timeout)).await? {
             Remote::Bus(bus) => {
                 let list = openagentio_core::catalog::gather(
                     &bus,
