@@ -181,6 +181,58 @@ async fn a_tls_file_without_what_it_should_hold_is_named() {
     );
 }
 
+/// A file that holds the right kind of PEM block but nothing the handshake
+/// can use (a broken certificate, a key of another certificate, a block
+/// without its end) is named with its setting and why, before connecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_file_the_handshake_cannot_use_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certificates(dir.path());
+    let nats = NatsServer::start();
+    let p = |f: &str| dir.path().join(f).display().to_string();
+    let broken = p("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nMIIBbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let err = refused(&nats.url(), &format!("    tls:\n      ca_file: {broken}\n")).await;
+    assert!(
+        err.contains(&broken)
+            && err.contains("bus.nats.tls.ca_file")
+            && err.contains("certificate 1 of 1 is not a valid X.509 certificate"),
+        "{err}"
+    );
+    let unended = p("unended.pem");
+    std::fs::write(&unended, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    let err = refused(
+        &nats.url(),
+        &format!("    tls:\n      ca_file: {unended}\n"),
+    )
+    .await;
+    assert!(
+        err.contains("bus.nats.tls.ca_file") && err.contains("not valid PEM"),
+        "{err}"
+    );
+
+    // The server's key with the client's certificate.
+    let err = refused(
+        &nats.url(),
+        &format!(
+            "    tls:\n      cert_file: {}\n      key_file: {}\n",
+            p("client.pem"),
+            p("server-key.pem")
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("bus.nats.tls.key_file")
+            && err.contains("is not the key of the client certificate")
+            && err.contains("bus.nats.tls.cert_file"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_takes_the_client_certificate_and_refuses_a_client_without_one() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 //! the only crate of the project that uses `async-nats`.
 
 mod options;
+mod tls_files;
 mod transport;
 mod url_credentials;
 

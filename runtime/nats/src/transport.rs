@@ -102,6 +102,34 @@ pub enum ConnectError {
         /// The PEM label looked for, e.g. `CERTIFICATE`.
         pem: &'static str,
     },
+    /// A TLS file whose PEM holds something the handshake cannot use (a
+    /// malformed certificate, an unsupported key).
+    #[error("the NATS TLS {what} {path} (`{setting}`) cannot be used: {reason}")]
+    TlsInvalid {
+        /// What the file holds, e.g. "client key".
+        what: &'static str,
+        /// The option that names it.
+        setting: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The client key is not the key of the client certificate.
+    #[error(
+        "the NATS TLS client key {key} (`{key_setting}`) is not the key of the client \
+         certificate {cert} (`{cert_setting}`)"
+    )]
+    TlsKeyMismatch {
+        /// The certificate file.
+        cert: String,
+        /// The option that names it.
+        cert_setting: &'static str,
+        /// The key file.
+        key: String,
+        /// The option that names it.
+        key_setting: &'static str,
+    },
     /// The server refused the credentials.
     #[error("NATS authorization failed at {url}")]
     Auth {
@@ -183,51 +211,7 @@ impl NatsTransport {
             }
         }
         let names = opts.option_names;
-        for (what, setting, path, pem) in [
-            (
-                "CA certificates",
-                names.ca_file,
-                &opts.tls.ca_file,
-                "CERTIFICATE",
-            ),
-            (
-                "client certificate",
-                names.cert_file,
-                &opts.tls.cert_file,
-                "CERTIFICATE",
-            ),
-            (
-                "client key",
-                names.key_file,
-                &opts.tls.key_file,
-                "PRIVATE KEY",
-            ),
-        ] {
-            if let Some(path) = path {
-                let text = std::fs::read(path).map_err(|source| ConnectError::TlsFile {
-                    what,
-                    setting,
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                // An empty or wrong file would otherwise pass here and fail
-                // later as a bare TLS error (or, for a CA, not at all).
-                let text = String::from_utf8_lossy(&text);
-                let found = text.lines().any(|l| {
-                    l.trim()
-                        .strip_prefix("-----BEGIN ")
-                        .is_some_and(|rest| rest.trim_end_matches('-').ends_with(pem))
-                });
-                if !found {
-                    return Err(ConnectError::TlsContent {
-                        what,
-                        setting,
-                        path: path.display().to_string(),
-                        pem,
-                    });
-                }
-            }
-        }
+        crate::tls_files::check(&opts.tls, &names)?;
         if opts.tls.required {
             co = co.require_tls(true);
         }
