@@ -467,14 +467,24 @@ async fn ctrl_c_cancels_the_call_in_flight() {
     .unwrap();
     bus.transport().flush().await.unwrap();
 
-    for (command, target) in [("invoke", "wait.invoke"), ("stream", "wait.stream")] {
-        let child = tokio::process::Command::new(BIN)
+    // Ctrl-C and SIGTERM (`timeout`, systemd, `docker stop`) cancel the call;
+    // so does a reader that goes away (`| head -c 1`), quietly.
+    let cases = [
+        ("invoke", "wait.invoke", "INT"),
+        ("stream", "wait.stream", "INT"),
+        ("invoke", "wait.invoke", "TERM"),
+        ("stream", "wait.stream", "TERM"),
+        ("stream", "wait.stream", "closed output"),
+    ];
+    for (command, target, how) in cases {
+        let mut child = tokio::process::Command::new(BIN)
             .args([command, target, "--bus", &url, "--timeout", "60s"])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
         let limit = Duration::from_secs(10);
         let started = tokio::time::timeout(limit, seen.recv()).await.unwrap();
         assert_eq!(
@@ -486,7 +496,15 @@ async fn ctrl_c_cancels_the_call_in_flight() {
             })
         );
         let interrupted_at = Instant::now();
-        signal("INT", child.id().unwrap());
+        if how == "closed output" {
+            let mut first = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut stdout, &mut first)
+                .await
+                .unwrap();
+            drop(stdout);
+        } else {
+            signal(how, child.id().unwrap());
+        }
         let cancelled = tokio::time::timeout(limit, seen.recv()).await.unwrap();
         assert_eq!(
             cancelled,
@@ -494,24 +512,49 @@ async fn ctrl_c_cancels_the_call_in_flight() {
                 "invoke cancelled"
             } else {
                 "stream cancelled"
-            })
+            }),
+            "{command} {how}"
         );
         assert!(
             interrupted_at.elapsed() < Duration::from_secs(2),
-            "{command}: the handler saw the cancellation after {:?}",
+            "{command} {how}: the handler saw the cancellation after {:?}",
             interrupted_at.elapsed()
         );
         let out = tokio::time::timeout(limit, child.wait_with_output())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(out.status.code(), Some(130), "{command}: {out:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("interrupted"),
-            "{command}: {out:?}"
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (code, says) = match how {
+            "INT" => (130, "interrupted"),
+            "TERM" => (143, "interrupted"),
+            _ => (0, ""),
+        };
+        assert_eq!(out.status.code(), Some(code), "{command} {how}: {out:?}");
+        assert!(stderr.contains(says), "{command} {how}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{command} {how}: {stderr}");
     }
     bus.close().await;
+}
+
+/// A reader that goes away (`openagentio schema | head -1`) ends a command
+/// quietly: no panic about a broken pipe.
+#[test]
+fn output_to_a_closed_pipe_ends_quietly() {
+    let mut child = Command::new(BIN)
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! They reach it over NATS, or through a service's HTTP gateway when `--bus`
 //! is an `http://` URL.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,7 +11,10 @@ use openagentio_nats::{ConnectError, NatsAuth, NatsOptions, NatsTls, NatsTranspo
 use serde_json::Value;
 
 use super::gateway::{self, Gateway};
-use super::{BusArgs, CallArgs, Exit, PublishArgs, StreamArgs, SubscribeArgs, TargetsArgs};
+use super::output;
+use super::{
+    BusArgs, CallArgs, Exit, Interruption, PublishArgs, StreamArgs, SubscribeArgs, TargetsArgs,
+};
 
 /// Where a client command goes.
 enum Remote {
@@ -158,25 +161,35 @@ fn call_setup(a: &CallArgs) -> Result<(Value, CallOptions), Exit> {
     Ok((p, options(&a.bus)?.timeout(a.timeout)))
 }
 
-/// A future that resolves on Ctrl-C. The signal handler is registered
-/// here, not at the first poll, and the future is polled by reference from
-/// then on: a Ctrl-C that comes before a call starts, or between two frames,
-/// is not lost.
-type Interrupt = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// A future that resolves on Ctrl-C or SIGTERM, with which. The signal
+/// handlers are registered here, not at the first poll, and the future is
+/// polled by reference from then on: a signal that comes before a call
+/// starts, or between two frames, is not lost.
+type Interrupt = std::pin::Pin<Box<dyn std::future::Future<Output = Interruption> + Send>>;
 
 fn interrupt() -> Interrupt {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::interrupt()) {
-            Ok(mut sigint) => Box::pin(async move {
-                if sigint.recv().await.is_none() {
-                    std::future::pending::<()>().await;
-                }
-            }),
-            // No signal handling here: never interrupted.
-            Err(_) => Box::pin(std::future::pending()),
+        let (sigint, sigterm) = (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        );
+        // A signal whose handler could not be set never comes.
+        async fn next(signal: Option<tokio::signal::unix::Signal>) {
+            if let Some(mut s) = signal
+                && s.recv().await.is_some()
+            {
+                return;
+            }
+            std::future::pending().await
         }
+        Box::pin(async move {
+            tokio::select! {
+                () = next(sigint) => Interruption::Interrupt,
+                () = next(sigterm) => Interruption::Terminate,
+            }
+        })
     }
     #[cfg(not(unix))]
     {
@@ -184,6 +197,7 @@ fn interrupt() -> Interrupt {
             if tokio::signal::ctrl_c().await.is_err() {
                 std::future::pending::<()>().await;
             }
+            Interruption::Interrupt
         })
     }
 }
@@ -199,17 +213,17 @@ async fn invoke_on_bus(
 ) -> Result<Value, Exit> {
     let mut stream = tokio::select! {
         s = bus.start_invoke(target, p, opts) => s?,
-        _ = &mut *interrupted => return Err(Exit::Interrupted),
+        by = &mut *interrupted => return Err(Exit::Interrupted(by)),
     };
     let answer = tokio::select! {
-        r = stream.answer() => Some(r),
-        _ = &mut *interrupted => None,
+        r = stream.answer() => Ok(r),
+        by = &mut *interrupted => Err(by),
     };
     match answer {
-        Some(r) => Ok(r?),
-        None => {
+        Ok(r) => Ok(r?),
+        Err(by) => {
             let _ = stream.cancel().await;
-            Err(Exit::Interrupted)
+            Err(Exit::Interrupted(by))
         }
     }
 }
@@ -229,10 +243,10 @@ pub async fn invoke(a: CallArgs) -> Exit {
                 // Ending the process closes the connection: the gateway
                 // cancels the call.
                 r = gw.invoke(&a.target, &p, a.timeout) => r?,
-                _ = &mut interrupted => return Err(Exit::Interrupted),
+                by = &mut interrupted => return Err(Exit::Interrupted(by)),
             },
         };
-        println!("{result}");
+        output::line(result)?;
         Ok::<_, Exit>(Exit::Ok)
     };
     run.await.unwrap_or_else(|e| e)
@@ -305,14 +319,19 @@ pub async fn stream(a: StreamArgs) -> Exit {
                 a.idle_timeout,
             ),
         };
-        let mut out = std::io::stdout().lock();
         let mut printed_text = false;
         let mut failure = None;
+        let reader_gone = output::reader_gone();
+        tokio::pin!(reader_gone);
         loop {
             let frame = tokio::select! {
                 f = frames.next() => f,
-                _ = &mut interrupted => {
-                    failure = Some(Exit::Interrupted);
+                by = &mut interrupted => {
+                    failure = Some(Exit::Interrupted(by));
+                    break;
+                }
+                () = &mut reader_gone => {
+                    failure = Some(Exit::OutputClosed);
                     break;
                 }
             };
@@ -324,23 +343,29 @@ pub async fn stream(a: StreamArgs) -> Exit {
                     break;
                 }
             };
-            if a.json {
-                let _ = writeln!(out, "{}", serde_json::to_string(&frame).unwrap_or_default());
+            let printed = if a.json {
+                output::line(serde_json::to_string(&frame).unwrap_or_default())
             } else if let Some(text) = frame
                 .payload
                 .as_ref()
                 .and_then(|p| p.get("delta"))
                 .and_then(Value::as_str)
             {
-                let _ = write!(out, "{text}");
                 printed_text = true;
+                output::write(text)
             } else if frame.is_terminal() && frame.error().is_none() && !printed_text {
                 // Nothing streamed as text: show the result (a final frame
                 // carries `{"result": ...}`; `invoke` prints the same value).
                 let payload = frame.payload_or_null();
-                let _ = writeln!(out, "{}", payload.get("result").unwrap_or(payload));
+                output::line(payload.get("result").unwrap_or(payload))
+            } else {
+                Ok(())
+            };
+            // Nobody reads on: the call ends here (and is cancelled below).
+            if let Err(e) = printed {
+                failure = Some(e);
+                break;
             }
-            let _ = out.flush();
             if let Some(e) = frame.error() {
                 failure = Some(Exit::Bus(e));
             }
@@ -348,10 +373,9 @@ pub async fn stream(a: StreamArgs) -> Exit {
                 break;
             }
         }
-        if printed_text && !a.json {
-            let _ = writeln!(out);
+        if printed_text && !a.json && failure.is_none() {
+            output::line("")?;
         }
-        drop(out);
         frames.close().await;
         Ok::<_, Exit>(failure.unwrap_or(Exit::Ok))
     };
@@ -417,6 +441,9 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
         let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;
         let mut failure = None;
+        let mut stopped = None;
+        let reader_gone = output::reader_gone();
+        tokio::pin!(reader_gone);
         // Core NATS drops what a client cannot take (a slow consumer: the
         // client drops it, or the server cuts the connection): said, not silent.
         let mut transport_seen = bus.as_ref().map(|b| b.transport().stats());
@@ -438,6 +465,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
                 tokio::select! {
                     e = events.next() => e,
                     _ = &mut interrupted => None,
+                    () = &mut reader_gone => None,
                 }
             };
             let env = match deadline {
@@ -460,11 +488,17 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
                 failure = Some(e);
                 break;
             }
-            println!("{}", serde_json::to_string(&env).unwrap_or_default());
+            if let Err(e) = output::line(serde_json::to_string(&env).unwrap_or_default()) {
+                stopped = Some(e);
+                break;
+            }
             seen += 1;
         }
         if let Some(bus) = bus {
             bus.close().await;
+        }
+        if let Some(stopped) = stopped {
+            return Ok(stopped);
         }
         Ok::<_, Exit>(failure.map_or(Exit::Ok, Exit::Bus))
     };
@@ -489,15 +523,12 @@ pub async fn targets(a: TargetsArgs) -> Exit {
             Remote::Gateway(gw) => gw.targets(a.timeout).await?,
         };
         if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&list).unwrap_or_default()
-            );
+            output::line(serde_json::to_string_pretty(&list).unwrap_or_default())?;
             return Ok(Exit::Ok);
         }
         let items = list.as_array().cloned().unwrap_or_default();
         if items.is_empty() {
-            println!("no targets");
+            output::line("no targets")?;
         }
         for t in items {
             let name = t["name"].as_str().unwrap_or("?");
@@ -513,7 +544,7 @@ pub async fn targets(a: TargetsArgs) -> Exit {
                 .lines()
                 .next()
                 .unwrap_or("");
-            println!("{name:<32} {kind:<6} {bridge:<16} {desc}");
+            output::line(format_args!("{name:<32} {kind:<6} {bridge:<16} {desc}"))?;
         }
         Ok::<_, Exit>(Exit::Ok)
     };

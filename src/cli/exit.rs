@@ -1,7 +1,9 @@
 //! Exit codes: 0 success; 1 a failure: a bus error (its wire code is printed),
 //! an invalid config file (every error printed with its path) or a service
 //! failure; 2 a usage error (bad arguments, payload that is not JSON); 130
-//! interrupted by Ctrl-C (the call in flight was cancelled).
+//! interrupted by Ctrl-C, 143 by SIGTERM (the call in flight was cancelled).
+//! A reader of the output that went away (`| head -1`) ends the command
+//! quietly with 0.
 
 use std::process::ExitCode;
 
@@ -22,8 +24,11 @@ pub enum Exit {
     Service(String),
     /// A failure of the service already reported as a log event.
     Logged,
-    /// Ctrl-C while a call was in flight; the handler was told to stop.
-    Interrupted,
+    /// A signal (Ctrl-C or SIGTERM) while a call was in flight; the handler
+    /// was told to stop.
+    Interrupted(Interruption),
+    /// Standard output was closed by its reader; the call was ended.
+    OutputClosed,
 }
 
 impl Exit {
@@ -49,10 +54,30 @@ impl Exit {
                 ExitCode::from(2)
             }
             Exit::Config | Exit::Logged => ExitCode::from(1),
-            Exit::Interrupted => {
+            Exit::Interrupted(by) => {
                 eprintln!("interrupted: the call was cancelled");
-                ExitCode::from(130)
+                ExitCode::from(by.exit_code())
             }
+            Exit::OutputClosed => ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// The signal that interrupted a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interruption {
+    /// SIGINT (Ctrl-C).
+    Interrupt,
+    /// SIGTERM (`kill`, `timeout`, systemd, `docker stop`).
+    Terminate,
+}
+
+impl Interruption {
+    /// 128 plus the signal's number, as a shell reports a process it ended.
+    fn exit_code(self) -> u8 {
+        match self {
+            Interruption::Interrupt => 130,
+            Interruption::Terminate => 143,
         }
     }
 }

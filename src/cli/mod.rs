@@ -3,6 +3,7 @@
 mod client;
 mod exit;
 mod gateway;
+mod output;
 mod run;
 
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use exit::Exit;
+pub use exit::{Exit, Interruption};
 
 /// OpenAgentIO: a protocol bridge service for AI-agent systems.
 #[derive(Parser, Debug)]

@@ -9,7 +9,7 @@ use openagentio_host::signals::ShutdownSignal;
 use openagentio_host::telemetry::LogFormat;
 use openagentio_host::{Service, telemetry};
 
-use super::{Exit, RunArgs};
+use super::{Exit, RunArgs, output};
 
 /// Variables a config file may use besides the environment: `OPENAGENTIO_EXE`,
 /// this binary's path (so a config can start the demo MCP server it carries).
@@ -32,15 +32,13 @@ fn load(path: &Path) -> Result<Config, Exit> {
 /// `openagentio validate FILE`.
 pub fn validate(path: &Path) -> Exit {
     match load(path) {
-        Ok(cfg) => {
-            println!(
-                "{}: valid ({} bridge{})",
-                path.display(),
-                cfg.bridges.len(),
-                if cfg.bridges.len() == 1 { "" } else { "s" }
-            );
-            Exit::Ok
-        }
+        Ok(cfg) => output::line(format_args!(
+            "{}: valid ({} bridge{})",
+            path.display(),
+            cfg.bridges.len(),
+            if cfg.bridges.len() == 1 { "" } else { "s" }
+        ))
+        .map_or_else(|e| e, |()| Exit::Ok),
         Err(e) => e,
     }
 }
@@ -48,10 +46,7 @@ pub fn validate(path: &Path) -> Exit {
 /// `openagentio schema`.
 pub fn schema() -> Exit {
     match serde_json::to_string_pretty(&openagentio_config::json_schema()) {
-        Ok(s) => {
-            println!("{s}");
-            Exit::Ok
-        }
+        Ok(s) => output::line(s).map_or_else(|e| e, |()| Exit::Ok),
         Err(e) => Exit::Service(format!("cannot print the schema: {e}")),
     }
 }
