@@ -2,14 +2,17 @@
 //! in-memory one and a real nats-server).
 //!
 //! Proves that bytes which are not an acp envelope, published raw on an invoke
-//! subject, a stream target, an event subscription, a dead-letter subscription,
-//! a caller's reply subject and the cancellation subject:
+//! subject, a stream target, an event subscription, a dead-letter subscription
+//! and the cancellation subject:
 //! - are counted in `bus.stats().bad_messages`, exactly once each;
 //! - panic nothing and do not stop the subscription (valid calls, streams and
 //!   events that follow are served);
 //! - when they name a `reply_to` (in a JSON object that is otherwise not an
 //!   envelope) or carry a transport reply subject, are answered there with an
 //!   `agent.response.error` frame of code `CODEC_FAILURE`.
+//!
+//! On a caller's reply subject they are the call's answer gone bad: that
+//! call fails at once with `CODEC_FAILURE`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +29,7 @@ const LIMIT: Duration = Duration::from_secs(10);
 openagentio_testkit::on_both_transports!(
     junk_on_handler_and_subscription_subjects_is_counted_and_serving_goes_on,
     undecodable_requests_with_a_reply_subject_get_codec_failure,
-    junk_on_a_callers_reply_subject_is_counted_and_skipped,
+    junk_on_a_callers_reply_subject_fails_that_call_at_once,
     junk_on_the_cancel_subject_is_counted_and_cancellation_still_works,
     requests_are_answered_where_a_reply_can_go,
 );
@@ -326,21 +329,25 @@ async fn undecodable_requests_with_a_reply_subject_get_codec_failure(kind: Trans
     assert_eq!(done, json!({"result": "ok"}));
 }
 
-async fn junk_on_a_callers_reply_subject_is_counted_and_skipped(kind: TransportKind) {
+/// A frame on a call's own reply subject that cannot be decoded (a peer
+/// writing `NaN`, say) is that call's answer gone: the call fails at once
+/// with `CODEC_FAILURE`, not at its deadline with a timeout that blames the
+/// handler. Calls after it are served.
+async fn junk_on_a_callers_reply_subject_fails_that_call_at_once(kind: TransportKind) {
     let p = BusPair::plain(kind).await;
-    // The handlers put junk on the caller's reply subject before and between their frames.
     p.server
         .handle_stream("junky", |req, w| async move {
-            let reply_to = req.envelope().reply_to.clone();
-            let t = req.bus().transport().clone();
-            t.publish(Message::bytes(reply_to.clone(), &b"garbage"[..]))
-                .await
-                .map_err(BusError::from)?;
             w.delta_text("one").await?;
-            t.publish(Message::bytes(reply_to, &b"{\"seq\": 1}"[..]))
+            req.bus()
+                .transport()
+                .publish(Message::bytes(
+                    req.envelope().reply_to.clone(),
+                    &b"{\"seq\": 1, \"score\": NaN}"[..],
+                ))
                 .await
                 .map_err(BusError::from)?;
-            w.finish(json!("two")).await
+            req.cancelled().await;
+            w.finish(json!("never read")).await
         })
         .await
         .unwrap();
@@ -354,29 +361,44 @@ async fn junk_on_a_callers_reply_subject_is_counted_and_skipped(kind: TransportK
                 ))
                 .await
                 .map_err(BusError::from)?;
-            Ok(json!("answer"))
+            req.cancelled().await;
+            Ok(json!("never read"))
         })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("fine", |req| async move { Ok(req.into_payload()) })
         .await
         .unwrap();
     p.settle().await;
 
-    let mut s = p.client.stream_invoke("junky", json!(null)).await.unwrap();
-    let mut frames = Vec::new();
-    while let Some(f) = s.next().await {
-        let f = f.unwrap();
-        frames.push((f.seq, f.event_type.to_string()));
-    }
-    assert_eq!(
-        frames,
-        [
-            (0, "agent.response.delta".to_owned()),
-            (1, "agent.response.final".to_owned())
-        ]
+    let started = Instant::now();
+    let opts = openagentio_core::CallOptions::new().timeout(LIMIT);
+    let mut s = p
+        .client
+        .stream_invoke_with("junky", json!(null), opts.clone())
+        .await
+        .unwrap();
+    let first = s.next().await.unwrap().unwrap();
+    assert_eq!(first.event_type.as_str(), "agent.response.delta");
+    let err = s.next().await.unwrap().unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+    assert!(err.message().contains("junky"), "{err}");
+    assert!(s.next().await.is_none());
+    let err = p
+        .client
+        .invoke_with("junky-invoke", json!(null), opts)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
     );
-    let reply = p.client.invoke("junky-invoke", json!(null)).await.unwrap();
-    assert_eq!(reply.payload, Some(json!("answer")));
-    // Same connection, same subject: the junk arrived before the frames that followed it.
-    assert_eq!(p.client.stats().bad_messages, 3);
+    let reply = p.client.invoke("fine", json!({"after": 1})).await.unwrap();
+    assert_eq!(reply.payload, Some(json!({"after": 1})));
+    assert_eq!(p.client.stats().bad_messages, 2);
     assert_eq!(p.server.stats().bad_messages, 0);
 }
 

@@ -217,9 +217,15 @@ impl Stream {
             let env = match decode_body(msg.body) {
                 Ok(env) => env,
                 Err(e) => {
+                    // It came on this call's own reply subject: the answer
+                    // cannot be read, and waiting would only end in a
+                    // timeout that blames the handler.
                     Counters::bump(&self.bus().counters.bad_messages);
-                    tracing::warn!(target = %self.target, error = %e, "dropped a reply frame that is not an envelope");
-                    continue;
+                    tracing::warn!(target = %self.target, error = %e, "a reply frame is not an envelope; the call fails");
+                    return Some(Err(self.fail(BusError::codec(format!(
+                        "{}: a reply frame could not be decoded: {e}",
+                        self.target
+                    )))));
                 }
             };
             if env.seq == self.expected && self.pending.is_empty() {
