@@ -137,3 +137,97 @@ async fn messages_over_the_servers_limit_fail_at_once_with_a_clear_error() {
         .unwrap();
     assert_eq!(again.payload_or_null()["text"], Value::from(text_of(10)));
 }
+
+/// Names too long for a subject: the server reads command lines of at most
+/// 4,096 bytes and cuts the connection of a client that sends a longer one,
+/// with every call on it. A long target, event type, tenant or queue group
+/// is refused with `INVALID_REQUEST` naming it, and a peer's request with a
+/// reply subject that long is not served; the connection stays up and
+/// serves the calls around them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_too_long_for_a_subject_are_refused_and_the_connection_stays() {
+    use openagentio_core::transport::Message;
+    use openagentio_core::{HandleOptions, SubscribeOptions};
+
+    let nats = NatsServer::start();
+    let (caller, server) = buses(&nats).await;
+    server
+        .handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    server.transport().flush().await.unwrap();
+    let long = "a".repeat(5000);
+
+    let invalid = |e: openagentio_core::BusError, what: &str| {
+        assert_eq!(e.code(), ErrorCode::InvalidRequest, "{what}: {e}");
+        assert!(e.message().contains("5000 bytes long"), "{what}: {e}");
+    };
+    invalid(
+        caller.invoke(&long, json!(null)).await.unwrap_err(),
+        "target",
+    );
+    invalid(
+        caller
+            .invoke_with("echo", json!(null), opts().tenant(&long))
+            .await
+            .unwrap_err(),
+        "tenant",
+    );
+    invalid(
+        caller
+            .publish(openagentio_core::Envelope::new(long.as_str()))
+            .await
+            .unwrap_err(),
+        "event type",
+    );
+    invalid(
+        caller
+            .subscribe_with("note", SubscribeOptions::new().queue(&long), |_| async {
+                Ok(())
+            })
+            .await
+            .err()
+            .expect("refused"),
+        "queue group",
+    );
+    invalid(
+        server
+            .handle_invoke_with("other", HandleOptions::new().queue(&long), |_| async {
+                Ok(Value::Null)
+            })
+            .await
+            .err()
+            .expect("refused"),
+        "handler queue group",
+    );
+    // A request from a peer whose reply subject is too long to answer on.
+    let mut request = openagentio_core::Envelope::new("agent.message.received");
+    request.reply_to = format!("_INBOX.{long}").into();
+    request.to = "echo".into();
+    caller
+        .transport()
+        .publish(Message::envelope("acp.v1.invoke.echo", request))
+        .await
+        .unwrap();
+    // The transport refuses what would not fit, whoever builds it.
+    let e = caller
+        .transport()
+        .publish(Message::bytes(format!("x.{long}"), &b"{}"[..]))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("NATS takes at most"), "{e}");
+
+    let reply = caller
+        .invoke_with("echo", json!({"still": "up"}), opts())
+        .await
+        .unwrap();
+    assert_eq!(reply.payload, Some(json!({"still": "up"})));
+    for bus in [&caller, &server] {
+        assert_eq!(
+            bus.transport().stats().reconnects,
+            0,
+            "the connection was cut"
+        );
+    }
+    assert_eq!(server.stats().bad_messages, 1);
+}

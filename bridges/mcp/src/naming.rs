@@ -11,6 +11,9 @@
 //!    map to the same characters still get different targets, and the same
 //!    name always gets the same target.
 //!
+//! A name longer than [`MAX_TOOL_TOKEN`] bytes keeps its first characters
+//! (mapped as above) and the hash, so that its target fits in a subject.
+//!
 //! ```
 //! use openagentio_mcp::naming::tool_token;
 //! assert_eq!(tool_token("read_file"), "read_file");
@@ -26,14 +29,20 @@ fn is_safe(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-' || c == '_'
 }
 
+/// Longest tool token in bytes: with a target prefix, well within the bus's
+/// 256-byte limit on target names.
+pub const MAX_TOOL_TOKEN: usize = 128;
+
 /// The subject token for MCP tool `name` (see the module docs).
 pub fn tool_token(name: &str) -> String {
-    if !name.is_empty() && name.chars().all(is_safe) {
+    if !name.is_empty() && name.len() <= MAX_TOOL_TOKEN && name.chars().all(is_safe) {
         return name.to_owned();
     }
+    // Room for `-` and the hash.
     let mut token: String = name
         .chars()
         .map(|c| if is_safe(c) { c } else { '_' })
+        .take(MAX_TOOL_TOKEN - 9)
         .collect();
     let hash = fnv1a64(name.as_bytes());
     if !token.is_empty() {
@@ -83,6 +92,17 @@ mod tests {
             assert!(!t.contains('.'), "{t}");
             assert_eq!(t, tool_token(name), "stable");
         }
+    }
+
+    #[test]
+    fn long_names_are_cut_and_keep_their_hash() {
+        let long = "x".repeat(5000);
+        let t = tool_token(&long);
+        assert_eq!(t.len(), MAX_TOOL_TOKEN);
+        assert!(check_name("t", &t, false).is_ok());
+        assert_ne!(t, tool_token(&"x".repeat(5001)));
+        let exact = "y".repeat(MAX_TOOL_TOKEN);
+        assert_eq!(tool_token(&exact), exact);
     }
 
     #[test]

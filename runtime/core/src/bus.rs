@@ -498,6 +498,7 @@ impl Bus {
     {
         self.ensure_open()?;
         check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
+        check_queue(opts.queue.as_deref())?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
         let subject = self.inner.subjects.event(event_type, tenant);
         self.subscribe_on(subject, event_type, opts, handler).await
@@ -652,6 +653,7 @@ impl Bus {
     ) -> Result<Registration, BusError> {
         self.ensure_open()?;
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        check_queue(opts.queue.as_deref())?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
         let subject = self.inner.subjects.invoke(target, tenant);
         let attempt = self.registration_attempt();
@@ -793,6 +795,18 @@ impl WeakBus {
     /// The bus, if it still exists.
     pub fn upgrade(&self) -> Option<Bus> {
         self.0.upgrade().map(Bus::from_inner)
+    }
+}
+
+/// A queue group name, when one is given: what a target name may be (NATS
+/// takes no whitespace, and the name goes on the command line).
+fn check_queue(queue: Option<&str>) -> Result<(), BusError> {
+    match queue {
+        // Empty is no group, as the transports read it.
+        Some(q) if !q.is_empty() => {
+            check_name("queue group", q, false).map_err(|e| BusError::invalid(e.to_string()))
+        }
+        _ => Ok(()),
     }
 }
 

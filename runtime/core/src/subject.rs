@@ -124,10 +124,28 @@ pub enum SubjectError {
         /// The name.
         name: String,
     },
+    /// The name is longer than [`MAX_NAME_BYTES`].
+    #[error("{what} {shown:?}... is {len} bytes long; at most {max} are allowed", max = MAX_NAME_BYTES)]
+    TooLong {
+        /// What was checked.
+        what: &'static str,
+        /// The name's first characters.
+        shown: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// A tenant collides with the untenanted layout.
     #[error("tenant {0:?} is a reserved word")]
     ReservedTenant(String),
 }
+
+/// Longest name (target, event type, tenant, queue group) in bytes. A
+/// subject holds a name and a tenant, and NATS reads subjects from command
+/// lines of at most 4,096 bytes: a few names this long still fit.
+pub const MAX_NAME_BYTES: usize = 256;
+
+/// Longest reply subject a request may name, in bytes (see [`MAX_NAME_BYTES`]).
+pub const MAX_REPLY_SUBJECT_BYTES: usize = 1_024;
 
 /// Checks a dotted name (target, event type) for use in a subject. With
 /// `wildcards`, `*` and a final `>` are allowed as whole tokens.
@@ -141,6 +159,13 @@ pub enum SubjectError {
 pub fn check_name(what: &'static str, name: &str, wildcards: bool) -> Result<(), SubjectError> {
     if name.is_empty() {
         return Err(SubjectError::Empty { what });
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(SubjectError::TooLong {
+            what,
+            shown: name.chars().take(48).collect(),
+            len: name.len(),
+        });
     }
     let mut tokens = name.split('.').peekable();
     while let Some(tok) = tokens.next() {
@@ -232,6 +257,9 @@ pub(crate) fn is_reply_subject(subject: &str) -> bool {
         !t.is_empty() && t != b"*" && t != b">"
     }
     let bytes = subject.as_bytes();
+    if bytes.len() > MAX_REPLY_SUBJECT_BYTES {
+        return false;
+    }
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
         if b <= b' ' || b == 0x7f {
@@ -261,6 +289,8 @@ mod tests {
         ] {
             assert!(!is_reply_subject(bad), "{bad:?}");
         }
+        let long = format!("_INBOX.{}", "x".repeat(MAX_REPLY_SUBJECT_BYTES));
+        assert!(!is_reply_subject(&long));
     }
 
     #[test]
@@ -298,5 +328,8 @@ mod tests {
         assert!(check_name("t", "a.>.b", true).is_err());
         assert!(check_name("t", "a.*", false).is_err());
         assert!(check_name("t", "a\tb", false).is_err());
+        assert!(check_name("t", &"a".repeat(MAX_NAME_BYTES), false).is_ok());
+        let e = check_name("target", &"a".repeat(MAX_NAME_BYTES + 1), false).unwrap_err();
+        assert!(e.to_string().contains("257 bytes long; at most 256"), "{e}");
     }
 }

@@ -322,6 +322,24 @@ fn no_server_answered(e: &async_nats::ConnectError) -> bool {
     }
 }
 
+/// Bytes of subject, reply subject or queue group a command may hold. The
+/// server reads a command line of at most 4,096 bytes (`max_control_line`)
+/// and cuts the connection on a longer one, taking every call of this
+/// process with it; what would not fit is refused here instead.
+const MAX_CONTROL_LINE_NAMES: usize = 3_900;
+
+fn check_control_line(names: &[&str]) -> Result<(), TransportError> {
+    let len: usize = names.iter().map(|n| n.len()).sum();
+    if len > MAX_CONTROL_LINE_NAMES {
+        let shown: String = names[0].chars().take(64).collect();
+        return Err(TransportError::Subject(format!(
+            "subject {shown:?}... and its reply subject or queue group are {len} bytes; \
+             NATS takes at most {MAX_CONTROL_LINE_NAMES}"
+        )));
+    }
+    Ok(())
+}
+
 /// How long a [`Transport::flush`] waits for the server's answer.
 const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
@@ -421,6 +439,7 @@ impl Transport for NatsTransport {
         if self.stats.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
+        check_control_line(&[&msg.subject, msg.reply.as_deref().unwrap_or("")])?;
         let payload = match msg.body {
             Body::Bytes(b) => b,
             Body::Envelope(env) => {
@@ -452,6 +471,7 @@ impl Transport for NatsTransport {
         if self.stats.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
+        check_control_line(&[subject, queue.unwrap_or("")])?;
         let subject_owned = subject.to_owned();
         let mut sub = match queue.filter(|q| !q.is_empty()) {
             Some(q) => {
