@@ -20,6 +20,13 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Distinct (target, kind) series kept; later names are counted under
+/// [`OTHER_TARGETS`].
+const MAX_TARGETS: usize = 1_000;
+
+/// The `target` label of the calls past [`MAX_TARGETS`].
+const OTHER_TARGETS: &str = "_other";
+
 #[derive(Default)]
 struct TargetStats {
     ok: u64,
@@ -75,7 +82,15 @@ impl Metrics {
 
     fn record(&self, name: &str, kind: &'static str, secs: f64, frames: u64, outcome: Outcome<'_>) {
         let mut map = self.targets.lock();
-        let s = map.entry((name.to_owned(), kind)).or_default();
+        // Names can come from clients (an event feed's pattern): past the
+        // cap, new ones share one series instead of growing the scrape.
+        let key = (name.to_owned(), kind);
+        let key = if map.len() >= MAX_TARGETS && !map.contains_key(&key) {
+            (OTHER_TARGETS.to_owned(), kind)
+        } else {
+            key
+        };
+        let s = map.entry(key).or_default();
         match outcome {
             Outcome::Ok => s.ok += 1,
             Outcome::Cancelled => s.cancelled += 1,
@@ -129,14 +144,19 @@ impl Metrics {
             "# HELP openagentio_call_errors_total Failed calls, by target and error code."
         );
         let _ = writeln!(out, "# TYPE openagentio_call_errors_total counter");
+        // One series per target and code, over every kind of call.
+        let mut errors: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for ((t, _), s) in map.iter() {
             for (code, n) in &s.errors {
-                let _ = writeln!(
-                    out,
-                    "openagentio_call_errors_total{{target=\"{}\",code=\"{code}\"}} {n}",
-                    label(t)
-                );
+                *errors.entry((t, code)).or_default() += n;
             }
+        }
+        for ((t, code), n) in errors {
+            let _ = writeln!(
+                out,
+                "openagentio_call_errors_total{{target=\"{}\",code=\"{code}\"}} {n}",
+                label(t)
+            );
         }
         let _ = writeln!(
             out,
@@ -350,6 +370,58 @@ mod tests {
             );
             assert!(text.contains(&want), "{want} not in {text}");
         }
+    }
+
+    /// Every sample line once: Prometheus refuses a scrape with duplicates.
+    fn assert_no_duplicate_series(text: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let series = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+            assert!(seen.insert(series), "{series} twice in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_of_one_target_made_both_ways_are_one_series() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        bus.handle_stream("fail", |_req, _w| async move {
+            Err(BusError::transport("down"))
+        })
+        .await
+        .unwrap();
+        let _ = bus.invoke("fail", json!(null)).await;
+        let mut s = bus.stream_invoke("fail", json!(null)).await.unwrap();
+        while s.next().await.is_some() {}
+        let text = metrics.render(&bus, &[]);
+        assert_no_duplicate_series(&text);
+        assert!(
+            text.contains(
+                "openagentio_call_errors_total{target=\"fail\",code=\"TRANSPORT_FAILURE\"} 2"
+            ),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn names_past_the_cap_share_one_series() {
+        let metrics = Metrics::new();
+        let bus = Bus::builder().middleware(metrics.clone()).build();
+        for i in 0..MAX_TARGETS + 50 {
+            metrics.record(&format!("feed.{i}"), "event", 0.0, 0, Outcome::Ok);
+        }
+        let text = metrics.render(&bus, &[]);
+        assert_no_duplicate_series(&text);
+        assert!(
+            text.contains(
+                "openagentio_calls_total{target=\"_other\",kind=\"event\",outcome=\"ok\"} 50"
+            ),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("openagentio_calls_total{").count(),
+            MAX_TARGETS + 1
+        );
     }
 
     /// Waits until the two gauges read `want` (calls open, requests in flight).
