@@ -85,7 +85,8 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut m = Map::new();
-        m.insert("code".into(), self.error.code().as_str().into());
+        let code = (self.error.unknown_code()).unwrap_or(self.error.code().as_str());
+        m.insert("code".into(), code.into());
         m.insert("message".into(), self.error.message().into());
         m.insert("retryable".into(), self.error.retryable().into());
         if let Some(cause) = self.error.cause() {
@@ -97,10 +98,12 @@ impl ApiError {
 
 impl From<BusError> for ApiError {
     fn from(error: BusError) -> Self {
-        ApiError {
-            status: status_for_code(error.code()),
-            error,
-        }
+        // A code this version does not know: 500, as the reference adapter answers it.
+        let status = match error.unknown_code() {
+            Some(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            None => status_for_code(error.code()),
+        };
+        ApiError { status, error }
     }
 }
 
@@ -153,6 +156,18 @@ mod tests {
         for (code, status) in expect {
             assert_eq!(status_for_code(code).as_u16(), status, "{code}");
         }
+    }
+
+    #[test]
+    fn a_code_this_version_does_not_know_is_500_and_kept() {
+        let e = ApiError::from(BusError::from_payload(&openagentio_core::ErrorPayload {
+            code: "WEIRD_CODE".into(),
+            message: "m".into(),
+            retryable: false,
+            cause: None,
+        }));
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.body()["code"], "WEIRD_CODE");
     }
 
     #[test]

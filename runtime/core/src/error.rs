@@ -92,6 +92,8 @@ pub struct BusError {
     message: String,
     retryable: bool,
     cause: Option<Value>,
+    /// The code a peer sent that this version does not know.
+    unknown_code: Option<String>,
 }
 
 impl BusError {
@@ -102,6 +104,7 @@ impl BusError {
             message: message.into(),
             retryable: code.default_retryable(),
             cause: None,
+            unknown_code: None,
         }
     }
 
@@ -170,11 +173,20 @@ impl BusError {
     pub fn cause(&self) -> Option<&Value> {
         self.cause.as_ref()
     }
+    /// The code the sender wrote, when it is none of the eight this version
+    /// knows ([`BusError::code`] is then `AGENT_UNAVAILABLE`). Forwarded
+    /// error frames carry it on, and the gateway answers it with 500.
+    pub fn unknown_code(&self) -> Option<&str> {
+        self.unknown_code.as_deref()
+    }
 
     /// The payload of an `agent.response.error` frame for this error.
     pub fn to_payload(&self) -> ErrorPayload {
         ErrorPayload {
-            code: self.code.as_str().to_owned(),
+            code: self
+                .unknown_code
+                .clone()
+                .unwrap_or_else(|| self.code.as_str().to_owned()),
             message: self.message.clone(),
             retryable: self.retryable,
             cause: self.cause.clone(),
@@ -185,11 +197,12 @@ impl BusError {
     /// does not know becomes `AGENT_UNAVAILABLE`, with the original code kept in
     /// the message.
     pub fn from_payload(p: &ErrorPayload) -> Self {
-        let (code, message) = match ErrorCode::parse(&p.code) {
-            Some(code) => (code, p.message.clone()),
+        let (code, message, unknown_code) = match ErrorCode::parse(&p.code) {
+            Some(code) => (code, p.message.clone(), None),
             None => (
                 ErrorCode::AgentUnavailable,
                 format!("{}: {}", p.code, p.message),
+                Some(p.code.clone()),
             ),
         };
         BusError {
@@ -197,6 +210,7 @@ impl BusError {
             message,
             retryable: p.retryable,
             cause: p.cause.clone(),
+            unknown_code,
         }
     }
 }
@@ -225,6 +239,15 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", c.as_str()));
         }
         assert_eq!(ErrorCode::parse("NOPE"), None);
+        let weird = BusError::from_payload(&ErrorPayload {
+            code: "WEIRD_CODE".into(),
+            message: "m".into(),
+            retryable: false,
+            cause: None,
+        });
+        assert_eq!(weird.code(), ErrorCode::AgentUnavailable);
+        assert_eq!(weird.unknown_code(), Some("WEIRD_CODE"));
+        assert_eq!(weird.to_payload().code, "WEIRD_CODE");
     }
 
     #[test]
