@@ -986,3 +986,33 @@ fn the_timeout_bounds_the_nats_handshake_too() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
+
+/// `stream` in text mode prints what other SDKs' writers send as a delta: a
+/// bare string is text, any other value its JSON on a line of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_prints_deltas_of_every_shape() {
+    use openagentio_core::{Bus, FrameKind, StreamWriter};
+
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let bus = openagentio_testkit::nats_bus(&url, Bus::builder().agent_id("shapes")).await;
+    bus.handle_stream("shapes", |_req, w: StreamWriter| async move {
+        w.delta_text("typed ").await?;
+        w.send(FrameKind::Delta, Some(Value::from("bare "))).await?;
+        w.send(FrameKind::Delta, Some(serde_json::json!([1, 2])))
+            .await?;
+        w.send(FrameKind::Delta, None).await?;
+        w.finish(Value::Null).await
+    })
+    .await
+    .unwrap();
+    bus.transport().flush().await.unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["stream", "shapes", "--bus", &url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "typed bare [1,2]\n\n");
+    bus.close().await;
+}

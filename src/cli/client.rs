@@ -345,14 +345,20 @@ pub async fn stream(a: StreamArgs) -> Exit {
             };
             let printed = if a.json {
                 output::line(serde_json::to_string(&frame).unwrap_or_default())
-            } else if let Some(text) = frame
-                .payload
-                .as_ref()
-                .and_then(|p| p.get("delta"))
-                .and_then(Value::as_str)
-            {
-                printed_text = true;
-                output::write(text)
+            } else if frame.event_type.as_str() == "agent.response.delta" {
+                // `{"delta": "text"}` as this runtime sends it; other SDKs'
+                // writers take any value: a bare string is text too, and
+                // anything else is shown as its JSON on a line of its own.
+                let payload = frame.payload_or_null();
+                let delta = payload.get("delta").unwrap_or(payload);
+                match delta {
+                    Value::String(text) => {
+                        printed_text = true;
+                        output::write(text)
+                    }
+                    Value::Null => Ok(()),
+                    other => output::line(other),
+                }
             } else if frame.is_terminal() && frame.error().is_none() && !printed_text {
                 // Nothing streamed as text: show the result (a final frame
                 // carries `{"result": ...}`; `invoke` prints the same value).

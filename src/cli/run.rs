@@ -63,11 +63,18 @@ fn apply_overrides(cfg: &mut Config, args: &RunArgs) -> Result<(), Exit> {
         }
     }
     if let Some(listen) = &args.listen {
-        let addr: SocketAddr = listen.parse().map_err(|_| {
-            Exit::usage(format!(
-                "--listen {listen:?}: expected HOST:PORT, e.g. 127.0.0.1:8080"
-            ))
-        })?;
+        // A host name (`localhost:8080`) is resolved, as `http.listen` is.
+        let addr: SocketAddr = match listen.parse() {
+            Ok(addr) => addr,
+            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen.as_str())
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| {
+                    Exit::usage(format!(
+                        "--listen {listen:?}: expected HOST:PORT, e.g. 127.0.0.1:8080"
+                    ))
+                })?,
+        };
         cfg.http.listen = addr;
         cfg.http.enabled = true;
     }
@@ -179,5 +186,44 @@ impl Say {
         } else {
             Exit::Service(message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overridden(listen: &str) -> Result<SocketAddr, String> {
+        let mut cfg = openagentio_config::load_with_env(
+            "version: openagentio.bridge/v1\n",
+            openagentio_config::Format::Yaml,
+            &|_| None,
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: "unused.yaml".into(),
+            bus: None,
+            listen: Some(listen.to_owned()),
+        };
+        match apply_overrides(&mut cfg, &args) {
+            Ok(()) => Ok(cfg.http.listen),
+            Err(Exit::Usage(m)) => Err(m),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        assert_eq!(overridden("127.0.0.1:18081").unwrap().port(), 18081);
+        let by_name = overridden("localhost:18081").unwrap();
+        assert!(
+            by_name.ip().is_loopback() && by_name.port() == 18081,
+            "{by_name}"
+        );
+        assert!(
+            overridden("localhost")
+                .unwrap_err()
+                .contains("expected HOST:PORT")
+        );
     }
 }

@@ -9,7 +9,8 @@
 //!   are taken as JSON, and so is `application/x-www-form-urlencoded`, which
 //!   `curl -d` sends by default (the reference adapter ignores the content type
 //!   altogether). Anything else (`multipart/form-data`, `application/xml`, ...)
-//!   answers 415 with code `INVALID_REQUEST`.
+//!   answers 415 with code `INVALID_REQUEST`, as does a `Content-Encoding`
+//!   other than `identity` (a gzip body would otherwise read as broken JSON).
 
 use std::time::Duration;
 
@@ -52,6 +53,19 @@ impl FromRequest<AppState> for JsonPayload {
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    // A compressed body would be read as broken JSON ("not UTF-8"): say why.
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes());
+        if !encoding.trim().eq_ignore_ascii_case("identity") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BusError::invalid(format!(
+                    "unsupported content encoding {:?}: send the body uncompressed",
+                    encoding.trim()
+                )),
+            ));
+        }
+    }
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -192,6 +206,22 @@ mod tests {
             )
             .await
             .unwrap(),
+            Some(serde_json::json!({}))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_compressed_body_is_refused_by_its_encoding() {
+        let read_encoded = |encoding: &'static str| async move {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+            read_json(&h, Body::from("{}"), 100, Duration::from_secs(5)).await
+        };
+        let e = read_encoded("gzip").await.unwrap_err();
+        assert_eq!(e.status(), 415);
+        assert!(e.error().message().contains("\"gzip\""), "{e:?}");
+        assert_eq!(
+            read_encoded("identity").await.unwrap(),
             Some(serde_json::json!({}))
         );
     }

@@ -92,10 +92,11 @@ impl RequestContext {
             match headers.get(name) {
                 None => Ok(None),
                 Some(v) => {
-                    let s = v
-                        .to_str()
+                    // UTF-8 beyond ASCII (`X-User-Id: José`), as the
+                    // reference adapter takes it.
+                    let s = std::str::from_utf8(v.as_bytes())
                         .map_err(|_| {
-                            ApiError::bad_request(format!("header {name} is not valid text"))
+                            ApiError::bad_request(format!("header {name} is not UTF-8 text"))
                         })?
                         .trim();
                     Ok((!s.is_empty()).then(|| s.to_owned()))
@@ -194,6 +195,20 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn header_values_are_utf8_text_beyond_ascii() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-user-id",
+            HeaderValue::from_bytes("José".as_bytes()).unwrap(),
+        );
+        let ctx = RequestContext::from_headers(&h, None).unwrap();
+        assert_eq!(ctx.user.as_deref(), Some("José"));
+        h.insert("x-user-id", HeaderValue::from_bytes(b"\xff\xfe").unwrap());
+        let e = RequestContext::from_headers(&h, None).unwrap_err();
+        assert!(e.error().message().contains("x-user-id"), "{e:?}");
     }
 
     #[test]
