@@ -1016,3 +1016,113 @@ async fn stream_prints_deltas_of_every_shape() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "typed bare [1,2]\n\n");
     bus.close().await;
 }
+
+/// A server at `--bus http://...` that is not a gateway: one that answers
+/// every request with a web page, or one that takes the connection and
+/// never answers. Client commands say so, and end within their timeouts.
+#[test]
+fn client_commands_tell_a_gateway_from_other_servers() {
+    use std::io::{Read, Write};
+    let serve = |answer: Option<&'static str>| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf);
+                    match answer {
+                        Some(page) => {
+                            let _ = write!(
+                                conn,
+                                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\r\n{page}",
+                                page.len()
+                            );
+                        }
+                        None => std::thread::sleep(Duration::from_secs(30)),
+                    }
+                });
+            }
+        });
+        url
+    };
+    let web_page = serve(Some("<html>hello</html>"));
+    for args in [
+        vec!["publish", "ev", "--text", "x"],
+        vec!["subscribe", "ev", "--count", "1"],
+        vec!["invoke", "echo"],
+        vec!["stream", "echo"],
+        vec!["targets"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--bus", &web_page]);
+        let out = client(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("which an OpenAgentIO gateway does not"),
+            "{args:?}: {stderr}"
+        );
+    }
+
+    let silent = serve(None);
+    for args in [
+        vec!["publish", "ev", "--text", "x", "--timeout", "1s"],
+        vec!["subscribe", "ev", "--timeout", "1s"],
+    ] {
+        let mut all = args.clone();
+        all.extend(["--bus", &silent]);
+        let started = Instant::now();
+        let out = client(&all);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{args:?}: {:?}",
+            started.elapsed()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("AGENT_TIMEOUT"),
+            "{out:?}"
+        );
+    }
+}
+
+/// `subscribe` through a gateway whose service stops says so and exits 1,
+/// rather than ending as if it had been asked to.
+#[test]
+fn subscribe_through_a_gateway_reports_the_end_of_its_feed() {
+    let port = free_port();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::io::Write::write_all(
+        &mut cfg,
+        format!(
+            "version: \"openagentio.bridge/v1\"\nbus: {{ transport: memory }}\n\
+             http: {{ listen: \"127.0.0.1:{port}\" }}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let (service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    let mut sub = Command::new(BIN)
+        .args([
+            "subscribe",
+            "ev",
+            "--bus",
+            &format!("http://127.0.0.1:{port}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sub.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("subscribed to ev"), "{line}");
+    signal("TERM", service.0.id());
+    let status = sub.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(1), "{rest}");
+    assert!(rest.contains("TRANSPORT_FAILURE"), "{rest}");
+}

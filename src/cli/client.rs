@@ -392,10 +392,10 @@ pub async fn stream(a: StreamArgs) -> Exit {
 pub async fn publish(a: PublishArgs) -> Exit {
     let run = async {
         let p = payload(a.payload.as_deref(), a.text.as_deref())?;
-        let bus = match remote(&a.bus, None).await? {
+        let bus = match remote(&a.bus, Some(a.timeout)).await? {
             Remote::Bus(bus) => bus,
             Remote::Gateway(gw) => {
-                gw.publish(&a.event_type, &p).await?;
+                gw.publish(&a.event_type, &p, a.timeout).await?;
                 return Ok(Exit::Ok);
             }
         };
@@ -409,7 +409,14 @@ pub async fn publish(a: PublishArgs) -> Exit {
         }
         env.metadata = opts.metadata;
         // A publish the server refuses is the command's result.
-        let published = bus.publish_confirmed(env).await;
+        let published = tokio::time::timeout(a.timeout, bus.publish_confirmed(env))
+            .await
+            .unwrap_or_else(|_| {
+                Err(BusError::timeout(format!(
+                    "the bus did not take the event within {:?}",
+                    a.timeout
+                )))
+            });
         bus.close().await;
         published?;
         Ok::<_, Exit>(Exit::Ok)
@@ -423,6 +430,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
     let run = async {
         // Both ways end in one stream of envelopes: the bus's subscription
         // through a channel, or the gateway's event feed.
+        let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let (mut events, bus): (gateway::Envelopes, Option<Bus>) =
             match remote(&a.bus, a.timeout).await? {
                 Remote::Bus(bus) => {
@@ -441,10 +449,21 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
                     });
                     (Box::pin(events), Some(bus))
                 }
-                Remote::Gateway(gw) => (gw.subscribe(&a.event_type).await?, None),
+                Remote::Gateway(gw) => {
+                    // The feed's answer comes at once from a gateway: a
+                    // server that holds it is not one to wait for.
+                    let opening = a.timeout.unwrap_or(gateway::OPENING_LIMIT);
+                    let feed = tokio::time::timeout(opening, gw.subscribe(&a.event_type))
+                        .await
+                        .map_err(|_| {
+                            BusError::timeout(format!(
+                                "the gateway did not open the event feed within {opening:?}"
+                            ))
+                        })??;
+                    (feed, None)
+                }
             };
         eprintln!("subscribed to {}", a.event_type);
-        let deadline = a.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut seen = 0u64;
         let mut failure = None;
         let mut stopped = None;
@@ -469,7 +488,7 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
             }
             let next = async {
                 tokio::select! {
-                    e = events.next() => e,
+                    e = events.next() => Some(e),
                     _ = &mut interrupted => None,
                     () = &mut reader_gone => None,
                 }
@@ -482,12 +501,21 @@ pub async fn subscribe(a: SubscribeArgs) -> Exit {
                 None => next.await,
             };
             let env = match env {
+                // Interrupted, or nobody reads on.
                 None => break,
-                Some(Err(e)) => {
+                // A bus subscription ends only when asked to; a gateway's
+                // feed ends when the service stops or the connection breaks.
+                Some(None) => {
+                    if bus.is_none() {
+                        failure = Some(BusError::transport("the gateway closed the event feed"));
+                    }
+                    break;
+                }
+                Some(Some(Err(e))) => {
                     failure = Some(e);
                     break;
                 }
-                Some(Ok(env)) => env,
+                Some(Some(Ok(env))) => env,
             };
             // The gateway ends a feed whose client fell behind with an error frame.
             if let Some(e) = env.error().filter(|_| bus.is_none() && env.is_terminal()) {

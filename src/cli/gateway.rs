@@ -31,6 +31,10 @@ pub struct Gateway {
     token: Option<String>,
 }
 
+/// How long `subscribe` without `--timeout` waits for the gateway to open
+/// its event feed.
+pub const OPENING_LIMIT: Duration = Duration::from_secs(10);
+
 /// The longest deadline the gateway takes (`X-Timeout-Ms`): one day.
 const MAX_GATEWAY_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
@@ -147,6 +151,9 @@ impl Gateway {
             .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
+        if resp.status() != reqwest::StatusCode::NO_CONTENT && !is_json(&resp) {
+            return Err(self.not_a_gateway("POST", "/v1/agents/.../invoke", &resp));
+        }
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
         if body.is_empty() {
             return Ok(Value::Null);
@@ -163,16 +170,14 @@ impl Gateway {
         payload: &Value,
         timeout: Duration,
     ) -> Result<Envelopes, BusError> {
+        let path = format!("/v1/agents/{}/stream", path_segment(target));
         let req = self
-            .post_json(
-                &format!("/v1/agents/{}/stream", path_segment(target)),
-                payload,
-            )
+            .post_json(&path, payload)
             .header("Accept", "text/event-stream")
             .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
-        Ok(self.envelopes(resp))
+        self.sse("POST", &path, resp)
     }
 
     /// The envelopes of an SSE answer.
@@ -198,22 +203,61 @@ impl Gateway {
     /// `GET /v1/events/{pattern}`: the events as they arrive, until the
     /// feed ends.
     pub async fn subscribe(&self, pattern: &str) -> Result<Envelopes, BusError> {
+        let path = format!("/v1/events/{}", path_segment(pattern));
         let req = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/v1/events/{}", path_segment(pattern)),
-            )
+            .request(reqwest::Method::GET, &path)
             .header("Accept", "text/event-stream");
         let resp = self.send(req).await?;
-        Ok(self.envelopes(resp))
+        self.sse("GET", &path, resp)
     }
 
-    /// `POST /v1/events/{event_type}`.
-    pub async fn publish(&self, event_type: &str, payload: &Value) -> Result<(), BusError> {
-        let req = self
-            .post_json(&format!("/v1/events/{}", path_segment(event_type)), payload)
-            .timeout(Duration::from_secs(30));
-        self.send(req).await.map(drop)
+    /// `POST /v1/events/{event_type}`: taken when the gateway answers 202.
+    pub async fn publish(
+        &self,
+        event_type: &str,
+        payload: &Value,
+        timeout: Duration,
+    ) -> Result<(), BusError> {
+        let path = format!("/v1/events/{}", path_segment(event_type));
+        let req = self.post_json(&path, payload).timeout(timeout);
+        let resp = self.send(req).await?;
+        if resp.status() != reqwest::StatusCode::ACCEPTED {
+            return Err(self.not_a_gateway("POST", &path, &resp));
+        }
+        Ok(())
+    }
+
+    /// The error for a success answer that no gateway gives (a web server
+    /// at the URL, say).
+    fn not_a_gateway(&self, method: &str, path: &str, resp: &reqwest::Response) -> BusError {
+        let content_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_else(|| "no content type".into());
+        BusError::transport(format!(
+            "{} answered {method} {path} with {} ({content_type}), which an OpenAgentIO \
+             gateway does not: is --bus the gateway's URL?",
+            self.shown,
+            resp.status()
+        ))
+    }
+
+    /// An SSE answer's frames, or the error when it is not SSE.
+    fn sse(
+        &self,
+        method: &str,
+        path: &str,
+        resp: reqwest::Response,
+    ) -> Result<Envelopes, BusError> {
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if !is_sse {
+            return Err(self.not_a_gateway(method, path, &resp));
+        }
+        Ok(self.envelopes(resp))
     }
 
     /// `GET /v1/agents`: the catalog.
@@ -223,6 +267,9 @@ impl Gateway {
             .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
+        if !is_json(&resp) {
+            return Err(self.not_a_gateway("GET", "/v1/agents", &resp));
+        }
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
         serde_json::from_slice(&body)
             .map_err(|e| BusError::codec(format!("the gateway's catalog is not JSON: {e}")))
@@ -252,16 +299,19 @@ fn error_of(status: reqwest::StatusCode, body: &[u8]) -> BusError {
             }
         }
         _ => {
+            // Every answer of a gateway carries the error shape: this one
+            // came from something else (a proxy, or not a gateway at all).
             let text = String::from_utf8_lossy(body);
-            let text = text.trim();
+            let text: String = text.trim().chars().take(200).collect();
             let message = if text.is_empty() {
-                format!("the gateway answered {status}")
+                format!("the server answered {status} without an OpenAgentIO error")
             } else {
-                format!("the gateway answered {status}: {text}")
+                format!("the server answered {status} without an OpenAgentIO error: {text}")
             };
             let code = match status.as_u16() {
                 401 | 403 => ErrorCode::AuthFailure,
-                404 => ErrorCode::NoHandler,
+                // Not "no handler": no gateway said so.
+                404 => ErrorCode::TransportFailure,
                 400 | 405 | 413 | 415 | 422 => ErrorCode::InvalidRequest,
                 429 => ErrorCode::BackpressureDrop,
                 504 => ErrorCode::AgentTimeout,
@@ -270,6 +320,14 @@ fn error_of(status: reqwest::StatusCode, body: &[u8]) -> BusError {
             BusError::new(code, message)
         }
     }
+}
+
+/// Whether an answer says it is JSON, as every answer of the gateway with a
+/// body does.
+fn is_json(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 /// `s` as one URL path segment: target and event type names are subject

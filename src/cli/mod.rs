@@ -199,6 +199,9 @@ pub struct PublishArgs {
     /// Send `{"text": TEXT}` as the payload.
     #[arg(long, conflicts_with = "payload")]
     pub text: Option<String>,
+    /// How long to wait for the bus (or the gateway) to take the event.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
     #[command(flatten)]
     pub bus: BusArgs,
 }
