@@ -349,6 +349,55 @@ fn validate_and_schema_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// Smaller edges of the command line: a config on standard input, a payload
+/// with a byte-order mark, and flags that cannot work refused as usage errors.
+#[test]
+fn command_line_edges() {
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["validate", "-"], "version: openagentio.bridge/v1\n");
+    assert!(out.status.success(), "{out:?}");
+    let out = with_stdin(
+        &["validate", "-"],
+        r#"{"version": "openagentio.bridge/v1", "bus": 1}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("<standard input>: "),
+        "{out:?}"
+    );
+
+    // A payload with a BOM reaches the bus; the in-process bus has no
+    // handler, which is the answer that shows it was read.
+    let out = with_stdin(
+        &["invoke", "echo", "-", "--bus", "memory"],
+        "\u{feff}{\"a\": 1}",
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NO_HANDLER"),
+        "{out:?}"
+    );
+
+    for (flag, value) in [
+        ("--meta", "=v"),
+        ("--subject-prefix", "a b"),
+        ("--subject-prefix", ""),
+    ] {
+        let out = client(&["invoke", "echo", "--bus", "memory", flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_service_started_before_its_nats_server() {
     let port = free_port();

@@ -42,6 +42,8 @@ async fn remote(args: &BusArgs, limit: Option<Duration>) -> Result<Remote, Exit>
 const CLI_FRAME_BUFFER: usize = 1 << 16;
 
 async fn connect(args: &BusArgs, limit: Option<Duration>) -> Result<Bus, Exit> {
+    openagentio_core::subject::check_name("--subject-prefix", &args.subject_prefix, false)
+        .map_err(|e| Exit::usage(e.to_string()))?;
     let builder = Bus::builder()
         .agent_id("openagentio-cli")
         .subject_prefix(&args.subject_prefix)
@@ -131,7 +133,9 @@ fn payload(arg: Option<&str>, text: Option<&str>) -> Result<Value, Exit> {
         }
         Some(s) => s.to_owned(),
     };
-    serde_json::from_str(&raw).map_err(|e| {
+    // A byte-order mark (Windows editors write one) is not part of the JSON.
+    let raw = raw.strip_prefix('\u{feff}').unwrap_or(&raw);
+    serde_json::from_str(raw).map_err(|e| {
         Exit::usage(format!(
             "the payload is not JSON ({e}); quote it, e.g. '{{\"text\": \"hi\"}}', or use --text"
         ))
@@ -149,6 +153,7 @@ fn options(args: &BusArgs) -> Result<CallOptions, Exit> {
     for kv in &args.meta {
         let (k, v) = kv
             .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| Exit::usage(format!("--meta {kv:?}: expected KEY=VALUE")))?;
         let v = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()));
         o = o.meta(k, v);

@@ -22,9 +22,33 @@ fn lookup(name: &str) -> Option<String> {
     })
 }
 
+/// The config at `path`; `-` reads standard input (JSON when it starts
+/// with `{`, YAML otherwise).
 fn load(path: &Path) -> Result<Config, Exit> {
-    openagentio_config::load_file_with_env(path, &lookup).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
+    let loaded = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| Exit::usage(format!("cannot read the config from standard input: {e}")))?;
+        let format = if text
+            .trim_start_matches('\u{feff}')
+            .trim_start()
+            .starts_with('{')
+        {
+            openagentio_config::Format::Json
+        } else {
+            openagentio_config::Format::Yaml
+        };
+        openagentio_config::load_with_env(&text, format, &lookup)
+    } else {
+        openagentio_config::load_file_with_env(path, &lookup)
+    };
+    loaded.map_err(|e| {
+        let shown = if path == Path::new("-") {
+            "<standard input>".to_owned()
+        } else {
+            path.display().to_string()
+        };
+        eprintln!("{shown}: {e}");
         Exit::Config
     })
 }
