@@ -1175,3 +1175,76 @@ fn subscribe_through_a_gateway_reports_the_end_of_its_feed() {
     assert_eq!(status.code(), Some(1), "{rest}");
     assert!(rest.contains("TRANSPORT_FAILURE"), "{rest}");
 }
+
+/// On SIGTERM the gateway's requests in flight to targets that other
+/// processes serve are drained like the service's own: a call that ends
+/// within `drain_timeout` is answered; one still running at its grace gets
+/// an error answer, not a cut connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_waits_for_the_gateways_calls_to_other_services() {
+    use openagentio_core::Bus;
+
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let bus = openagentio_testkit::nats_bus(&url, Bus::builder().agent_id("elsewhere")).await;
+    bus.handle_invoke("elsewhere.slow", |req| async move {
+        let ms = req.payload()["ms"].as_u64().unwrap_or(0);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(serde_json::json!({"slept": ms}))
+    })
+    .await
+    .unwrap();
+    bus.transport().flush().await.unwrap();
+    let post = |port: u16, body: String| {
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                conn,
+                "POST /v1/agents/elsewhere.slow/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            let mut response = String::new();
+            let _ = conn.read_to_string(&mut response);
+            response
+        })
+    };
+    for (ms, drain, answer) in [(2500, "10s", "200 OK"), (20_000, "2s", "502 Bad Gateway")] {
+        let port = free_port();
+        let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        std::io::Write::write_all(
+            &mut cfg,
+            format!(
+                "version: \"openagentio.bridge/v1\"\nbus: {{ transport: nats, nats: {{ url: \"{url}\" }} }}\n\
+                 http: {{ listen: \"127.0.0.1:{port}\" }}\nshutdown: {{ drain_timeout: {drain} }}\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let (mut service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
+        let call = post(port, format!("{{\"ms\": {ms}}}"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let signalled = Instant::now();
+        signal("TERM", service.0.id());
+        let response = call.join().unwrap();
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {answer}")),
+            "{ms} ms: {response}"
+        );
+        if ms == 2500 {
+            assert!(response.contains("\"slept\":2500"), "{response}");
+        } else {
+            assert!(response.contains("\"code\""), "an error answer: {response}");
+            assert!(
+                signalled.elapsed() < Duration::from_secs(4),
+                "{:?}",
+                signalled.elapsed()
+            );
+        }
+        let status = service.0.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    bus.close().await;
+}

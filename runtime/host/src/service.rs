@@ -238,13 +238,36 @@ impl Service {
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "shutting down"
         );
-        if let Some(g) = &self.gateway {
+        let now = tokio::time::Instant::now();
+        // A drain too long for the clock is one that does not end.
+        let deadline = now
+            .checked_add(self.drain_timeout)
+            .unwrap_or(now + Duration::from_secs(30 * 365 * 24 * 3600));
+        let grace = (self.drain_timeout / 4).min(Duration::from_secs(1));
+        let mut gateway = self.gateway.map(|g| {
             g.stop.cancel();
-        }
-        let drained = self.bus.drain(self.drain_timeout).await;
-        if let Some(g) = self.gateway {
-            let mut task = g.task;
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+            g.task
+        });
+        // The gateway's requests in flight wait for calls that other
+        // services may serve, which the bus's drain does not see: they get
+        // the same time, until the drain's grace before its deadline.
+        let gateway_done = async {
+            match &mut gateway {
+                Some(task) => tokio::time::timeout_at(deadline - grace, task)
+                    .await
+                    .is_ok(),
+                None => true,
+            }
+        };
+        let (mut drained, gateway_done) =
+            tokio::join!(self.bus.drain(self.drain_timeout), gateway_done);
+        if !gateway_done && let Some(mut task) = gateway {
+            // Closing the bus ends those calls, so their clients get an
+            // error answer rather than a cut connection.
+            drained = false;
+            tracing::warn!("drain: ending calls the gateway is still waiting for");
+            self.bus.close().await;
+            if tokio::time::timeout(grace.max(Duration::from_millis(500)), &mut task)
                 .await
                 .is_err()
             {
