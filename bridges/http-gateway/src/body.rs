@@ -24,6 +24,28 @@ use serde_json::Value;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Deepest body (arrays and objects) taken: what an envelope's decoder
+/// reads (127 levels, the envelope one of them), less the envelope and the
+/// `{"result": ...}` a stream's final frame puts around an answer. A deeper
+/// one would pass here and fail on the bus, or in its answer.
+const MAX_BODY_DEPTH: usize = 125;
+
+/// How deeply `v` nests arrays and objects (a scalar is 0).
+fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(d);
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    deepest
+}
+
 /// Bytes of an oversized body read and dropped before answering 413.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// Time spent reading and dropping an oversized body before answering 413.
@@ -142,6 +164,11 @@ pub(crate) async fn read_json(
         .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
     match openagentio_core::codec::from_json_str::<Value>(text) {
         Ok(Value::Null) => Ok(None),
+        Ok(v) if depth(&v) > MAX_BODY_DEPTH => Err(ApiError::bad_request(format!(
+            "body is nested {} levels deep; at most {MAX_BODY_DEPTH} cross the bus (an \
+             envelope holds the payload, and a stream's final frame wraps it once more)",
+            depth(&v)
+        ))),
         Ok(v) => Ok(Some(v)),
         Err(e) => Err(ApiError::bad_request(format!(
             "body is not valid JSON: {e}"
@@ -208,6 +235,27 @@ mod tests {
             .unwrap(),
             Some(serde_json::json!({}))
         );
+    }
+
+    #[tokio::test]
+    async fn bodies_nested_deeper_than_the_bus_carries_are_refused() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let body = |n| Body::from(nested(n));
+        let h = HeaderMap::new();
+        let ok = read_json(&h, body(MAX_BODY_DEPTH), 1 << 20, Duration::from_secs(5)).await;
+        assert!(ok.unwrap().is_some());
+        let e = read_json(
+            &h,
+            body(MAX_BODY_DEPTH + 1),
+            1 << 20,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(e.error().message().contains("126 levels deep"), "{e:?}");
+        assert_eq!(depth(&serde_json::json!({"a": [1, {"b": 2}]})), 3);
+        assert_eq!(depth(&serde_json::json!(1)), 0);
     }
 
     #[tokio::test]

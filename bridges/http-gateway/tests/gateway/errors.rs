@@ -97,9 +97,10 @@ async fn a_slow_handler_is_504_and_is_cancelled() {
 }
 
 #[tokio::test]
-async fn an_unknown_code_from_a_peer_arrives_as_agent_unavailable() {
-    // The bus maps a code it does not know to AGENT_UNAVAILABLE and keeps the
-    // original in the message (core's `BusError::from_payload`).
+async fn an_unknown_code_from_a_peer_is_500_with_the_code_as_sent() {
+    // The bus reads a code it does not know as AGENT_UNAVAILABLE and keeps
+    // the original (core's `BusError::unknown_code`); the gateway answers it
+    // as DESIGN section 4 and the reference adapter do: 500, code as sent.
     let gw = Gateway::start_default().await;
     gw.bus
         .handle_stream("weird", |_req, w| async move {
@@ -112,7 +113,7 @@ async fn an_unknown_code_from_a_peer_arrives_as_agent_unavailable() {
         .await
         .unwrap();
     let resp = gw.post("/v1/agents/weird/invoke").send().await.unwrap();
-    let body = expect_error(resp, 502, "AGENT_UNAVAILABLE").await;
+    let body = expect_error(resp, 500, "WEIRD_CODE").await;
     assert_eq!(body["message"], "WEIRD_CODE: odd");
 }
 
