@@ -10,18 +10,26 @@
 //! ```
 //!
 //! (`total` and `message` are `null` when the server sent none.)
+//!
+//! Up to [`PER_CALL_BUFFER`] notifications wait for a call that reads them
+//! slower than they come (its caller reads slowly); past that, the newest
+//! replaces the last one waiting, so the latest progress always arrives and
+//! only intermediate steps of a flood are merged away (counted in the log).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openagentio_core::DeltaPayload;
 use parking_lot::Mutex;
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
-/// Notifications a call may have unread before more are dropped.
-const PER_CALL_BUFFER: usize = 256;
+/// Notifications a call may have unread before new ones replace the newest
+/// one waiting.
+pub const PER_CALL_BUFFER: usize = 8_192;
 /// Notifications for tokens nobody owns (yet) kept for a moment.
 const UNCLAIMED: usize = 64;
 
@@ -33,22 +41,42 @@ pub(crate) struct ProgressRouter {
 
 #[derive(Default)]
 struct RouterState {
-    calls: HashMap<ProgressToken, mpsc::Sender<ProgressNotificationParam>>,
+    calls: HashMap<ProgressToken, Arc<CallQueue>>,
     /// Notifications that arrived before their call subscribed (a narrow race:
     /// the token is only known once the request is queued).
     unclaimed: VecDeque<ProgressNotificationParam>,
 }
 
+/// The notifications waiting for one call.
+#[derive(Default)]
+struct CallQueue {
+    waiting: Mutex<VecDeque<ProgressNotificationParam>>,
+    /// Notifications merged into a later one because the call fell behind.
+    merged: AtomicU64,
+    ready: Notify,
+}
+
+impl CallQueue {
+    /// Queues `p` (never blocks): when the queue is full, `p` takes the place
+    /// of the newest one waiting.
+    fn push(&self, p: ProgressNotificationParam) {
+        let mut waiting = self.waiting.lock();
+        if waiting.len() >= PER_CALL_BUFFER {
+            waiting.pop_back();
+            self.merged.fetch_add(1, Ordering::Relaxed);
+        }
+        waiting.push_back(p);
+        drop(waiting);
+        self.ready.notify_one();
+    }
+}
+
 impl ProgressRouter {
-    /// Hands `p` to its call (never blocks; drops it if the call is not keeping up).
+    /// Hands `p` to its call (never blocks).
     pub(crate) fn dispatch(&self, p: ProgressNotificationParam) {
         let mut st = self.state.lock();
         match st.calls.get(&p.progress_token) {
-            Some(tx) => {
-                if tx.try_send(p).is_err() {
-                    tracing::debug!("progress notification dropped: the call is not reading them");
-                }
-            }
+            Some(queue) => queue.push(p),
             None => {
                 if st.unclaimed.len() == UNCLAIMED {
                     st.unclaimed.pop_front();
@@ -60,23 +88,20 @@ impl ProgressRouter {
 
     /// Receives the notifications of `token` until the subscription drops.
     pub(crate) fn subscribe(self: &Arc<Self>, token: ProgressToken) -> ProgressSubscription {
-        let (tx, rx) = mpsc::channel(PER_CALL_BUFFER);
+        let queue = Arc::new(CallQueue::default());
         let mut st = self.state.lock();
-        let early: Vec<_> = {
-            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.unclaimed)
-                .into_iter()
-                .partition(|p| p.progress_token == token);
-            st.unclaimed = rest;
-            mine.into_iter().collect()
-        };
-        for p in early {
-            let _ = tx.try_send(p);
+        let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut st.unclaimed)
+            .into_iter()
+            .partition(|p| p.progress_token == token);
+        st.unclaimed = rest;
+        for p in mine {
+            queue.push(p);
         }
-        st.calls.insert(token.clone(), tx);
+        st.calls.insert(token.clone(), queue.clone());
         ProgressSubscription {
             router: self.clone(),
             token,
-            rx,
+            queue,
         }
     }
 
@@ -90,24 +115,38 @@ impl ProgressRouter {
 pub(crate) struct ProgressSubscription {
     router: Arc<ProgressRouter>,
     token: ProgressToken,
-    rx: mpsc::Receiver<ProgressNotificationParam>,
+    queue: Arc<CallQueue>,
 }
 
 impl ProgressSubscription {
-    /// The next notification.
+    /// The next notification (waits for one).
     pub(crate) async fn recv(&mut self) -> Option<ProgressNotificationParam> {
-        self.rx.recv().await
+        loop {
+            if let Some(p) = self.try_recv() {
+                return Some(p);
+            }
+            // One reader: a notification pushed before this wait leaves
+            // its permit, so none is missed.
+            self.queue.ready.notified().await;
+        }
     }
 
     /// A notification already received, if any.
     pub(crate) fn try_recv(&mut self) -> Option<ProgressNotificationParam> {
-        self.rx.try_recv().ok()
+        self.queue.waiting.lock().pop_front()
     }
 }
 
 impl Drop for ProgressSubscription {
     fn drop(&mut self) {
         self.router.state.lock().calls.remove(&self.token);
+        let merged = self.queue.merged.load(Ordering::Relaxed);
+        if merged > 0 {
+            tracing::debug!(
+                merged,
+                "progress notifications merged into later ones: the caller read them slower than the server sent them"
+            );
+        }
     }
 }
 
@@ -174,6 +213,33 @@ mod tests {
         drop(s1);
         drop(s2);
         assert_eq!(r.subscribers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_flood_keeps_every_step_up_to_the_buffer_and_always_the_latest() {
+        let r = Arc::new(ProgressRouter::default());
+        let mut s = r.subscribe(ProgressToken(NumberOrString::Number(7)));
+        let sent = PER_CALL_BUFFER + 100;
+        for i in 0..sent {
+            r.dispatch(param(7, i as f64));
+        }
+        let mut got = Vec::new();
+        while let Some(p) = s.try_recv() {
+            got.push(p.progress);
+        }
+        assert_eq!(got.len(), PER_CALL_BUFFER);
+        assert_eq!(
+            got[..PER_CALL_BUFFER - 1],
+            (0..PER_CALL_BUFFER - 1)
+                .map(|i| i as f64)
+                .collect::<Vec<_>>()[..]
+        );
+        assert_eq!(got.last(), Some(&((sent - 1) as f64)));
+        // A reader that waits is woken by the next one.
+        let waiter = tokio::spawn(async move { s.recv().await.map(|p| p.progress) });
+        tokio::task::yield_now().await;
+        r.dispatch(param(7, 1e6));
+        assert_eq!(waiter.await.unwrap(), Some(1e6));
     }
 
     #[test]
