@@ -388,6 +388,11 @@ impl Call<'_> {
             return Ok(Flow::Continue);
         }
         if data == "[DONE]" {
+            // Even an answer with no chunk at all begins with `started`.
+            if !self.assembler.is_started() {
+                self.on_chunk(&Value::Object(serde_json::Map::new()))
+                    .await?;
+            }
             return Ok(Flow::Done);
         }
         // Lenient where serde_json is not: half an emoji as U+FFFD (see

@@ -86,12 +86,12 @@ impl ResponseAssembler {
             return out;
         };
         let mut payload = DeltaPayload::default();
-        if let Some(content) = delta.get("content").and_then(Value::as_str)
+        if let Some(content) = delta.get("content").and_then(content_text)
             && !content.is_empty()
         {
-            self.text.push_str(content);
+            self.text.push_str(&content);
             if frames {
-                content.clone_into(&mut payload.delta);
+                payload.delta = content;
             }
         }
         let reasoning = ["reasoning_content", "reasoning"].iter().find_map(|k| {
@@ -190,13 +190,32 @@ pub fn completion_as_chunk(completion: &Value) -> Value {
     chunk
 }
 
-/// The choice with `index` 0, else the first one.
+/// The choice with `index` 0, or one without an index (servers that leave
+/// it out send one choice). With `n > 1` the other choices' chunks come on
+/// their own, and are not this answer's.
 fn first_choice(chunk: &Value) -> Option<&Value> {
-    let choices = chunk.get("choices")?.as_array()?;
-    choices
+    chunk
+        .get("choices")?
+        .as_array()?
         .iter()
-        .find(|c| c.get("index").and_then(Value::as_u64) == Some(0))
-        .or_else(|| choices.first())
+        .find(|c| c.get("index").is_none_or(|ix| ix.as_u64() == Some(0)))
+}
+
+/// The text of a delta's `content`: a string, or a list of parts whose
+/// `text` parts are joined (Mistral's reasoning models stream it so); other
+/// parts carry no text.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p.get("type").is_none_or(|t| t == "text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 fn non_empty_str(v: Option<&Value>) -> Option<String> {
@@ -400,6 +419,34 @@ mod tests {
         let f = a.absorb(&json!({"choices": [{"delta": {"content": "a"}}]}), false);
         assert_eq!(f.delta, None);
         assert_eq!(a.result()["text"], "a");
+    }
+
+    #[test]
+    fn only_choice_zero_is_the_answer_and_content_parts_are_text() {
+        let chunks = [
+            json!({"choices": [{"index": 0, "delta": {"content": "zero "}}]}),
+            json!({"choices": [{"index": 1, "delta": {"content": "ONE"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": [
+                {"type": "text", "text": "part"}, {"type": "thinking", "thinking": "hm"}]}}]}),
+            json!({"choices": [{"delta": {"content": "!"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": 5}}]}),
+        ];
+        let mut a = ResponseAssembler::new("m");
+        let texts: Vec<_> = chunks
+            .iter()
+            .map(|c| a.absorb(c, true).delta.map(|d| d.delta))
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                Some("zero ".into()),
+                None,
+                Some("part".into()),
+                Some("!".into()),
+                None
+            ]
+        );
+        assert_eq!(a.result()["text"], "zero part!");
     }
 
     #[test]

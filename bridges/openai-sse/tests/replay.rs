@@ -755,3 +755,11 @@ async fn a_burst_to_a_slow_reader_is_held_back_not_dropped() {
         20_000
     );
 }
+
+#[tokio::test]
+async fn an_answer_of_only_done_still_begins_with_started() {
+    let (frames, _s) = replay(&["done_only"], |_| {}).await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f.0.as_str()).collect();
+    assert_eq!(kinds, ["started", "final"], "{frames:?}");
+    assert_eq!(frames[1].1["result"]["text"], "");
+}
