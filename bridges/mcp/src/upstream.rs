@@ -191,7 +191,9 @@ impl Upstream {
                 if let Some(dir) = cwd {
                     cmd.current_dir(dir);
                 }
-                let mut proc = cmd.spawn().map_err(|e| spawn_error(command, &e))?;
+                let mut proc = cmd
+                    .spawn()
+                    .map_err(|e| spawn_error(command, cwd.as_deref(), &e))?;
                 let stdout = proc.stdout.take().expect("stdout is piped");
                 let stdin = proc.stdin.take().expect("stdin is piped");
                 if let Some(stderr) = proc.stderr.take() {
@@ -410,8 +412,16 @@ impl Upstream {
     }
 }
 
-fn spawn_error(command: &str, e: &std::io::Error) -> McpError {
-    let msg = format!("cannot start MCP server command {command:?}: {e}");
+fn spawn_error(command: &str, cwd: Option<&std::path::Path>, e: &std::io::Error) -> McpError {
+    // The OS says "No such file or directory" for a missing working
+    // directory as for a missing command: tell which.
+    let msg = match cwd.filter(|dir| !dir.is_dir()) {
+        Some(dir) => format!(
+            "cannot start MCP server command {command:?}: its `cwd` {} is not a directory",
+            dir.display()
+        ),
+        None => format!("cannot start MCP server command {command:?}: {e}"),
+    };
     match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => McpError::Spawn(msg),
         _ => McpError::lost(msg),
@@ -481,5 +491,26 @@ async fn end_process_group(pid: Option<u32>) {
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_working_directory_is_named_not_blamed_on_the_command() {
+        let not_found = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = spawn_error("python3", Some(Path::new("/nonexistent/dir")), &not_found);
+        assert!(
+            e.to_string()
+                .contains("`cwd` /nonexistent/dir is not a directory"),
+            "{e}"
+        );
+        let e = spawn_error("no-such-command", Some(Path::new("/")), &not_found);
+        assert!(e.to_string().contains("\"no-such-command\""), "{e}");
+        assert!(!e.to_string().contains("cwd"), "{e}");
     }
 }
