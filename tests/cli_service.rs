@@ -1248,3 +1248,45 @@ async fn the_drain_waits_for_the_gateways_calls_to_other_services() {
     }
     bus.close().await;
 }
+
+/// A service whose standard output cannot be written (a full disk) serves
+/// anyway: the start-up summary is for a person watching.
+#[test]
+fn a_service_serves_when_its_output_cannot_be_written() {
+    let port = free_port();
+    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::io::Write::write_all(
+        &mut cfg,
+        format!(
+            "version: \"openagentio.bridge/v1\"\nbus: {{ transport: memory }}\n\
+             http: {{ listen: \"127.0.0.1:{port}\" }}\nbridges:\n  - {{ name: echo, type: echo }}\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let service = openagentio_testkit::ChildGuard(
+        Command::new(BIN)
+            .args(["run", "-c", cfg.path().to_str().unwrap()])
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let gateway = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while !client(&["invoke", "echo", "{}", "--bus", &gateway])
+        .status
+        .success()
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "not served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut service = service;
+    signal("TERM", service.0.id());
+    let status = service.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -753,3 +753,51 @@ async fn a_stream_that_lost_frames_in_a_reconnect_ends_at_once() {
         started.elapsed()
     );
 }
+
+/// A server that freezes (SIGSTOP: the socket stays open, nothing answers)
+/// is found out by the client's pings: the transport reports itself
+/// disconnected, which readiness shows, and serves again once the server
+/// wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_found_out_and_served_again_after() {
+    use openagentio_nats::{NatsOptions, NatsTransport};
+
+    let nats = NatsServer::start();
+    let mut opts = NatsOptions::new(nats.url());
+    opts.ping_interval = Duration::from_millis(300);
+    let transport = NatsTransport::connect(opts).await.unwrap();
+    let bus = Bus::builder()
+        .agent_id("frozen")
+        .transport(transport)
+        .build();
+    bus.handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    bus.transport().flush().await.unwrap();
+    assert!(bus.transport().is_connected());
+    nats.pause();
+    wait_until("the frozen server noticed", Duration::from_secs(10), || {
+        !bus.transport().is_connected()
+    })
+    .await;
+    nats.resume();
+    wait_until("connected again", Duration::from_secs(15), || {
+        bus.transport().is_connected()
+    })
+    .await;
+    let mut served = false;
+    for _ in 0..50 {
+        let opts = openagentio_core::CallOptions::new().timeout(Duration::from_secs(2));
+        if bus
+            .invoke_with("echo", serde_json::json!(1), opts)
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "not served after the server woke");
+    bus.close().await;
+}

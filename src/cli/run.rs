@@ -153,11 +153,16 @@ pub async fn run(args: RunArgs) -> Exit {
         Ok(s) => s,
         Err(e) => return say.failed(e.to_string()),
     };
-    print!("{}", service.summary().await);
-    println!(
-        "  stop with Ctrl-C (drains calls in flight for up to {:?})",
+    // The summary is for a person watching; a service whose standard
+    // output cannot be written (a full disk, a closed pipe) serves anyway.
+    let summary = format!(
+        "{}  stop with Ctrl-C (drains calls in flight for up to {:?})\n",
+        service.summary().await,
         cfg.shutdown.drain_timeout
     );
+    if output::write(summary).is_err() {
+        tracing::warn!("could not write the start-up summary to standard output");
+    }
     stop.recv().await;
     say.info("shutting down (a second Ctrl-C or SIGTERM stops at once)");
     // A second signal is an operator who will not wait for the drain.

@@ -29,14 +29,21 @@ pub async fn serve(
         .header_read_timeout(read_timeout);
     let connections = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let (mut failed_accepts, mut last_said) = (0u64, None);
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
                     // Out of file descriptors, or a connection reset before it
-                    // was taken: wait a little rather than spin, and go on.
-                    tracing::warn!(error = %e, "could not accept a connection");
+                    // was taken: wait a little rather than spin, and go on,
+                    // saying so once a second at most.
+                    failed_accepts += 1;
+                    if last_said.is_none_or(|at: tokio::time::Instant| at.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, failed = failed_accepts, "could not accept connections");
+                        last_said = Some(tokio::time::Instant::now());
+                        failed_accepts = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

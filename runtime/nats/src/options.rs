@@ -127,6 +127,11 @@ pub struct NatsOptions {
     pub retry_on_initial_connect: bool,
     /// Longest delay between reconnect attempts (default 2 s).
     pub max_reconnect_delay: Duration,
+    /// How often the client pings the server (default 5 s). A server that
+    /// leaves three pings unanswered (frozen, or behind a dead link that
+    /// keeps the socket open) counts as lost: the transport reports itself
+    /// disconnected and reconnects, instead of every call timing out.
+    pub ping_interval: Duration,
     /// How errors name the options (default: the config file's keys).
     pub option_names: OptionNames,
 }
@@ -143,6 +148,7 @@ impl NatsOptions {
             subscription_capacity: 262_144,
             retry_on_initial_connect: false,
             max_reconnect_delay: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(5),
             option_names: OptionNames::CONFIG,
         }
     }

@@ -173,6 +173,7 @@ impl NatsTransport {
         let subscription_capacity = opts.subscription_capacity;
         let mut co = ConnectOptions::new()
             .connection_timeout(opts.connect_timeout)
+            .ping_interval(opts.ping_interval)
             .subscription_capacity(opts.subscription_capacity)
             .reconnect_delay_callback(move |attempts| {
                 // 0, 50, 100, 200 ... ms up to the cap, with jitter against thundering herds.

@@ -3,7 +3,8 @@
 //! refusal (permissions) answers `AUTH_FAILURE`, not a silent success.
 //!
 //! As in the reference adapter, the publish may take at most 5 s (or the
-//! configured call timeout, when shorter) before it answers `AGENT_TIMEOUT`.
+//! request's `X-Timeout-Ms`, else the configured call timeout, when
+//! shorter) before it answers `AGENT_TIMEOUT`.
 
 use std::time::Duration;
 
@@ -29,9 +30,9 @@ pub(crate) async fn publish(
     let event_type = path_param(event_type)?;
     let mut env = Envelope::new(event_type).with_payload(payload.into_value());
     ctx.apply(&mut env);
-    let wait = state
-        .config()
-        .default_timeout
+    let wait = ctx
+        .timeout
+        .or(state.config().default_timeout)
         .map_or(PUBLISH_WAIT, |t| t.min(PUBLISH_WAIT));
     let bus = state.bus();
     // While the transport is away, its client holds the event for when it
