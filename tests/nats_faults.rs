@@ -801,3 +801,32 @@ async fn a_frozen_server_is_found_out_and_served_again_after() {
     assert!(served, "not served after the server woke");
     bus.close().await;
 }
+
+/// A drain does not lose a request already on its way: one this very
+/// process sent just before the drain unsubscribed its handler (the
+/// gateway's call at a SIGTERM) reaches the handler and is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_serves_a_request_already_on_its_way() {
+    let nats = NatsServer::start();
+    for round in 0..5 {
+        let bus = nats_bus(&nats.url(), Bus::builder().agent_id("draining")).await;
+        bus.handle_invoke("drain.echo", |req| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(req.into_payload())
+        })
+        .await
+        .unwrap();
+        bus.transport().flush().await.unwrap();
+        let mut call = bus
+            .start_invoke("drain.echo", json!({"round": round}), CallOptions::new())
+            .await
+            .unwrap();
+        let drained = bus.drain(Duration::from_secs(5)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(5), call.answer())
+            .await
+            .expect("no answer");
+        assert_eq!(answer.unwrap(), json!({"round": round}), "round {round}");
+        assert!(drained, "round {round}");
+        bus.close().await;
+    }
+}

@@ -178,9 +178,9 @@ impl Bus {
     /// Removes every registration (handlers and subscriptions).
     pub(crate) async fn unsubscribe_all(&self) {
         let regs: Vec<Registration> = std::mem::take(&mut *self.inner.registrations.lock());
-        for r in regs {
-            let _ = r.unsubscribe().await;
-        }
+        // All at once: each may wait for its transport to confirm (a NATS
+        // subscription drains what the server already sent it).
+        futures::future::join_all(regs.iter().map(Registration::unsubscribe)).await;
     }
 }
 

@@ -484,6 +484,7 @@ impl Transport for NatsTransport {
         }
         .map_err(to_transport_error)?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let client = self.client.clone();
         let task = tokio::spawn(async move {
             let deliver = |m: async_nats::Message| {
                 sink.deliver(Message {
@@ -502,10 +503,18 @@ impl Transport for NatsTransport {
                     _ = &mut stopped => break,
                 }
             }
-            // Unsubscribed: hand on what the client had already received, so a
-            // request that reached us before the unsubscription is served, not lost.
-            let _ = sub.unsubscribe().await;
-            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), sub.next()).await {
+            // Unsubscribed by draining: the server confirms the UNSUB, and
+            // what it sent before (a request already on its way to us, such
+            // as one this very process sent) is handed on and served, not lost.
+            // Without a server to confirm, what the client holds is all there is.
+            let connected = client.connection_state() == async_nats::connection::State::Connected;
+            let confirmed = connected && sub.drain().await.is_ok();
+            if !confirmed {
+                let _ = sub.unsubscribe().await;
+            }
+            let until =
+                tokio::time::Instant::now() + Duration::from_secs(if confirmed { 2 } else { 1 });
+            while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
                 deliver(m);
             }
         });
