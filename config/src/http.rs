@@ -46,6 +46,7 @@ pub struct HttpConfig {
     /// How long a client has to send a request's headers, and then its body
     /// (default 30 s): one that stalls is cut off (headers) or answered 408 (body).
     #[schemars(with = "crate::schema::PositiveDuration")]
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub read_timeout: Duration,
 }
 

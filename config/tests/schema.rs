@@ -103,3 +103,50 @@ fn schema_rejects_what_the_loader_rejects() {
         assert!(!validator.is_valid(&doc), "schema accepted {doc}");
     }
 }
+
+/// Every `default` the schema states, with the `$ref`s it sits beside, and
+/// where in the schema it is.
+fn defaults_with_their_schemas(node: &Value, at: String, out: &mut Vec<(String, Value, Value)>) {
+    match node {
+        Value::Object(m) => {
+            if let Some(default) = m.get("default") {
+                let mut own = m.clone();
+                own.remove("default");
+                out.push((at.clone(), default.clone(), Value::Object(own)));
+            }
+            for (k, v) in m {
+                defaults_with_their_schemas(v, format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                defaults_with_their_schemas(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_default_is_valid_under_its_own_schema() {
+    let schema = openagentio_config::json_schema();
+    let mut found = Vec::new();
+    defaults_with_their_schemas(&schema, String::new(), &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    let mut bad = Vec::new();
+    for (at, default, mut own) in found {
+        // The `$ref`s inside point at the root's `$defs`.
+        own.as_object_mut()
+            .unwrap()
+            .insert("$defs".into(), schema["$defs"].clone());
+        let validator = jsonschema::validator_for(&own).unwrap();
+        if !validator.is_valid(&default) {
+            bad.push(format!("{at}: {default}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "defaults their schema rejects:\n{}",
+        bad.join("\n")
+    );
+}
