@@ -442,19 +442,24 @@ fn matrix_invites_and_responders_are_checked_as_the_bridge_does() {
 fn a_token_with_a_line_break_is_refused_at_its_path() {
     let env = |name: &str| (name == "LLM_TOKEN").then(|| "s3cret\n".to_owned());
     let yaml = format!(
-        "{V}bridges:\n  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m, \
+        "{V}http: {{tokens: [{{token: ok}}, {{token: '${{LLM_TOKEN}}', tenant: acme}}]}}\n\
+         bridges:\n  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m, \
          token: '${{LLM_TOKEN}}'}}}}\n  - {{name: t, type: mcp_tool, config: {{transport: streamable_http, \
          http_url: 'http://b/mcp', token: '${{LLM_TOKEN}}'}}}}\n"
     );
     let err = load_with_env(&yaml, Format::Yaml, &env).unwrap_err();
     let lines: Vec<String> = err.field_errors().iter().map(ToString::to_string).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
-        lines[0].starts_with("bridges[0].config.token: must not contain line breaks"),
+        lines[0].starts_with("http.tokens[1].token: must not contain line breaks"),
         "{lines:?}"
     );
     assert!(
-        lines[1].starts_with("bridges[1].config.token: must not contain line breaks"),
+        lines[1].starts_with("bridges[0].config.token: must not contain line breaks"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("bridges[1].config.token: must not contain line breaks"),
         "{lines:?}"
     );
     assert!(!err.to_string().contains("s3cret"));
