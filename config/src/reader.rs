@@ -74,6 +74,12 @@ impl<'v, 'r> Obj<'v, 'r> {
         (!self.report.was_emptied(&self.path.key(key))).then_some(v)
     }
 
+    /// Accepts `key` without reading it: a key the reference format allows
+    /// that changes nothing here.
+    pub(crate) fn ignore(&mut self, key: &'static str) {
+        let _ = self.raw(key);
+    }
+
     /// Whether `key` is given (and not null).
     pub(crate) fn has(&mut self, key: &'static str) -> bool {
         self.raw(key).is_some()

@@ -16,7 +16,7 @@ use crate::bridge::echo::{EchoMappings, EchoSettings};
 use crate::bridge::matrix::{MatrixMappings, MatrixSettings};
 use crate::bridge::mcp::{McpToolMappings, McpToolSettings};
 use crate::bridge::openai_sse::{OpenAiSseMappings, OpenAiSseSettings};
-use crate::bridge::{BRIDGE_TYPES, BridgeConfig};
+use crate::bridge::{BRIDGE_TYPES, BridgeConfig, REFERENCE_MAPPING_KEYS};
 use crate::config::Config;
 
 /// The JSON Schema of a whole config file, with keys sorted.
@@ -134,6 +134,34 @@ pub(crate) fn add_request_timeout(schema: &mut Schema) {
     );
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
         props.insert("request_timeout".into(), prop.to_value());
+    }
+}
+
+/// Adds the reference's generic `mappings` keys that a bridge type does not
+/// read: any value is accepted, and it changes nothing.
+pub(crate) fn add_reference_mapping_keys(schema: &mut Schema) {
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for key in REFERENCE_MAPPING_KEYS {
+            props.entry(key).or_insert_with(|| {
+                serde_json::json!({
+                    "description": "Read by the reference parser for every bridge type; changes nothing for this one."
+                })
+            });
+        }
+    }
+}
+
+/// Adds `text_field` to the `mcp_tool` bridge's `mappings`: only the
+/// reference's default, `text`, which this bridge always behaves as.
+pub(crate) fn add_mcp_text_field(schema: &mut Schema) {
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        props.insert(
+            "text_field".into(),
+            serde_json::json!({
+                "description": "Only `text` (the reference's default): the answer always has its top-level `text`.",
+                "enum": ["text", ""]
+            }),
+        );
     }
 }
 

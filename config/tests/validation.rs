@@ -2,7 +2,7 @@
 //! unknown keys at every depth, duplicates, required keys per transport, and no
 //! secret in any message or `Debug` output.
 
-use openagentio_config::{ConfigError, Format, load_with_env};
+use openagentio_config::{BridgeKind, ConfigError, Format, load_with_env};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -41,7 +41,7 @@ fn ten_mistakes_are_all_reported_with_their_paths() {
             "version: unsupported version \"openagentio.bridge/v2\"; expected \"openagentio.bridge/v1\"",
             "bus.transport: unknown value \"kafka\"; expected one of: memory, nats",
             "http.listen: expected an address with a port, like \"127.0.0.1:8080\" or \"[::]:8080\"",
-            "bridges[0].mappings.target_prefx: unknown key (did you mean `target_prefix`?); accepted keys: target_prefix",
+            "bridges[0].mappings.target_prefx: unknown key (did you mean `target_prefix`?); accepted keys: metadata_prefix, session_field, target_prefix, text_field, tool",
             "bridges[1].config.homeserver_url: invalid URL: relative URL without a base",
             "bridges[1].config.user_id: missing required key",
             "bridges[2].config.timeout: expected a positive number",
@@ -88,7 +88,7 @@ bridges:
             "http.tokens[0].tenannt: unknown key (did you mean `tenant`?); accepted keys: tenant, token",
             "bridges[0].typo: unknown key (did you mean `type`?); accepted keys: config, mappings, name, type",
             "bridges[0].config.supervision.window: unknown key; accepted keys: base_delay_seconds, health_failure_threshold, jitter_enabled, max_delay_seconds, max_restarts, restart_window_seconds",
-            "bridges[1].mappings.session: unknown key; accepted keys: event_prefix, inbound_message_event, outbound_message_event, session_strategy",
+            "bridges[1].mappings.session: unknown key; accepted keys: event_prefix, inbound_message_event, metadata_prefix, outbound_message_event, session_field, session_strategy, text_field, tool",
             "bridges[1].config.responder[0].throttle: unknown key; accepted keys: edit_throttle, max_edits, room, target, typing",
             "extra: unknown key; accepted keys: bridges, bus, http, shutdown, telemetry, version",
         ]
@@ -149,9 +149,7 @@ fn required_keys_per_transport_and_kind() {
         errors(&yaml),
         [
             "bridges[0].config.command: missing required key (transport `stdio` needs it)",
-            "bridges[0].config.http_url: only used with transport `streamable_http`",
             "bridges[1].config.http_url: missing required key (transport `streamable_http` needs it)",
-            "bridges[1].config.command: only used with transport `stdio`",
             "bridges[1].config.cwd: only used with transport `stdio`",
             "bridges[2].config.command: missing required key (transport `stdio` needs it)",
             "bridges[3].config.user_id: expected a Matrix user id like \"@bot:example.org\"",
@@ -481,4 +479,48 @@ fn a_token_in_a_nats_url_is_refused_like_a_password() {
         );
         assert!(!lines[0].contains("s3cret"), "{lines:?}");
     }
+}
+
+#[test]
+fn the_reference_mapping_keys_and_the_other_transports_keys_load_as_there() {
+    // The reference parser gives every bridge `mappings.{tool, text_field,
+    // session_field, metadata_prefix}`, and its MCP bridge reads only its
+    // transport's keys.
+    let generic = "tool: t, text_field: text, session_field: s, metadata_prefix: 'p.'";
+    let yaml = format!(
+        "{V}bridges:
+  - {{name: m, type: mcp_tool, config: {{command: x, http_url: 'http://h/mcp', headers: {{A: b}}, token: t}},
+     mappings: {{target_prefix: m, {generic}}}}}
+  - {{name: h, type: mcp_tool, config: {{transport: streamable_http, http_url: 'http://h/mcp', command: x, args: [a], env: {{A: b}}}}}}
+  - {{name: e, type: echo, mappings: {{{generic}}}}}
+  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m}}, mappings: {{tool: t}}}}
+  - {{name: x, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@b:hs', access_token: t, room_ids: ['!r:hs']}},
+     mappings: {{{generic}}}}}
+"
+    );
+    let cfg = load_with_env(&yaml, Format::Yaml, &no_env).unwrap();
+    let BridgeKind::McpTool(stdio) = &cfg.bridges[0].kind else {
+        panic!()
+    };
+    // Ignored, as the reference ignores them: not used by the bridge either.
+    assert_eq!(stdio.config.http_url, None);
+    assert!(stdio.config.headers.is_empty() && stdio.config.token.is_none());
+    let BridgeKind::McpTool(http) = &cfg.bridges[1].kind else {
+        panic!()
+    };
+    assert_eq!(http.config.command, None);
+    assert!(http.config.args.is_empty() && http.config.env.is_empty());
+
+    // Typos are still errors, and `text_field` of an MCP bridge can only be
+    // the reference's default (the answer always has its top-level `text`).
+    assert_eq!(
+        errors(&format!(
+            "{V}bridges:\n  - {{name: m, type: mcp_tool, config: {{command: x}}, \
+             mappings: {{text_feild: text, text_field: content}}}}\n"
+        )),
+        [
+            "bridges[0].mappings.text_field: \"content\" is not supported: an `mcp_tool` answer always has its top-level `text` (as the reference's default \"text\" does); leave `text_field` out",
+            "bridges[0].mappings.text_feild: unknown key (did you mean `text_field`?); accepted keys: metadata_prefix, session_field, target_prefix, text_field, tool",
+        ]
+    );
 }
