@@ -2,7 +2,8 @@
 //! is not a valid config (then every problem is listed, each with its path).
 //!
 //! No message ever contains the value of a secret: values are described by their
-//! kind ("found a number"), and only enumerated choices are echoed back.
+//! kind ("found a string"); only enumerated choices, sizes, and numbers where
+//! a number is expected are echoed back.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -187,7 +187,7 @@ bridges:
             "bus.subject_prefix: invalid subject name: has an empty subject token (a leading, trailing or doubled `.`)",
             "bus.default_tenant: invalid subject token: must be a single subject token (no `.`)",
             "http.tokens[1].tenant: invalid subject token: must not contain spaces or control characters",
-            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found a number",
+            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found 0",
             "http.cors_origins[0]: expected `*` or an origin like \"https://app.example.org\" (no path)",
             "http.tokens[1].token: duplicate token (the same as tokens[0])",
             "telemetry.log_level: expected a level (trace, debug, info, warn, error, off) or directives like \"info,openagentio=debug\"",
