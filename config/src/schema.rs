@@ -4,7 +4,9 @@
 //!
 //! The schema describes the file as written: durations are numbers of seconds or
 //! strings like `"10s"`, sizes numbers or strings like `"4MiB"`. Strings that hold a
-//! `${VAR}` placeholder are allowed where a duration or size is expected.
+//! `${VAR}` placeholder are allowed where a duration, size, boolean or whole
+//! number is expected, as the loader allows them (JSON Schema cannot tell `3.0`
+//! from `3`, which the loader refuses where a whole number is expected).
 
 use std::borrow::Cow;
 
@@ -30,7 +32,45 @@ pub fn json_schema() -> Value {
     let schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<Config>();
-    tidy(schema.to_value())
+    let mut schema = schema.to_value();
+    allow_placeholders(&mut schema);
+    tidy(schema)
+}
+
+/// Lets every boolean and whole-number property also be a string that the
+/// loader reads as one: `"true"`, `"3"`, or a `${VAR}` placeholder (which
+/// only substitution can turn into a value).
+fn allow_placeholders(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for prop in props.values_mut() {
+                    let pattern = match prop.get("type").and_then(Value::as_str) {
+                        Some("boolean") => BOOLEAN_STRING_PATTERN,
+                        Some("integer") => WHOLE_NUMBER_STRING_PATTERN,
+                        _ => continue,
+                    };
+                    let Value::Object(own) = prop else { continue };
+                    // Description and default stay on the property, for editors.
+                    let mut outer = Map::new();
+                    for key in ["description", "default"] {
+                        if let Some(x) = own.remove(key) {
+                            outer.insert(key.into(), x);
+                        }
+                    }
+                    let typed = Value::Object(std::mem::take(own));
+                    outer.insert(
+                        "anyOf".into(),
+                        serde_json::json!([typed, { "type": "string", "pattern": pattern }]),
+                    );
+                    *own = outer;
+                }
+            }
+            m.values_mut().for_each(allow_placeholders);
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_placeholders),
+        _ => {}
+    }
 }
 
 /// Sorts keys and drops `"default": null` (an absent optional key).
@@ -51,6 +91,8 @@ fn tidy(v: Value) -> Value {
 }
 
 const DURATION_PATTERN: &str = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h)\s*)+$|^\s*\d+(\.\d+)?\s*$|\$\{";
+const BOOLEAN_STRING_PATTERN: &str = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])\s*$|\$\{";
+const WHOLE_NUMBER_STRING_PATTERN: &str = r"^\s*\d+\s*$|\$\{";
 const SIZE_PATTERN: &str = r"^\s*\d+\s*([kKmMgG][iI]?[bB]|[bB])?\s*$|\$\{";
 
 fn positive_duration_schema() -> Schema {

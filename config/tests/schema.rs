@@ -72,6 +72,30 @@ fn examples_satisfy_the_schema() {
 }
 
 #[test]
+fn booleans_and_whole_numbers_may_be_placeholders_as_in_the_loader() {
+    let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
+    let doc = serde_json::json!({"version": "openagentio.bridge/v1",
+        "http": {"enabled": "${HE:-true}"},
+        "telemetry": {"metrics": "false"},
+        "bridges": [{"name": "s", "type": "openai_chat_sse",
+            "config": {"base_url": "http://a", "model": "m", "retries": "${R:-2}"}},
+            {"name": "fs", "type": "mcp_tool", "config": {"command": "x",
+                "supervision": {"max_restarts": " 5 ", "jitter_enabled": "${J:-true}"}}}]});
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // The loader takes the same document.
+    let env = |_: &str| None;
+    openagentio_config::from_value(doc, &env).unwrap();
+    for bad in [
+        serde_json::json!({"version": "openagentio.bridge/v1", "http": {"enabled": "yes"}}),
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [{"name": "s",
+            "type": "openai_chat_sse", "config": {"base_url": "http://a", "model": "m", "retries": "two"}}]}),
+    ] {
+        assert!(!validator.is_valid(&bad), "schema accepted {bad}");
+    }
+}
+
+#[test]
 fn schema_rejects_what_the_loader_rejects() {
     let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
     let bad = [
