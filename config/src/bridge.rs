@@ -29,6 +29,22 @@ pub const BRIDGE_TYPES: [&str; 5] = [
     "openclaw_chat_sse",
 ];
 
+/// The `mappings` keys the reference parser (`BridgeMappings`) reads for every
+/// bridge, whatever its type.
+pub(crate) const REFERENCE_MAPPING_KEYS: [&str; 4] =
+    ["tool", "text_field", "session_field", "metadata_prefix"];
+
+/// Accepts the keys of [`REFERENCE_MAPPING_KEYS`] that a bridge type does not
+/// read (`used`): the reference takes them for every bridge, so a reference
+/// config may hold them, and they change nothing.
+pub(crate) fn ignore_reference_mappings(o: &mut Obj<'_, '_>, used: &[&str]) {
+    for key in REFERENCE_MAPPING_KEYS {
+        if !used.contains(&key) {
+            o.ignore(key);
+        }
+    }
+}
+
 /// One entry of `bridges`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BridgeConfig {

@@ -14,6 +14,10 @@
 //! the first `}` (defaults do not nest: one holding `${` is an error). A `$` not followed by `{` is kept as is.
 //! Every string that fails is reported with its path and the variable's name,
 //! never a value; mappings are walked in key order.
+//!
+//! A string that substitution leaves empty (`${OTLP:-}` with `OTLP` unset) is
+//! noted in the report: an optional key holding one counts as absent, so the
+//! environment can leave any optional key unset. A literal `""` is not noted.
 
 use serde_json::Value;
 
@@ -32,7 +36,12 @@ pub(crate) fn substitute_tree(
 ) {
     match value {
         Value::String(s) => match expand(s, env) {
-            Ok(Some(new)) => *s = new,
+            Ok(Some(new)) => {
+                if new.is_empty() {
+                    report.mark_emptied(path);
+                }
+                *s = new;
+            }
             Ok(None) => {}
             Err(message) => report.error_and_suppress(path, message),
         },

@@ -2,7 +2,8 @@
 //! is not a valid config (then every problem is listed, each with its path).
 //!
 //! No message ever contains the value of a secret: values are described by their
-//! kind ("found a number"), and only enumerated choices are echoed back.
+//! kind ("found a string"); only enumerated choices, sizes, and numbers where
+//! a number is expected are echoed back.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -113,10 +114,14 @@ impl ConfigError {
 /// A path can be *suppressed*: when `${VAR}` substitution already failed for a
 /// string, the errors that the raw `${VAR}` text would then cause (an invalid
 /// URL, say) are not reported a second time.
+///
+/// It also remembers the strings that substitution left empty, which an
+/// optional key reads as absent (see [`crate::reader::Obj::raw`]).
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     errors: Vec<FieldError>,
     suppressed: BTreeSet<Path>,
+    emptied: BTreeSet<Path>,
 }
 
 impl Report {
@@ -134,6 +139,16 @@ impl Report {
     pub(crate) fn error_and_suppress(&mut self, path: &Path, message: impl Into<String>) {
         self.error(path, message);
         self.suppressed.insert(path.clone());
+    }
+
+    /// Notes that `${VAR}` substitution made the string at `path` empty.
+    pub(crate) fn mark_emptied(&mut self, path: &Path) {
+        self.emptied.insert(path.clone());
+    }
+
+    /// Whether `${VAR}` substitution made the string at `path` empty.
+    pub(crate) fn was_emptied(&self, path: &Path) -> bool {
+        self.emptied.contains(path)
     }
 
     /// Whether nothing has been recorded.

@@ -11,7 +11,7 @@ use crate::path::Path;
 use crate::reader::Obj;
 use crate::secret::Secret;
 use crate::values::{
-    Sign, boolean, byte_size, duration, list, secret, socket_addr, string, subject_token,
+    Sign, boolean, byte_size, duration, header_secret, list, socket_addr, string, subject_token,
 };
 
 /// Where the gateway listens unless told otherwise: `127.0.0.1:8080`.
@@ -46,6 +46,7 @@ pub struct HttpConfig {
     /// How long a client has to send a request's headers, and then its body
     /// (default 30 s): one that stalls is cut off (headers) or answered 408 (body).
     #[schemars(with = "crate::schema::PositiveDuration")]
+    #[serde(serialize_with = "crate::duration::serialize")]
     pub read_timeout: Duration,
 }
 
@@ -106,7 +107,7 @@ impl HttpConfig {
 impl HttpToken {
     fn read(v: &Value, p: &Path, r: &mut Report) -> Option<Self> {
         let mut o = Obj::new(v, p, r)?;
-        let token = o.req("token", secret);
+        let token = o.req("token", header_secret);
         let tenant = o.opt("tenant", subject_token);
         o.finish();
         Some(HttpToken {

@@ -52,18 +52,32 @@ impl<'v, 'r> Obj<'v, 'r> {
         self.path.key(key)
     }
 
-    /// Records `message` at `key`.
+    /// Records `message` at `key`; when `key` is absent only because its
+    /// `${VAR}` gave an empty string, the message says so.
     pub(crate) fn error(&mut self, key: &str, message: impl Into<String>) {
         let p = self.path.key(key);
+        let mut message = message.into();
+        if self.report.was_emptied(&p) {
+            message.push_str("; its `${...}` gave an empty string");
+        }
         self.report.error(&p, message);
     }
 
-    /// Marks `key` as accepted and gives its value; `None` when absent or null.
+    /// Marks `key` as accepted and gives its value; `None` when absent, null, or
+    /// a string that `${VAR}` substitution left empty (`${OTLP:-}`), so that
+    /// the environment can leave any optional key unset.
     pub(crate) fn raw(&mut self, key: &'static str) -> Option<&'v Value> {
         if !self.accepted.contains(&key) {
             self.accepted.push(key);
         }
-        self.map.get(key).filter(|v| !v.is_null())
+        let v = self.map.get(key).filter(|v| !v.is_null())?;
+        (!self.report.was_emptied(&self.path.key(key))).then_some(v)
+    }
+
+    /// Accepts `key` without reading it: a key the reference format allows
+    /// that changes nothing here.
+    pub(crate) fn ignore(&mut self, key: &'static str) {
+        let _ = self.raw(key);
     }
 
     /// Whether `key` is given (and not null).

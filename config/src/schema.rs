@@ -4,7 +4,9 @@
 //!
 //! The schema describes the file as written: durations are numbers of seconds or
 //! strings like `"10s"`, sizes numbers or strings like `"4MiB"`. Strings that hold a
-//! `${VAR}` placeholder are allowed where a duration or size is expected.
+//! `${VAR}` placeholder are allowed where a duration, size, boolean or whole
+//! number is expected, as the loader allows them (JSON Schema cannot tell `3.0`
+//! from `3`, which the loader refuses where a whole number is expected).
 
 use std::borrow::Cow;
 
@@ -16,7 +18,7 @@ use crate::bridge::echo::{EchoMappings, EchoSettings};
 use crate::bridge::matrix::{MatrixMappings, MatrixSettings};
 use crate::bridge::mcp::{McpToolMappings, McpToolSettings};
 use crate::bridge::openai_sse::{OpenAiSseMappings, OpenAiSseSettings};
-use crate::bridge::{BRIDGE_TYPES, BridgeConfig};
+use crate::bridge::{BRIDGE_TYPES, BridgeConfig, REFERENCE_MAPPING_KEYS};
 use crate::config::Config;
 
 /// The JSON Schema of a whole config file, with keys sorted.
@@ -30,7 +32,45 @@ pub fn json_schema() -> Value {
     let schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<Config>();
-    tidy(schema.to_value())
+    let mut schema = schema.to_value();
+    allow_placeholders(&mut schema);
+    tidy(schema)
+}
+
+/// Lets every boolean and whole-number property also be a string that the
+/// loader reads as one: `"true"`, `"3"`, or a `${VAR}` placeholder (which
+/// only substitution can turn into a value).
+fn allow_placeholders(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for prop in props.values_mut() {
+                    let pattern = match prop.get("type").and_then(Value::as_str) {
+                        Some("boolean") => BOOLEAN_STRING_PATTERN,
+                        Some("integer") => WHOLE_NUMBER_STRING_PATTERN,
+                        _ => continue,
+                    };
+                    let Value::Object(own) = prop else { continue };
+                    // Description and default stay on the property, for editors.
+                    let mut outer = Map::new();
+                    for key in ["description", "default"] {
+                        if let Some(x) = own.remove(key) {
+                            outer.insert(key.into(), x);
+                        }
+                    }
+                    let typed = Value::Object(std::mem::take(own));
+                    outer.insert(
+                        "anyOf".into(),
+                        serde_json::json!([typed, { "type": "string", "pattern": pattern }]),
+                    );
+                    *own = outer;
+                }
+            }
+            m.values_mut().for_each(allow_placeholders);
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_placeholders),
+        _ => {}
+    }
 }
 
 /// Sorts keys and drops `"default": null` (an absent optional key).
@@ -51,6 +91,8 @@ fn tidy(v: Value) -> Value {
 }
 
 const DURATION_PATTERN: &str = r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h)\s*)+$|^\s*\d+(\.\d+)?\s*$|\$\{";
+const BOOLEAN_STRING_PATTERN: &str = r"^\s*([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])\s*$|\$\{";
+const WHOLE_NUMBER_STRING_PATTERN: &str = r"^\s*\d+\s*$|\$\{";
 const SIZE_PATTERN: &str = r"^\s*\d+\s*([kKmMgG][iI]?[bB]|[bB])?\s*$|\$\{";
 
 fn positive_duration_schema() -> Schema {
@@ -134,6 +176,34 @@ pub(crate) fn add_request_timeout(schema: &mut Schema) {
     );
     if let Some(Value::Object(props)) = schema.get_mut("properties") {
         props.insert("request_timeout".into(), prop.to_value());
+    }
+}
+
+/// Adds the reference's generic `mappings` keys that a bridge type does not
+/// read: any value is accepted, and it changes nothing.
+pub(crate) fn add_reference_mapping_keys(schema: &mut Schema) {
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        for key in REFERENCE_MAPPING_KEYS {
+            props.entry(key).or_insert_with(|| {
+                serde_json::json!({
+                    "description": "Read by the reference parser for every bridge type; changes nothing for this one."
+                })
+            });
+        }
+    }
+}
+
+/// Adds `text_field` to the `mcp_tool` bridge's `mappings`: only the
+/// reference's default, `text`, which this bridge always behaves as.
+pub(crate) fn add_mcp_text_field(schema: &mut Schema) {
+    if let Some(Value::Object(props)) = schema.get_mut("properties") {
+        props.insert(
+            "text_field".into(),
+            serde_json::json!({
+                "description": "Only `text` (the reference's default): the answer always has its top-level `text`.",
+                "enum": ["text", ""]
+            }),
+        );
     }
 }
 

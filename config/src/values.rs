@@ -132,7 +132,15 @@ pub(crate) fn whole<T: TryFrom<u64>>(min: u64) -> impl Parser<T> {
                 r.error(p, format!("expected {what}"));
                 None
             }
-            None => expected(v, p, r, what),
+            // A number is no secret, and "found a number" would puzzle
+            // whoever wrote `3.0`.
+            None => match v {
+                Value::Number(n) => {
+                    r.error(p, format!("expected {what}, found {n}"));
+                    None
+                }
+                _ => expected(v, p, r, what),
+            },
         }
     }
 }
@@ -226,6 +234,10 @@ pub(crate) fn byte_size(v: &Value, p: &Path, r: &mut Report) -> Option<usize> {
                 // A size is no secret: the text shows what was not understood.
                 Value::String(s) => {
                     r.error(p, format!("expected {WHAT}, found {s:?}"));
+                    None
+                }
+                Value::Number(n) => {
+                    r.error(p, format!("expected {WHAT}, found {n}"));
                     None
                 }
                 _ => expected(v, p, r, WHAT),
@@ -557,7 +569,19 @@ mod tests {
         assert_eq!(
             run(&w, json!(1.5)),
             Err(vec![
-                "k: expected a positive whole number, found a number".into()
+                "k: expected a positive whole number, found 1.5".into()
+            ])
+        );
+        assert_eq!(
+            run(&w, json!(3.0)),
+            Err(vec![
+                "k: expected a positive whole number, found 3.0".into()
+            ])
+        );
+        assert_eq!(
+            run(byte_size, json!(1e3)),
+            Err(vec![
+                "k: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found 1000.0".into()
             ])
         );
         assert_eq!(

@@ -73,14 +73,60 @@ fn set_variables_and_defaults() {
 }
 
 #[test]
-fn empty_value_without_default_fails_the_field_that_needs_one() {
-    // `${EMPTY-m.text}` keeps the empty value: not a msgtype.
-    let yaml = MATRIX.replace("${UNSET-m.notice}", "${EMPTY-m.text}");
+fn an_empty_substitution_fails_a_required_key_and_says_why() {
+    // `${EMPTY-...}` keeps the empty value: a required key is then missing.
+    let yaml = MATRIX.replace("${USER:-@bot:example.org}", "${EMPTY-@bot:example.org}");
     assert_eq!(
         errors(&yaml),
+        ["bridges[0].config.user_id: missing required key; its `${...}` gave an empty string"]
+    );
+    let yaml = "version: openagentio.bridge/v1
+bridges: [{name: fs, type: mcp_tool, config: {command: '${EMPTY}'}}]
+";
+    assert_eq!(
+        errors(yaml),
         [
-            "bridges[0].config.outbound_msgtype: unknown value \"\"; expected one of: m.text, m.notice"
+            "bridges[0].config.command: missing required key (transport `stdio` needs it); its `${...}` gave an empty string"
         ]
+    );
+}
+
+#[test]
+fn an_empty_substitution_leaves_an_optional_key_unset() {
+    let yaml = r#"version: openagentio.bridge/v1
+bus:
+  transport: nats
+  serve_timeout: "${NOPE:-}"
+  default_tenant: "${EMPTY}"
+  default_timeout: "${EMPTY}"
+  nats: {credentials_file: "${NOPE:-}", token: "${NOPE:-}", url: "${EMPTY}"}
+http: {idle_timeout: "${NOPE:-}", default_timeout: "${NOPE:-}"}
+telemetry: {otlp_endpoint: "${NOPE:-}"}
+bridges:
+  - name: fs
+    type: mcp_tool
+    # An env value may be empty: it stays "".
+    config: {command: x, env: {A: "${EMPTY}"}}
+"#;
+    let cfg = load(yaml).unwrap();
+    assert_eq!(cfg.bus.serve_timeout, None);
+    assert_eq!(cfg.bus.default_tenant, None);
+    assert_eq!(cfg.bus.default_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.bus.nats.credentials_file, None);
+    assert!(cfg.bus.nats.token.is_none());
+    assert_eq!(cfg.bus.nats.url_list(), "nats://127.0.0.1:4222");
+    assert_eq!(cfg.http.idle_timeout, None);
+    assert_eq!(cfg.http.default_timeout, None);
+    assert_eq!(cfg.telemetry.otlp_endpoint, None);
+    let BridgeKind::McpTool(mcp) = &cfg.bridges[0].kind else {
+        panic!()
+    };
+    assert_eq!(mcp.config.env["A"].expose(), "");
+
+    // An empty string written as such is still refused.
+    assert_eq!(
+        errors("version: openagentio.bridge/v1\nbus: {default_tenant: ''}\n"),
+        ["bus.default_tenant: invalid subject token: must not be empty"]
     );
 }
 

@@ -72,6 +72,30 @@ fn examples_satisfy_the_schema() {
 }
 
 #[test]
+fn booleans_and_whole_numbers_may_be_placeholders_as_in_the_loader() {
+    let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
+    let doc = serde_json::json!({"version": "openagentio.bridge/v1",
+        "http": {"enabled": "${HE:-true}"},
+        "telemetry": {"metrics": "false"},
+        "bridges": [{"name": "s", "type": "openai_chat_sse",
+            "config": {"base_url": "http://a", "model": "m", "retries": "${R:-2}"}},
+            {"name": "fs", "type": "mcp_tool", "config": {"command": "x",
+                "supervision": {"max_restarts": " 5 ", "jitter_enabled": "${J:-true}"}}}]});
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    // The loader takes the same document.
+    let env = |_: &str| None;
+    openagentio_config::from_value(doc, &env).unwrap();
+    for bad in [
+        serde_json::json!({"version": "openagentio.bridge/v1", "http": {"enabled": "yes"}}),
+        serde_json::json!({"version": "openagentio.bridge/v1", "bridges": [{"name": "s",
+            "type": "openai_chat_sse", "config": {"base_url": "http://a", "model": "m", "retries": "two"}}]}),
+    ] {
+        assert!(!validator.is_valid(&bad), "schema accepted {bad}");
+    }
+}
+
+#[test]
 fn schema_rejects_what_the_loader_rejects() {
     let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
     let bad = [
@@ -102,4 +126,51 @@ fn schema_rejects_what_the_loader_rejects() {
     for doc in bad {
         assert!(!validator.is_valid(&doc), "schema accepted {doc}");
     }
+}
+
+/// Every `default` the schema states, with the `$ref`s it sits beside, and
+/// where in the schema it is.
+fn defaults_with_their_schemas(node: &Value, at: String, out: &mut Vec<(String, Value, Value)>) {
+    match node {
+        Value::Object(m) => {
+            if let Some(default) = m.get("default") {
+                let mut own = m.clone();
+                own.remove("default");
+                out.push((at.clone(), default.clone(), Value::Object(own)));
+            }
+            for (k, v) in m {
+                defaults_with_their_schemas(v, format!("{at}/{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                defaults_with_their_schemas(v, format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_default_is_valid_under_its_own_schema() {
+    let schema = openagentio_config::json_schema();
+    let mut found = Vec::new();
+    defaults_with_their_schemas(&schema, String::new(), &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    let mut bad = Vec::new();
+    for (at, default, mut own) in found {
+        // The `$ref`s inside point at the root's `$defs`.
+        own.as_object_mut()
+            .unwrap()
+            .insert("$defs".into(), schema["$defs"].clone());
+        let validator = jsonschema::validator_for(&own).unwrap();
+        if !validator.is_valid(&default) {
+            bad.push(format!("{at}: {default}"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "defaults their schema rejects:\n{}",
+        bad.join("\n")
+    );
 }

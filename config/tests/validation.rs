@@ -2,7 +2,7 @@
 //! unknown keys at every depth, duplicates, required keys per transport, and no
 //! secret in any message or `Debug` output.
 
-use openagentio_config::{ConfigError, Format, load_with_env};
+use openagentio_config::{BridgeKind, ConfigError, Format, load_with_env};
 
 fn no_env(_: &str) -> Option<String> {
     None
@@ -41,7 +41,7 @@ fn ten_mistakes_are_all_reported_with_their_paths() {
             "version: unsupported version \"openagentio.bridge/v2\"; expected \"openagentio.bridge/v1\"",
             "bus.transport: unknown value \"kafka\"; expected one of: memory, nats",
             "http.listen: expected an address with a port, like \"127.0.0.1:8080\" or \"[::]:8080\"",
-            "bridges[0].mappings.target_prefx: unknown key (did you mean `target_prefix`?); accepted keys: target_prefix",
+            "bridges[0].mappings.target_prefx: unknown key (did you mean `target_prefix`?); accepted keys: metadata_prefix, session_field, target_prefix, text_field, tool",
             "bridges[1].config.homeserver_url: invalid URL: relative URL without a base",
             "bridges[1].config.user_id: missing required key",
             "bridges[2].config.timeout: expected a positive number",
@@ -88,7 +88,7 @@ bridges:
             "http.tokens[0].tenannt: unknown key (did you mean `tenant`?); accepted keys: tenant, token",
             "bridges[0].typo: unknown key (did you mean `type`?); accepted keys: config, mappings, name, type",
             "bridges[0].config.supervision.window: unknown key; accepted keys: base_delay_seconds, health_failure_threshold, jitter_enabled, max_delay_seconds, max_restarts, restart_window_seconds",
-            "bridges[1].mappings.session: unknown key; accepted keys: event_prefix, inbound_message_event, outbound_message_event, session_strategy",
+            "bridges[1].mappings.session: unknown key; accepted keys: event_prefix, inbound_message_event, metadata_prefix, outbound_message_event, session_field, session_strategy, text_field, tool",
             "bridges[1].config.responder[0].throttle: unknown key; accepted keys: edit_throttle, max_edits, room, target, typing",
             "extra: unknown key; accepted keys: bridges, bus, http, shutdown, telemetry, version",
         ]
@@ -149,9 +149,7 @@ fn required_keys_per_transport_and_kind() {
         errors(&yaml),
         [
             "bridges[0].config.command: missing required key (transport `stdio` needs it)",
-            "bridges[0].config.http_url: only used with transport `streamable_http`",
             "bridges[1].config.http_url: missing required key (transport `streamable_http` needs it)",
-            "bridges[1].config.command: only used with transport `stdio`",
             "bridges[1].config.cwd: only used with transport `stdio`",
             "bridges[2].config.command: missing required key (transport `stdio` needs it)",
             "bridges[3].config.user_id: expected a Matrix user id like \"@bot:example.org\"",
@@ -189,7 +187,7 @@ bridges:
             "bus.subject_prefix: invalid subject name: has an empty subject token (a leading, trailing or doubled `.`)",
             "bus.default_tenant: invalid subject token: must be a single subject token (no `.`)",
             "http.tokens[1].tenant: invalid subject token: must not contain spaces or control characters",
-            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found a number",
+            "http.body_limit: expected a positive size in bytes (a number, or a string like \"4MiB\", \"512KiB\"), found 0",
             "http.cors_origins[0]: expected `*` or an origin like \"https://app.example.org\" (no path)",
             "http.tokens[1].token: duplicate token (the same as tokens[0])",
             "telemetry.log_level: expected a level (trace, debug, info, warn, error, off) or directives like \"info,openagentio=debug\"",
@@ -442,19 +440,24 @@ fn matrix_invites_and_responders_are_checked_as_the_bridge_does() {
 fn a_token_with_a_line_break_is_refused_at_its_path() {
     let env = |name: &str| (name == "LLM_TOKEN").then(|| "s3cret\n".to_owned());
     let yaml = format!(
-        "{V}bridges:\n  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m, \
+        "{V}http: {{tokens: [{{token: ok}}, {{token: '${{LLM_TOKEN}}', tenant: acme}}]}}\n\
+         bridges:\n  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m, \
          token: '${{LLM_TOKEN}}'}}}}\n  - {{name: t, type: mcp_tool, config: {{transport: streamable_http, \
          http_url: 'http://b/mcp', token: '${{LLM_TOKEN}}'}}}}\n"
     );
     let err = load_with_env(&yaml, Format::Yaml, &env).unwrap_err();
     let lines: Vec<String> = err.field_errors().iter().map(ToString::to_string).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
-        lines[0].starts_with("bridges[0].config.token: must not contain line breaks"),
+        lines[0].starts_with("http.tokens[1].token: must not contain line breaks"),
         "{lines:?}"
     );
     assert!(
-        lines[1].starts_with("bridges[1].config.token: must not contain line breaks"),
+        lines[1].starts_with("bridges[0].config.token: must not contain line breaks"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("bridges[1].config.token: must not contain line breaks"),
         "{lines:?}"
     );
     assert!(!err.to_string().contains("s3cret"));
@@ -476,4 +479,48 @@ fn a_token_in_a_nats_url_is_refused_like_a_password() {
         );
         assert!(!lines[0].contains("s3cret"), "{lines:?}");
     }
+}
+
+#[test]
+fn the_reference_mapping_keys_and_the_other_transports_keys_load_as_there() {
+    // The reference parser gives every bridge `mappings.{tool, text_field,
+    // session_field, metadata_prefix}`, and its MCP bridge reads only its
+    // transport's keys.
+    let generic = "tool: t, text_field: text, session_field: s, metadata_prefix: 'p.'";
+    let yaml = format!(
+        "{V}bridges:
+  - {{name: m, type: mcp_tool, config: {{command: x, http_url: 'http://h/mcp', headers: {{A: b}}, token: t}},
+     mappings: {{target_prefix: m, {generic}}}}}
+  - {{name: h, type: mcp_tool, config: {{transport: streamable_http, http_url: 'http://h/mcp', command: x, args: [a], env: {{A: b}}}}}}
+  - {{name: e, type: echo, mappings: {{{generic}}}}}
+  - {{name: s, type: openai_chat_sse, config: {{base_url: 'http://a', model: m}}, mappings: {{tool: t}}}}
+  - {{name: x, type: matrix_event, config: {{homeserver_url: 'http://hs', user_id: '@b:hs', access_token: t, room_ids: ['!r:hs']}},
+     mappings: {{{generic}}}}}
+"
+    );
+    let cfg = load_with_env(&yaml, Format::Yaml, &no_env).unwrap();
+    let BridgeKind::McpTool(stdio) = &cfg.bridges[0].kind else {
+        panic!()
+    };
+    // Ignored, as the reference ignores them: not used by the bridge either.
+    assert_eq!(stdio.config.http_url, None);
+    assert!(stdio.config.headers.is_empty() && stdio.config.token.is_none());
+    let BridgeKind::McpTool(http) = &cfg.bridges[1].kind else {
+        panic!()
+    };
+    assert_eq!(http.config.command, None);
+    assert!(http.config.args.is_empty() && http.config.env.is_empty());
+
+    // Typos are still errors, and `text_field` of an MCP bridge can only be
+    // the reference's default (the answer always has its top-level `text`).
+    assert_eq!(
+        errors(&format!(
+            "{V}bridges:\n  - {{name: m, type: mcp_tool, config: {{command: x}}, \
+             mappings: {{text_feild: text, text_field: content}}}}\n"
+        )),
+        [
+            "bridges[0].mappings.text_field: \"content\" is not supported: an `mcp_tool` answer always has its top-level `text` (as the reference's default \"text\" does); leave `text_field` out",
+            "bridges[0].mappings.text_feild: unknown key (did you mean `text_field`?); accepted keys: metadata_prefix, session_field, target_prefix, text_field, tool",
+        ]
+    );
 }

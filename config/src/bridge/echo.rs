@@ -6,7 +6,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde_json::Value;
 
-use super::{Claim, TargetClaim};
+use super::{Claim, TargetClaim, ignore_reference_mappings};
 use crate::error::Report;
 use crate::path::Path;
 use crate::reader::Obj;
@@ -41,9 +41,10 @@ fn default_word_delay() -> Duration {
     DEFAULT_WORD_DELAY
 }
 
-/// `mappings` of an `echo` bridge. Every key is optional.
+/// `mappings` of an `echo` bridge. Every key is optional; the reference's
+/// generic keys (`tool`, `text_field`, ...) are accepted and ignored.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = crate::schema::add_reference_mapping_keys)]
 pub struct EchoMappings {
     /// The target it serves; the bridge's name when absent.
     #[schemars(with = "Option<String>")]
@@ -74,6 +75,7 @@ impl EchoConfig {
                 path.key("name")
             };
             let target = o.opt("target", subject_name);
+            ignore_reference_mappings(&mut o, &[]);
             o.finish();
             let target = if given { target? } else { name?.to_owned() };
             let m = EchoMappings { target };

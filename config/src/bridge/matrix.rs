@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use url::Url;
 
-use super::{Claim, TargetClaim, supervision::SupervisionConfig};
+use super::{Claim, TargetClaim, ignore_reference_mappings, supervision::SupervisionConfig};
 use crate::error::Report;
 use crate::glob::Glob;
 use crate::path::Path;
@@ -196,9 +196,14 @@ fn default_max_edits() -> u32 {
     DEFAULT_MAX_EDITS
 }
 
-/// `mappings` of a `matrix_event` bridge. Every key is optional.
+/// `mappings` of a `matrix_event` bridge. Every key is optional; the
+/// reference's generic keys (`tool`, `text_field`, ...) are accepted and ignored.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(deny_unknown_fields, default)]
+#[schemars(
+    deny_unknown_fields,
+    default,
+    transform = crate::schema::add_reference_mapping_keys
+)]
 pub struct MatrixMappings {
     /// The namespace of the bridge's events (reference key).
     pub event_prefix: String,
@@ -294,6 +299,7 @@ fn read_mappings(v: &Value, p: &Path, r: &mut Report) -> Option<MatrixMappings> 
             choice::<SessionStrategy>,
         ),
     };
+    ignore_reference_mappings(&mut o, &[]);
     o.finish();
     Some(m)
 }

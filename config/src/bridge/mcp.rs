@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 use url::Url;
 
-use super::{Claim, TargetClaim, supervision::SupervisionConfig};
+use super::{Claim, TargetClaim, ignore_reference_mappings, supervision::SupervisionConfig};
 use crate::error::Report;
 use crate::glob::Glob;
 use crate::path::Path;
@@ -39,7 +39,9 @@ pub struct McpToolConfig {
 ///
 /// `transport: stdio` needs `command` (and may set `args`, `env`, `cwd`);
 /// `transport: streamable_http` needs `http_url` (and may set `headers`, `token`).
-/// Keys of the other transport are rejected.
+/// The other transport's keys are ignored, as the reference ignores them
+/// (they are left `None` or empty here), except `cwd`, which is not the
+/// reference's: it is refused with `streamable_http`.
 #[derive(Clone, Debug, PartialEq, JsonSchema)]
 #[schemars(
     deny_unknown_fields,
@@ -191,9 +193,14 @@ impl McpToolSettings {
     }
 }
 
-/// `mappings` of an `mcp_tool` bridge.
+/// `mappings` of an `mcp_tool` bridge. The reference's generic keys are
+/// accepted too: `text_field` only as `text`, the others ignored.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(
+    deny_unknown_fields,
+    transform = crate::schema::add_mcp_text_field,
+    transform = crate::schema::add_reference_mapping_keys
+)]
 pub struct McpToolMappings {
     /// The prefix of the targets: tool `read_file` becomes `{target_prefix}.read_file`.
     /// The bridge's name when absent. Tool names are mapped to one subject token each,
@@ -244,6 +251,8 @@ fn read_mappings(
     } else {
         bridge.key("name")
     };
+    let _ = o.opt("text_field", reference_text_field);
+    ignore_reference_mappings(&mut o, &["text_field"]);
     o.finish();
     let prefix = match (given, prefix, name) {
         (true, Some(p), _) => p,
@@ -261,21 +270,71 @@ fn read_mappings(
     (Some(m), claims)
 }
 
+/// `mappings.text_field`: the reference gives a tool's answer its top-level
+/// `text` (the one text item) only when this is `text`, its default, and this
+/// bridge always does; another value, which would leave it out, is refused
+/// rather than ignored.
+fn reference_text_field(v: &Value, p: &Path, r: &mut Report) -> Option<()> {
+    let s = string(v, p, r)?;
+    if s.is_empty() || s == "text" {
+        return Some(());
+    }
+    r.error(
+        p,
+        format!(
+            "{s:?} is not supported: an `mcp_tool` answer always has its top-level `text` \
+             (as the reference's default \"text\" does); leave `text_field` out"
+        ),
+    );
+    None
+}
+
 fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<McpToolSettings> {
     let mut o = Obj::new(v, p, r)?;
     let transport = o.opt("transport", choice::<McpTransport>);
     let transport_bad = o.has("transport") && transport.is_none();
     let transport = transport.unwrap_or_default();
+    // The reference reads only its transport's keys and ignores the other
+    // transport's (a leftover `http_url` under stdio, say): so do we, leaving
+    // them unread. `cwd` is ours, not the reference's: given with
+    // `streamable_http`, it is refused below.
+    let ignored: &[&'static str] = match (transport_bad, transport) {
+        (true, _) => &[],
+        (false, McpTransport::Stdio) => &["http_url", "headers", "token"],
+        (false, McpTransport::StreamableHttp) => &["command", "args", "env"],
+    };
+    for key in ignored {
+        o.ignore(key);
+    }
+    let read = |key: &str| !ignored.contains(&key);
     let pos = duration(Sign::Positive);
     let s = McpToolSettings {
         transport,
-        command: o.opt("command", non_empty),
-        args: o.or("args", Vec::new(), list(string)),
-        env: o.or("env", BTreeMap::new(), map(env_name, env_value)),
+        command: read("command")
+            .then(|| o.opt("command", non_empty))
+            .flatten(),
+        args: if read("args") {
+            o.or("args", Vec::new(), list(string))
+        } else {
+            Vec::new()
+        },
+        env: if read("env") {
+            o.or("env", BTreeMap::new(), map(env_name, env_value))
+        } else {
+            BTreeMap::new()
+        },
         cwd: o.opt("cwd", file_path),
-        http_url: o.opt("http_url", url(&["http", "https"])),
-        headers: o.or("headers", BTreeMap::new(), map(header_name, header_value)),
-        token: o.opt("token", header_secret),
+        http_url: read("http_url")
+            .then(|| o.opt("http_url", url(&["http", "https"])))
+            .flatten(),
+        headers: if read("headers") {
+            o.or("headers", BTreeMap::new(), map(header_name, header_value))
+        } else {
+            BTreeMap::new()
+        },
+        token: read("token")
+            .then(|| o.opt("token", header_secret))
+            .flatten(),
         timeout: o.or("timeout", DEFAULT_MCP_TIMEOUT, &pos),
         connect_timeout: o.or("connect_timeout", DEFAULT_MCP_CONNECT_TIMEOUT, &pos),
         tool_timeouts: o.or("tool_timeouts", BTreeMap::new(), map(any_name, &pos)),
@@ -291,16 +350,8 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<McpToolSettings>
     if !transport_bad {
         let (needed, other, foreign): (&'static str, McpTransport, &[&'static str]) =
             match transport {
-                McpTransport::Stdio => (
-                    "command",
-                    McpTransport::StreamableHttp,
-                    &["http_url", "headers", "token"],
-                ),
-                McpTransport::StreamableHttp => (
-                    "http_url",
-                    McpTransport::Stdio,
-                    &["command", "args", "env", "cwd"],
-                ),
+                McpTransport::Stdio => ("command", McpTransport::StreamableHttp, &[]),
+                McpTransport::StreamableHttp => ("http_url", McpTransport::Stdio, &["cwd"]),
             };
         if !o.has(needed) {
             o.error(

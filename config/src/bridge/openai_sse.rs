@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::{Claim, TargetClaim};
+use super::{Claim, TargetClaim, ignore_reference_mappings};
 use crate::error::Report;
 use crate::path::Path;
 use crate::reader::Obj;
@@ -98,9 +98,10 @@ fn default_max_event_size() -> usize {
     DEFAULT_MAX_EVENT_SIZE
 }
 
-/// `mappings` of an `openai_chat_sse` / `openclaw_chat_sse` bridge. Every key is optional.
+/// `mappings` of an `openai_chat_sse` / `openclaw_chat_sse` bridge. Every key
+/// is optional; the reference's generic `tool` is accepted and ignored.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[schemars(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, transform = crate::schema::add_reference_mapping_keys)]
 pub struct OpenAiSseMappings {
     /// The stream target the bridge serves; the bridge's name when absent.
     #[schemars(with = "Option<String>")]
@@ -181,6 +182,7 @@ fn read_mappings(
     let metadata_prefix = o.opt("metadata_prefix", non_empty).or_else(|| {
         (openclaw && !o.has("metadata_prefix")).then(|| OPENCLAW_METADATA_PREFIX.into())
     });
+    ignore_reference_mappings(&mut o, &["text_field", "session_field", "metadata_prefix"]);
     o.finish();
     let target = match (given, target, name) {
         (true, Some(t), _) => t,
