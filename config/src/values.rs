@@ -89,6 +89,23 @@ pub(crate) fn header_secret(v: &Value, p: &Path, r: &mut Report) -> Option<Secre
         );
         return None;
     }
+    // A header's value is trimmed on the way, and bytes beyond ASCII are
+    // not text to most clients: such a token could never match.
+    if s.trim() != s {
+        r.error(
+            p,
+            "must not begin or end with whitespace (an HTTP header's value is trimmed, so it \
+             could never match)",
+        );
+        return None;
+    }
+    if !s.is_ascii() {
+        r.error(
+            p,
+            "must be ASCII (it goes in an HTTP header, where other characters are not text)",
+        );
+        return None;
+    }
     Some(Secret::from(s))
 }
 

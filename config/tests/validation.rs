@@ -464,6 +464,24 @@ fn a_token_with_a_line_break_is_refused_at_its_path() {
 }
 
 #[test]
+fn a_token_no_header_can_carry_as_given_is_refused() {
+    for (token, why) in [
+        ("'pad '", "must not begin or end with whitespace"),
+        ("' pad'", "must not begin or end with whitespace"),
+        ("'é'", "must be ASCII"),
+    ] {
+        let yaml = format!("{V}http: {{tokens: [{{token: {token}}}]}}\n");
+        let err = load_with_env(&yaml, Format::Yaml, &no_env).unwrap_err();
+        let lines: Vec<String> = err.field_errors().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 1, "{token}: {lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("http.tokens[0].token: {why}")),
+            "{token}: {lines:?}"
+        );
+    }
+}
+
+#[test]
 fn a_token_in_a_nats_url_is_refused_like_a_password() {
     for url in [
         "nats://s3cret@127.0.0.1:4222",
