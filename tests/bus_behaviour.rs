@@ -994,13 +994,21 @@ async fn tenants_are_isolated(kind: TransportKind) {
         .unwrap();
     assert_eq!(ok.payload, Some(json!({"tenant": "acme"})));
     assert_eq!(ok.tenant_id, "acme");
-    for other in [CallOptions::new().tenant("globex"), CallOptions::new()] {
+    for (other, says) in [
+        (
+            CallOptions::new().tenant("globex"),
+            "no handler for target \"books\" in tenant \"globex\"",
+        ),
+        (CallOptions::new(), "no handler for target \"books\""),
+    ] {
         let err = p
             .client
             .invoke_with("books", json!({}), other)
             .await
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::NoHandler);
+        // The target is served, for another tenant: the message says which.
+        assert_eq!(err.message(), says);
     }
     assert_eq!(
         p.client

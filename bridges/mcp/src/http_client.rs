@@ -72,7 +72,15 @@ impl WatchedClient {
                 Ok(StreamableHttpPostResponse::Sse(self.watch(stream), session))
             }
             Err(e) => {
-                *self.events.post_failure.lock() = Some(e.to_string());
+                // Nobody there is not an answer that is not MCP.
+                if let StreamableHttpError::Client(r) = &e
+                    && r.is_connect()
+                {
+                    self.events
+                        .lose(format!("the MCP server cannot be reached ({})", causes(r)));
+                } else {
+                    *self.events.post_failure.lock() = Some(e.to_string());
+                }
                 Err(e)
             }
             other => other,
@@ -95,7 +103,22 @@ impl WatchedClient {
     }
 }
 
-/// Whether a failed GET means the server cannot be reached.
+/// An error with its causes (reqwest keeps "connection refused" in them).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Whether a failed request means the server cannot be reached.
 fn unreachable(e: &Error) -> bool {
     matches!(e, StreamableHttpError::Client(r) if r.is_connect())
 }

@@ -268,6 +268,13 @@ impl Upstream {
                         err = McpError::lost(reason);
                     }
                 }
+                // Over HTTP, a server that cannot be reached says so.
+                if child.is_none()
+                    && let Some(reason) = events.reason.lock().clone()
+                    && (err.connection_lost() || matches!(err, McpError::Transport(_)))
+                {
+                    err = McpError::lost(reason);
+                }
                 // Over HTTP, an answer that is not MCP (a wrong path, a web
                 // page, another API) fails the handshake as a closed connection.
                 if let Some(failure) = events.post_failure.lock().clone()

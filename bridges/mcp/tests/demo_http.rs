@@ -243,3 +243,31 @@ async fn an_endpoint_that_is_not_mcp_is_named_as_such() {
         bridge.stop().await.unwrap();
     }
 }
+
+/// An http_url where nothing listens is named as a server that cannot be
+/// reached, with the cause, not as an endpoint that is not MCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_where_nothing_listens_is_named_as_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/mcp", closed.local_addr().unwrap());
+    drop(closed);
+    let mut cfg = http(url, None);
+    cfg.connect_timeout = Duration::from_secs(5);
+    let bus = Bus::memory();
+    let mut bridge = McpBridge::new("web", cfg).unwrap();
+    bridge.start(&bus).await.unwrap();
+    let said = eventually(Duration::from_secs(10), || {
+        let reason = bridge.health().reason.unwrap_or_default();
+        reason.contains("cannot be reached") && reason.to_lowercase().contains("refused")
+    })
+    .await;
+    assert!(said, "{:?}", bridge.health());
+    assert!(
+        !bridge
+            .health()
+            .reason
+            .unwrap_or_default()
+            .contains("does not answer as an MCP server")
+    );
+    bridge.stop().await.unwrap();
+}

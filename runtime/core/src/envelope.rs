@@ -241,15 +241,28 @@ impl Envelope {
         if !self.is_error() {
             return None;
         }
-        let payload = self.payload.clone().unwrap_or(Value::Null);
-        Some(
-            serde_json::from_value(payload).unwrap_or_else(|_| ErrorPayload {
-                code: "AGENT_UNAVAILABLE".into(),
-                message: "error frame without a valid error payload".into(),
-                retryable: false,
-                cause: None,
-            }),
-        )
+        // Field by field, so that one field of the wrong type (a peer's
+        // `"retryable": "yes"`) does not lose the code and message.
+        let field = |k: &str| self.payload.as_ref().and_then(|p| p.get(k));
+        let code = field("code")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let message = match (field("message"), &self.payload) {
+            (Some(Value::String(m)), _) => m.clone(),
+            (Some(other), _) if !other.is_null() => other.to_string(),
+            // A bare string payload is the message.
+            (_, Some(Value::String(m))) => m.clone(),
+            _ if code.is_none() => "error frame without a valid error payload".into(),
+            _ => String::new(),
+        };
+        Some(ErrorPayload {
+            code: code.unwrap_or("AGENT_UNAVAILABLE").to_owned(),
+            message,
+            retryable: field("retryable").and_then(Value::as_bool).unwrap_or(false),
+            cause: field("cause")
+                .filter(|c| !c.is_null() && c.as_object().is_none_or(|o| !o.is_empty()))
+                .cloned(),
+        })
     }
 
     /// The error this frame reports, if it is an error frame.
@@ -443,6 +456,29 @@ impl Required {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_error_payload_with_a_field_of_the_wrong_type_keeps_the_rest() {
+        let error_of = |payload: Value| {
+            let mut env = Envelope::new(crate::event_type::RESPONSE_ERROR);
+            env.is_final = true;
+            env.payload = Some(payload);
+            env.error().unwrap()
+        };
+        let e = error_of(json!({"code": "INVALID_REQUEST", "message": null, "retryable": "yes"}));
+        assert_eq!(e.code(), crate::ErrorCode::InvalidRequest);
+        assert!(!e.retryable());
+        let e = error_of(json!({"code": "NO_HANDLER", "message": 42, "cause": {}}));
+        assert_eq!((e.code(), e.message()), (crate::ErrorCode::NoHandler, "42"));
+        assert_eq!(e.cause(), None);
+        let e = error_of(json!("it broke"));
+        assert_eq!(
+            (e.code(), e.message()),
+            (crate::ErrorCode::AgentUnavailable, "it broke")
+        );
+        let e = error_of(json!([1]));
+        assert_eq!(e.message(), "error frame without a valid error payload");
+    }
 
     #[test]
     fn empty_and_default_fields_are_left_out() {

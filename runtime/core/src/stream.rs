@@ -209,10 +209,19 @@ impl Stream {
             };
             if msg.status == Some(STATUS_NO_RESPONDERS) {
                 self.end();
-                return Some(Err(BusError::no_handler(format!(
-                    "no handler for target {:?}",
-                    self.target
-                ))));
+                // A tenant's subject: say which, as the target may be
+                // served for others.
+                let tenant = self
+                    .request
+                    .subject
+                    .strip_prefix(self.bus().subjects.prefix())
+                    .and_then(|rest| rest.strip_prefix('.'))
+                    .and_then(|rest| rest.strip_suffix(&*format!(".invoke.{}", self.target)))
+                    .filter(|t| !t.is_empty());
+                return Some(Err(BusError::no_handler(match tenant {
+                    Some(t) => format!("no handler for target {:?} in tenant {t:?}", self.target),
+                    None => format!("no handler for target {:?}", self.target),
+                })));
             }
             let env = match decode_body(msg.body) {
                 Ok(env) => env,
