@@ -46,6 +46,9 @@ fn depth(v: &Value) -> usize {
     deepest
 }
 
+/// How many `read_timeout`s a whole body may take to arrive.
+const BODY_TIME_FACTOR: u32 = 10;
+
 /// Bytes of an oversized body read and dropped before answering 413.
 const DRAIN_BYTES: usize = 16 * 1024 * 1024;
 /// Time spent reading and dropping an oversized body before answering 413.
@@ -134,18 +137,25 @@ pub(crate) async fn read_json(
     let mut data = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut frames = body.into_data_stream();
     // A client that stalls while sending its body must not hold the
-    // connection (and the handler's place) for ever.
-    let until = tokio::time::Instant::now() + read_timeout;
+    // connection (and the handler's place) for ever: `read_timeout` without
+    // a byte is a stall. A slow upload that keeps coming may take ten
+    // times that in all.
+    let started = tokio::time::Instant::now();
+    let whole = read_timeout.saturating_mul(BODY_TIME_FACTOR);
     loop {
+        let until = (tokio::time::Instant::now() + read_timeout).min(started + whole);
         let chunk = match tokio::time::timeout_at(until, frames.next()).await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(_) => {
+                let why = if tokio::time::Instant::now() >= started + whole {
+                    format!("the request body did not arrive within {whole:?}")
+                } else {
+                    format!("the request body stalled: nothing came for {read_timeout:?}")
+                };
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
-                    BusError::invalid(format!(
-                        "the request body did not arrive within {read_timeout:?}"
-                    )),
+                    BusError::invalid(why),
                 ));
             }
         };

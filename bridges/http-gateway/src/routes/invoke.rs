@@ -7,22 +7,24 @@
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::body::JsonPayload;
 use crate::error::ApiError;
 use crate::headers::RequestContext;
-use crate::routes::path_param;
+use crate::routes::{no_query, path_param};
 use crate::state::AppState;
 
 pub(crate) async fn invoke(
     State(state): State<AppState>,
     target: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     ctx: RequestContext,
     payload: JsonPayload,
 ) -> Result<Response, ApiError> {
+    no_query(query.as_deref())?;
     let target = path_param(target)?;
     let mut opts = ctx.call_options();
     opts.timeout = ctx.timeout.or(state.config().default_timeout);

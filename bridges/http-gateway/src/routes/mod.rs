@@ -21,3 +21,16 @@ pub(crate) fn path_param(
         Err(e) => Err(ApiError::bad_request(format!("bad path: {e}"))),
     }
 }
+
+/// Refuses a query string on a route that reads none: `?timeout=100`
+/// would otherwise be ignored without a word. What a call takes goes in
+/// headers (`X-Timeout-Ms`, `X-Tenant-Id`, ...).
+pub(crate) fn no_query(query: Option<&str>) -> Result<(), ApiError> {
+    match query.filter(|q| !q.is_empty()) {
+        Some(q) => Err(ApiError::bad_request(format!(
+            "this route takes no query parameters (got {q:?}); a call's options go in \
+             headers: X-Timeout-Ms, X-Tenant-Id, X-Session-Id, ..."
+        ))),
+        None => Ok(()),
+    }
+}

@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use axum::response::sse::Event;
 use openagentio_core::event_type::RESPONSE_ERROR;
@@ -21,16 +21,18 @@ use openagentio_core::{BusError, Envelope, Stream};
 use crate::body::JsonPayload;
 use crate::error::ApiError;
 use crate::headers::RequestContext;
-use crate::routes::path_param;
+use crate::routes::{no_query, path_param};
 use crate::sse::{error_frame, frame_event, sse_response};
 use crate::state::AppState;
 
 pub(crate) async fn stream(
     State(state): State<AppState>,
     target: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
     ctx: RequestContext,
     payload: JsonPayload,
 ) -> Result<Response, ApiError> {
+    no_query(query.as_deref())?;
     let target = path_param(target)?;
     let cfg = state.config();
     let mut opts = ctx.call_options();

@@ -232,9 +232,42 @@ async fn a_client_that_stalls_while_sending_is_cut_off() {
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(
-        answer.contains("INVALID_REQUEST") && answer.contains("did not arrive"),
+        answer.contains("INVALID_REQUEST") && answer.contains("stalled"),
         "{answer}"
     );
 
     still_serves(&gw).await;
+}
+
+/// A body that keeps coming, slowly, is read: `read_timeout` is how long
+/// the client may send nothing, not how long the upload may take (up to
+/// ten times it).
+#[tokio::test]
+async fn a_slow_upload_that_keeps_coming_is_read() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = gateway(GatewayConfig {
+        read_timeout: Duration::from_millis(300),
+        ..GatewayConfig::default()
+    })
+    .await;
+    let body = br#"{"slow": "upload"}"#;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/agents/echo/invoke HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // 18 bytes, one every 100 ms: 1.8 s in all, six times read_timeout.
+    for byte in body {
+        tcp.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""slow":"upload""#), "{answer}");
 }

@@ -190,3 +190,33 @@ async fn x_timeout_ms_sets_the_calls_deadline() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_query_string_on_a_call_is_refused_not_ignored() {
+    let gw = Gateway::start_default().await;
+    gw.bus
+        .handle_invoke("echo", |req| async move { Ok(req.into_payload()) })
+        .await
+        .unwrap();
+    for route in ["invoke", "stream"] {
+        let resp = gw
+            .post(&format!("/v1/agents/echo/{route}?timeout=100&tenant=zz"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let body = expect_error(resp, 400, "INVALID_REQUEST").await;
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("no query parameters") && message.contains("X-Timeout-Ms"),
+            "{message}"
+        );
+    }
+    let resp = gw
+        .post("/v1/agents/echo/invoke")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
