@@ -32,6 +32,7 @@ pub mod schema;
 
 mod call;
 mod http_client;
+mod line_guard;
 mod stderr;
 mod targets;
 mod tool_list;

@@ -51,7 +51,7 @@ const MAX_PAGES: usize = 1000;
 /// What the transport observer shares with the connection.
 pub(crate) struct ConnEvents {
     lost: CancellationToken,
-    reason: Mutex<Option<String>>,
+    pub(crate) reason: Mutex<Option<String>>,
     /// How the last HTTP request failed, if one did: what the handshake's
     /// own error ("connection closed") does not say.
     pub(crate) post_failure: Mutex<Option<String>>,
@@ -60,7 +60,7 @@ pub(crate) struct ConnEvents {
 }
 
 impl ConnEvents {
-    fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(ConnEvents {
             lost: CancellationToken::new(),
             reason: Mutex::new(None),
@@ -205,7 +205,10 @@ impl Upstream {
                 }
                 let child = watch_child(bridge.to_owned(), proc, events.clone());
                 let transport = Observed {
-                    inner: AsyncRwTransport::new_client(stdout, stdin),
+                    inner: AsyncRwTransport::new_client(
+                        crate::line_guard::LineGuard::new(stdout, events.clone()),
+                        stdin,
+                    ),
                     events: events.clone(),
                 };
                 let fut = serve_client_with_ct(handler, transport, ct.clone());

@@ -92,6 +92,43 @@ async fn a_caller_that_gives_up_cancels_on_the_server() {
     bridge.stop().await.unwrap();
 }
 
+/// An answer over the 16 MiB a message may have cannot be read: the call
+/// fails at once saying so, not at its timeout, and the server is served
+/// again after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_to_read_fails_at_once_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = stdio(&dir.path().join("r"));
+    cfg.timeout = Duration::from_secs(60);
+    let (bus, mut bridge) = start("py", cfg).await;
+    let started = Instant::now();
+    let e = bus
+        .invoke("py.big", json!({"megabytes": 17}))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.code(), ErrorCode::AgentUnavailable, "{e}");
+    assert!(e.message().contains("over 16 MiB"), "{e}");
+    let mut served = false;
+    for _ in 0..200 {
+        if bus
+            .invoke("py.echo", json!({"text": "after"}))
+            .await
+            .is_ok()
+        {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "not served again");
+    bridge.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_tool_is_an_invalid_request_with_its_text() {
     let dir = tempfile::tempdir().unwrap();

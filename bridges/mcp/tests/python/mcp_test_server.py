@@ -64,6 +64,12 @@ async def slow(ctx: Context, seconds: float = 5.0, steps: int = 5) -> str:
 
 
 @server.tool()
+def big(megabytes: int = 17) -> str:
+    """Answers with a text of that many MiB."""
+    return "x" * (megabytes << 20)
+
+
+@server.tool()
 def fail(message: str = "boom") -> str:
     """Always fails."""
     raise ToolError(message)
