@@ -25,6 +25,14 @@ fn client(args: &[&str]) -> Output {
         .expect("run the openagentio client")
 }
 
+/// A config file of `yaml` (after the `version` line).
+fn config_file(yaml: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    let text = format!("version: \"openagentio.bridge/v1\"\n{yaml}");
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
 fn write_config(nats_url: &str, http_port: u16) -> tempfile::NamedTempFile {
     write_config_with(nats_url, "", http_port)
 }
@@ -908,17 +916,11 @@ fn a_failing_otlp_export_is_logged() {
     let collector = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
     let port = free_port();
-    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::io::Write::write_all(
-        &mut cfg,
-        format!(
-            "version: \"openagentio.bridge/v1\"\nbus: {{transport: memory}}\n\
+    let cfg = config_file(&format!(
+        "bus: {{transport: memory}}\n\
              http: {{listen: \"127.0.0.1:{port}\"}}\ntelemetry: {{otlp_endpoint: \"{collector}\"}}\n\
              bridges:\n  - {{name: echo, type: echo}}\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    ));
     let mut child = Command::new(BIN)
         .args(["run", "-c", cfg.path().to_str().unwrap()])
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -1142,16 +1144,10 @@ fn client_commands_tell_a_gateway_from_other_servers() {
 #[test]
 fn subscribe_through_a_gateway_reports_the_end_of_its_feed() {
     let port = free_port();
-    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::io::Write::write_all(
-        &mut cfg,
-        format!(
-            "version: \"openagentio.bridge/v1\"\nbus: {{ transport: memory }}\n\
+    let cfg = config_file(&format!(
+        "bus: {{ transport: memory }}\n\
              http: {{ listen: \"127.0.0.1:{port}\" }}\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    ));
     let (service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
     let mut sub = Command::new(BIN)
         .args([
@@ -1213,16 +1209,10 @@ async fn the_drain_waits_for_the_gateways_calls_to_other_services() {
     };
     for (ms, drain, answer) in [(2500, "10s", "200 OK"), (20_000, "2s", "502 Bad Gateway")] {
         let port = free_port();
-        let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-        std::io::Write::write_all(
-            &mut cfg,
-            format!(
-                "version: \"openagentio.bridge/v1\"\nbus: {{ transport: nats, nats: {{ url: \"{url}\" }} }}\n\
+        let cfg = config_file(&format!(
+            "bus: {{ transport: nats, nats: {{ url: \"{url}\" }} }}\n\
                  http: {{ listen: \"127.0.0.1:{port}\" }}\nshutdown: {{ drain_timeout: {drain} }}\n"
-            )
-            .as_bytes(),
-        )
-        .unwrap();
+        ));
         let (mut service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
         let call = post(port, format!("{{\"ms\": {ms}}}"));
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1254,16 +1244,10 @@ async fn the_drain_waits_for_the_gateways_calls_to_other_services() {
 #[test]
 fn a_service_serves_when_its_output_cannot_be_written() {
     let port = free_port();
-    let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
-    std::io::Write::write_all(
-        &mut cfg,
-        format!(
-            "version: \"openagentio.bridge/v1\"\nbus: {{ transport: memory }}\n\
+    let cfg = config_file(&format!(
+        "bus: {{ transport: memory }}\n\
              http: {{ listen: \"127.0.0.1:{port}\" }}\nbridges:\n  - {{ name: echo, type: echo }}\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    ));
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")

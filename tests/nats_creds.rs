@@ -11,6 +11,8 @@
 //! without credentials are refused at once with an authorization error; and
 //! that an error never shows the seed.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ use openagentio_core::Bus;
 use openagentio_nats::NatsTransport;
 use openagentio_testkit::NatsServer;
 use serde_json::{Value, json};
+
+use common::cli;
 
 const FAST: Duration = Duration::from_secs(5);
 
@@ -164,15 +168,6 @@ async fn a_creds_file_signed_by_the_account_connects_and_others_are_refused() {
 
     // No credentials at all.
     refused(&url, "").await;
-}
-
-/// `openagentio` with `args` (a client command), run to its end.
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_openagentio"))
-        .args(args)
-        .env_remove("OPENAGENTIO_BUS")
-        .output()
-        .expect("run the openagentio client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

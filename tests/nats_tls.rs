@@ -8,6 +8,8 @@
 //! without them; a server without TLS, asked for it, is named as the cause;
 //! NATS over WebSocket with TLS (`wss://`) takes the same CA.
 
+mod common;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,6 +21,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use serde_json::json;
+
+use common::cli;
 
 const FAST: Duration = Duration::from_secs(5);
 
@@ -284,16 +288,6 @@ async fn websocket_over_tls_is_reached_with_the_configured_ca() {
     serves(connect(&url, &with_ca).await.unwrap()).await;
     let err = refused(&url, "").await;
     assert!(err.to_lowercase().contains("certificate"), "{err}");
-}
-
-/// `openagentio` with `args` (a client command), run to its end.
-fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_openagentio"))
-        .args(args)
-        .env_remove("OPENAGENTIO_BUS")
-        .env_remove("SSL_CERT_FILE")
-        .output()
-        .expect("run the openagentio client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
