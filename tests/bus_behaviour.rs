@@ -53,6 +53,8 @@ openagentio_testkit::on_both_transports!(
     no_call_state_is_left_behind_however_calls_end,
     a_handler_deaf_to_its_cancellation_is_dropped_after_the_grace,
     closing_a_bus_tells_the_handlers_of_its_open_calls_to_stop,
+    closing_a_serving_bus_ends_its_calls_with_an_error,
+    the_smallest_frame_buffer_loses_nothing,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -572,6 +574,39 @@ async fn a_slow_reader_holds_its_producer_back_and_loses_nothing(kind: Transport
     assert_eq!(deltas, want);
     assert_eq!(last.unwrap().payload_or_null()["result"], "done");
     recv(&mut rx).await;
+}
+
+/// The smallest frame buffer still carries a whole stream: the window and
+/// the terminal frame each have room (a buffer of 1 is taken as 2).
+async fn the_smallest_frame_buffer_loses_nothing(kind: TransportKind) {
+    let p = BusPair::new(kind, |b, _| b.frame_buffer(1)).await;
+    p.server
+        .handle_stream("trickle", |_req, w| async move {
+            for i in 0..500 {
+                w.delta_text(i.to_string()).await?;
+            }
+            w.finish(json!("done")).await
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let opts = CallOptions::new().timeout(Duration::from_secs(30));
+    let mut s = p
+        .client
+        .stream_invoke_with("trickle", json!({}), opts)
+        .await
+        .unwrap();
+    let (mut deltas, mut last) = (0, None);
+    while let Some(f) = s.next().await {
+        let f = f.expect("no frame is lost");
+        if f.is_terminal() {
+            last = Some(f);
+        } else {
+            deltas += 1;
+        }
+    }
+    assert_eq!(deltas, 500);
+    assert_eq!(last.unwrap().payload_or_null()["result"], "done");
 }
 
 async fn events_a_slow_subscriber_cannot_take_are_counted(kind: TransportKind) {
@@ -1539,4 +1574,39 @@ async fn closing_a_bus_tells_the_handlers_of_its_open_calls_to_stop(kind: Transp
         .expect("the handler was not told to stop")
         .unwrap();
     drop(s);
+}
+
+/// A serving bus that closes (without a drain first) ends the calls it is
+/// still serving with an error frame, so that their callers hear at once,
+/// not at their deadline; the handlers are told to stop.
+async fn closing_a_serving_bus_ends_its_calls_with_an_error(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_stream("held", |req, w| async move {
+            w.started(json!({})).await?;
+            req.cancelled().await;
+            Err(BusError::unavailable("stopped"))
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let opts = CallOptions::new().timeout(Duration::from_secs(20));
+    let mut s = p
+        .client
+        .stream_invoke_with("held", json!(null), opts)
+        .await
+        .unwrap();
+    assert_eq!(s.next().await.unwrap().unwrap().seq, 0);
+    let started = std::time::Instant::now();
+    p.server.close().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("no end within 5 s")
+        .unwrap();
+    let e = match end {
+        Ok(frame) => frame.error().expect("an error frame"),
+        Err(e) => e,
+    };
+    assert_eq!(e.code(), ErrorCode::AgentUnavailable, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

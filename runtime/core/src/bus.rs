@@ -157,9 +157,11 @@ impl BusBuilder {
         self.settings.limits = limits;
         self
     }
-    /// Sets how many unread frames a call may hold (default 4096).
+    /// Sets how many unread frames a call may hold (default 4096; at least
+    /// 2: a stream's window lets one frame through, and the terminal frame
+    /// needs room of its own).
     pub fn frame_buffer(mut self, n: usize) -> Self {
-        self.settings.frame_buffer = n.max(1);
+        self.settings.frame_buffer = n.max(2);
         self
     }
     /// Sets how many unhandled events a subscription may hold (default 65 536).
@@ -566,6 +568,11 @@ impl Bus {
     /// Serves `target` with a request/reply handler: its `Ok` value becomes the
     /// payload of one `agent.response.final` frame, its `Err` an
     /// `agent.response.error` frame.
+    ///
+    /// Handlers of one target share its requests (a queue group named after
+    /// it, on this bus as across processes): registering a target twice
+    /// splits its calls between the two handlers, it does not replace the
+    /// first. Unsubscribe the first [`Registration`] to replace it.
     pub async fn handle_invoke<F, Fut>(
         &self,
         target: &str,
@@ -764,6 +771,16 @@ impl Bus {
             return;
         }
         self.unsubscribe_all().await;
+        // Requests still being served (no drain came first) end with an
+        // error frame while the transport can still carry it: their callers
+        // hear now, not at their deadline. Their handlers are told to stop.
+        self.inner.cancels.cancel_all();
+        self.inner
+            .cancels
+            .fail_all(&BusError::unavailable(
+                "the bus serving the call was closed before it ended",
+            ))
+            .await;
         // Calls still awaiting answers end here: their handlers (in other
         // processes, maybe) are told to stop, before the transport goes.
         let open = self.inner.replies.open_requests();

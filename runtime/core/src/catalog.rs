@@ -54,6 +54,9 @@ pub async fn gather(
     timeout: Duration,
     grace: Duration,
 ) -> Result<Vec<TargetInfo>, BusError> {
+    if let Some(t) = tenant {
+        crate::subject::check_tenant(t).map_err(|e| BusError::invalid(e.to_string()))?;
+    }
     let transport = bus.transport().clone();
     let inbox = format!("{}.catalog", transport.new_inbox_prefix());
     let (tx, mut answers) = mpsc::unbounded_channel();

@@ -2,7 +2,7 @@
 
 use openagentio_config::{Config, HttpConfig, Transport};
 use openagentio_http_gateway::{ApiToken, GatewayConfig};
-use openagentio_nats::{NatsAuth, NatsOptions, NatsTls};
+use openagentio_nats::{NatsAuth, NatsOptions, NatsTls, OptionNames};
 
 use crate::registry::{BuildError, build_bridge};
 use crate::spec::{ServiceSpec, TransportSpec};
@@ -59,6 +59,7 @@ pub fn nats_options(cfg: &Config) -> NatsOptions {
     });
     opts.name = Some(n.name.clone().unwrap_or_else(|| cfg.bus.agent_id.clone()));
     opts.retry_on_initial_connect(n.retry_on_initial_connect)
+        .option_names(OptionNames::CONFIG)
 }
 
 fn gateway_config(h: &HttpConfig) -> GatewayConfig {

@@ -88,13 +88,14 @@ impl Service {
             .tenant(&spec.default_tenant)
             .default_timeout(spec.default_timeout)
             .cancel_grace(spec.cancel_grace)
-            .middleware(Recover)
             .middleware(crate::spans::HandleSpan)
             .preparer(crate::telemetry::stamp_current_span);
         if let Some(m) = &metrics {
             builder = builder.middleware(m.clone());
         }
-        let bus = builder.middleware(Logging).build();
+        // Recover innermost: the metrics and the log line see a panic as the
+        // error it becomes (the bus guards the layers outside it).
+        let bus = builder.middleware(Logging).middleware(Recover).build();
 
         // Bind before starting bridges: a taken port fails at once, before any
         // child process or connection is made.

@@ -33,3 +33,46 @@ async fn metrics_off_means_no_metrics_route() {
     let off = format!("{base}telemetry: {{metrics: false}}\n");
     assert_eq!(metrics_status(&off).await, (404, 200));
 }
+
+/// A handler that panics on a service's bus is counted as a failed call and
+/// as a panic: the metrics see it, not only its caller.
+#[tokio::test]
+async fn a_panicking_handler_is_counted() {
+    let yaml = "version: openagentio.bridge/v1\nhttp: {enabled: false}\n";
+    let cfg = load_with_env(yaml, Format::Yaml, &|_| None).unwrap();
+    let service = Service::start(spec_from_config(&cfg).unwrap())
+        .await
+        .unwrap();
+    service
+        .bus()
+        .handle_invoke("tk.panic", |_req| async move {
+            if true {
+                panic!("bridge handler panic");
+            }
+            Ok(serde_json::Value::Null)
+        })
+        .await
+        .unwrap();
+    let e = service
+        .bus()
+        .invoke("tk.panic", serde_json::json!(null))
+        .await
+        .unwrap_err();
+    assert!(
+        e.message()
+            .contains("handler panicked: bridge handler panic"),
+        "{e}"
+    );
+    let text = service.status().metrics();
+    assert!(
+        text.contains(
+            "openagentio_call_errors_total{target=\"tk.panic\",code=\"AGENT_UNAVAILABLE\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("openagentio_handler_panics_total 1"),
+        "{text}"
+    );
+    service.shutdown().await;
+}

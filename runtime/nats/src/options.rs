@@ -51,8 +51,9 @@ pub struct NatsTls {
 }
 
 /// The names connect errors give the options that name files or ask for
-/// TLS, so that a message names the setting the user wrote: a config key
-/// ([`OptionNames::CONFIG`], the default) or a command-line flag.
+/// TLS, so that a message names the setting the user wrote: the fields of
+/// these options ([`OptionNames::FIELDS`], the default), a config key
+/// ([`OptionNames::CONFIG`]) or a command-line flag.
 ///
 /// ```
 /// use openagentio_nats::{NatsOptions, OptionNames};
@@ -81,6 +82,16 @@ pub struct OptionNames {
 }
 
 impl OptionNames {
+    /// The fields of [`NatsOptions`] (`NatsTls::ca_file`, ...), for a
+    /// program that sets them in code.
+    pub const FIELDS: OptionNames = OptionNames {
+        credentials_file: "NatsAuth::CredentialsFile",
+        ca_file: "NatsTls::ca_file",
+        cert_file: "NatsTls::cert_file",
+        key_file: "NatsTls::key_file",
+        tls_required: Some("NatsTls::required"),
+    };
+
     /// The config file's keys (`bus.nats.tls.ca_file`, ...).
     pub const CONFIG: OptionNames = OptionNames {
         credentials_file: "bus.nats.credentials_file",
@@ -93,16 +104,18 @@ impl OptionNames {
 
 impl Default for OptionNames {
     fn default() -> Self {
-        OptionNames::CONFIG
+        OptionNames::FIELDS
     }
 }
 
 /// Options of [`crate::NatsTransport::connect`].
 ///
 /// ```
-/// use openagentio_nats::NatsOptions;
+/// use openagentio_nats::{NatsOptions, OptionNames};
 /// let o = NatsOptions::new("nats://127.0.0.1:4222").name("svc");
 /// assert_eq!(o.subscription_capacity, 262_144);
+/// // Errors name these options' fields unless told otherwise.
+/// assert_eq!(o.option_names, OptionNames::FIELDS);
 /// ```
 #[derive(Clone, Debug)]
 pub struct NatsOptions {
@@ -132,7 +145,7 @@ pub struct NatsOptions {
     /// keeps the socket open) counts as lost: the transport reports itself
     /// disconnected and reconnects, instead of every call timing out.
     pub ping_interval: Duration,
-    /// How errors name the options (default: the config file's keys).
+    /// How errors name the options (default: these options' fields).
     pub option_names: OptionNames,
 }
 
@@ -149,7 +162,7 @@ impl NatsOptions {
             retry_on_initial_connect: false,
             max_reconnect_delay: Duration::from_secs(2),
             ping_interval: Duration::from_secs(5),
-            option_names: OptionNames::CONFIG,
+            option_names: OptionNames::FIELDS,
         }
     }
     /// Sets the connection name.

@@ -9,10 +9,10 @@ use async_nats::connection::State;
 use async_nats::{ConnectErrorKind, ConnectOptions, Event};
 use async_trait::async_trait;
 use futures::StreamExt;
-use openagentio_core::codec;
 use openagentio_core::transport::{
     Body, Message, Operation, Sink, Subscription, Transport, TransportError, TransportStats,
 };
+use openagentio_core::{BusError, codec};
 
 use crate::options::{NatsAuth, NatsOptions, OptionNames};
 use crate::url_credentials::{redact_urls, take_url_credentials};
@@ -160,6 +160,33 @@ impl From<ConnectError> for TransportError {
         match e {
             ConnectError::Auth { .. } => TransportError::Auth(e.to_string()),
             other => TransportError::NotConnected(other.to_string()),
+        }
+    }
+}
+
+/// So that `?` on [`NatsTransport::connect`] works where a [`BusError`] is
+/// the error: refused credentials are `AUTH_FAILURE`, a file that cannot be
+/// used `INVALID_REQUEST`, anything else `AGENT_UNAVAILABLE`.
+///
+/// ```no_run
+/// use openagentio_core::{Bus, BusError};
+/// use openagentio_nats::{NatsOptions, NatsTransport};
+/// # async fn run() -> Result<(), BusError> {
+/// let bus = Bus::builder()
+///     .transport(NatsTransport::connect(NatsOptions::new("nats://127.0.0.1:4222")).await?)
+///     .build();
+/// # let _ = bus; Ok(()) }
+/// ```
+impl From<ConnectError> for BusError {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Auth { .. } => BusError::auth(e.to_string()),
+            ConnectError::Credentials { .. }
+            | ConnectError::TlsFile { .. }
+            | ConnectError::TlsContent { .. }
+            | ConnectError::TlsInvalid { .. }
+            | ConnectError::TlsKeyMismatch { .. } => BusError::invalid(e.to_string()),
+            other => BusError::unavailable(other.to_string()),
         }
     }
 }

@@ -27,8 +27,17 @@ use crate::state::AppState;
 const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 const GATHER_GRACE: Duration = Duration::from_millis(100);
 
-/// The targets a call made with `ctx` reaches, sorted by name.
-async fn reachable(state: &AppState, ctx: &RequestContext) -> Vec<TargetInfo> {
+/// The targets a call made with `ctx` reaches, sorted by name; a tenant no
+/// call could be made in is `INVALID_REQUEST`, as on the call routes.
+async fn reachable(state: &AppState, ctx: &RequestContext) -> Result<Vec<TargetInfo>, ApiError> {
+    if let Some(t) = &ctx.tenant {
+        openagentio_core::subject::check_tenant(t)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(listed(state, ctx).await)
+}
+
+async fn listed(state: &AppState, ctx: &RequestContext) -> Vec<TargetInfo> {
     let bus = state.bus();
     if bus.transport().kind() != "memory" {
         match catalog::gather(bus, ctx.tenant.as_deref(), GATHER_TIMEOUT, GATHER_GRACE).await {
@@ -52,8 +61,8 @@ async fn reachable(state: &AppState, ctx: &RequestContext) -> Vec<TargetInfo> {
 pub(crate) async fn list(
     State(state): State<AppState>,
     ctx: RequestContext,
-) -> Json<Vec<TargetInfo>> {
-    Json(reachable(&state, &ctx).await)
+) -> Result<Json<Vec<TargetInfo>>, ApiError> {
+    reachable(&state, &ctx).await.map(Json)
 }
 
 /// One target; 404 `NO_HANDLER` when no catalog lists it.
@@ -64,7 +73,7 @@ pub(crate) async fn one(
 ) -> Result<Json<TargetInfo>, ApiError> {
     let name = path_param(target)?;
     reachable(&state, &ctx)
-        .await
+        .await?
         .into_iter()
         .find(|t| t.name == name)
         .map(Json)

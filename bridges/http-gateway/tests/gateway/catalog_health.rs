@@ -70,6 +70,17 @@ async fn catalog_lists_targets_and_finds_one() {
         .await
         .unwrap();
     expect_error(resp, 404, "NO_HANDLER").await;
+
+    // A tenant no call could be made in is refused, as on the call routes.
+    for tenant in ["a.b".to_owned(), "t".repeat(300)] {
+        let resp = gw
+            .get("/v1/agents")
+            .header("X-Tenant-Id", tenant.as_str())
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 400, "INVALID_REQUEST").await;
+    }
 }
 
 #[tokio::test]

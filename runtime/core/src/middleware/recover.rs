@@ -28,12 +28,20 @@ pub fn panic_message(panic: &(dyn Any + Send)) -> String {
 #[async_trait::async_trait]
 impl Middleware for Recover {
     async fn handle(&self, call: Call, next: Next<'_>) -> Result<(), BusError> {
+        let bus = call.request.bus().clone();
+        let name = call.name.clone();
         match AssertUnwindSafe(next.run(call)).catch_unwind().await {
             Ok(r) => r,
-            Err(panic) => Err(BusError::unavailable(format!(
-                "handler panicked: {}",
-                panic_message(panic.as_ref())
-            ))),
+            Err(panic) => {
+                // Caught here, the bus's own guard does not see it: count
+                // and say it as that guard would.
+                crate::stats::Counters::bump(&bus.inner.counters.handler_panics);
+                let message = panic_message(panic.as_ref());
+                tracing::error!(target = %name, panic = %message, "handler panicked");
+                Err(BusError::unavailable(format!(
+                    "handler panicked: {message}"
+                )))
+            }
         }
     }
 }

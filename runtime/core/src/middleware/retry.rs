@@ -38,9 +38,30 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The delay after failed attempt `attempt` (from 1).
+    ///
+    /// Never more than `max_backoff`, however many attempts and whatever
+    /// the multiplier (one below 1, or not a number, counts as 1).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use openagentio_core::middleware::RetryPolicy;
+    /// let p = RetryPolicy { jitter: false, ..RetryPolicy::default() };
+    /// assert_eq!(p.backoff(1000), p.max_backoff);
+    /// let odd = RetryPolicy { multiplier: f64::NAN, jitter: false, ..RetryPolicy::default() };
+    /// assert_eq!(odd.backoff(3), odd.initial_backoff.min(odd.max_backoff));
+    /// ```
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.multiplier.powi(attempt.saturating_sub(1) as i32);
-        let base = self.initial_backoff.mul_f64(exp).min(self.max_backoff);
+        let multiplier = if self.multiplier >= 1.0 {
+            self.multiplier
+        } else {
+            1.0
+        };
+        let exp = multiplier.powi(attempt.saturating_sub(1).min(i32::MAX as u32) as i32);
+        // Past the cap the product may leave `Duration`'s range: compare in seconds first.
+        let secs = self.initial_backoff.as_secs_f64() * exp;
+        let base = Duration::try_from_secs_f64(secs)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff);
         if self.jitter {
             base.mul_f64(0.5 + fastrand::f64() * 0.5)
         } else {
