@@ -143,16 +143,14 @@ impl Gateway {
         payload: &Value,
         timeout: Duration,
     ) -> Result<Value, BusError> {
+        let path = format!("/v1/agents/{}/invoke", path_segment(target));
         let req = self
-            .post_json(
-                &format!("/v1/agents/{}/invoke", path_segment(target)),
-                payload,
-            )
+            .post_json(&path, payload)
             .header("X-Timeout-Ms", deadline_header(timeout)?)
             .timeout(timeout + ANSWER_GRACE);
         let resp = self.send(req).await?;
         if resp.status() != reqwest::StatusCode::NO_CONTENT && !is_json(&resp) {
-            return Err(self.not_a_gateway("POST", "/v1/agents/.../invoke", &resp));
+            return Err(self.not_a_gateway("POST", &path, &resp));
         }
         let body = resp.bytes().await.map_err(|e| self.network_error(e))?;
         if body.is_empty() {

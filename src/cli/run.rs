@@ -90,14 +90,26 @@ fn apply_overrides(cfg: &mut Config, args: &RunArgs) -> Result<(), Exit> {
         // A host name (`localhost:8080`) is resolved, as `http.listen` is.
         let addr: SocketAddr = match listen.parse() {
             Ok(addr) => addr,
-            Err(_) => std::net::ToSocketAddrs::to_socket_addrs(listen.as_str())
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .ok_or_else(|| {
-                    Exit::usage(format!(
+            Err(_) => {
+                let port_given = listen
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !port_given {
+                    return Err(Exit::usage(format!(
                         "--listen {listen:?}: expected HOST:PORT, e.g. 127.0.0.1:8080"
-                    ))
-                })?,
+                    )));
+                }
+                match std::net::ToSocketAddrs::to_socket_addrs(listen.as_str()) {
+                    Ok(mut addrs) => addrs.next().ok_or_else(|| {
+                        Exit::usage(format!("--listen {listen:?}: the host has no address"))
+                    })?,
+                    Err(e) => {
+                        return Err(Exit::usage(format!(
+                            "--listen {listen:?}: the host does not resolve ({e})"
+                        )));
+                    }
+                }
+            }
         };
         cfg.http.listen = addr;
         cfg.http.enabled = true;
@@ -253,6 +265,11 @@ mod tests {
             overridden("localhost")
                 .unwrap_err()
                 .contains("expected HOST:PORT")
+        );
+        assert!(
+            overridden("nosuchhost.invalid:8080")
+                .unwrap_err()
+                .contains("the host does not resolve")
         );
     }
 }
