@@ -164,8 +164,8 @@ impl MatrixClient {
                     StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
                 )
             {
-                return Err(MatrixError::Config(format!(
-                    "homeserver_url {}: {} answered HTTP {} without a Matrix error, so no \
+                return Err(MatrixError::NotAHomeserver(format!(
+                    "config: homeserver_url {}: {} answered HTTP {} without a Matrix error, so no \
                      homeserver serves the client-server API there; give the homeserver's \
                      base URL (like \"https://matrix.example.org\", without a path)",
                     self.base,

@@ -61,6 +61,11 @@ pub enum MatrixError {
     /// The configuration does not work with this homeserver or account.
     #[error("config: {0}")]
     Config(String),
+    /// Something other than a homeserver answered at `homeserver_url` (a bare
+    /// 404 or 405). At start that is a wrong URL; once the homeserver has
+    /// served, a proxy in front of it that is restarting.
+    #[error("{0}")]
+    NotAHomeserver(String),
 }
 
 impl MatrixError {
@@ -71,6 +76,7 @@ impl MatrixError {
             MatrixError::UnknownToken { .. }
                 | MatrixError::LoginRefused { .. }
                 | MatrixError::Config(_)
+                | MatrixError::NotAHomeserver(_)
                 | MatrixError::State(_)
         )
     }
@@ -98,6 +104,7 @@ impl MatrixError {
             MatrixError::Api { .. } | MatrixError::Invalid(_) | MatrixError::Config(_) => {
                 BusError::invalid(msg)
             }
+            MatrixError::NotAHomeserver(_) => BusError::unavailable(msg),
             MatrixError::Network(_) => BusError::unavailable(msg),
             MatrixError::Protocol(_) | MatrixError::State(_) => BusError::transport(msg),
         }

@@ -192,9 +192,12 @@ pub(crate) fn to_envelope(room_id: &str, msg: &Inbound, cfg: &MatrixConfig) -> E
     env
 }
 
-/// Removes the `> quoted` lines a client puts before a reply's text.
+/// Removes the reply fallback a client puts before a reply's text, in the
+/// shape the spec gives it: `> <@sender:server> ...` (or `> * <@...` for an
+/// emote), more `> ` lines, then a blank line. Quoted lines of the user's own
+/// (clients since Matrix 1.13 send no fallback) are kept.
 fn strip_reply_fallback(body: &str) -> String {
-    if !body.starts_with("> ") {
+    if !(body.starts_with("> <@") || body.starts_with("> * <@")) {
         return body.to_owned();
     }
     let mut lines = body.lines().peekable();
@@ -203,8 +206,9 @@ fn strip_reply_fallback(body: &str) -> String {
     }
     if lines.peek().is_some_and(|l| l.is_empty()) {
         lines.next();
+        return lines.collect::<Vec<_>>().join("\n");
     }
-    lines.collect::<Vec<_>>().join("\n")
+    body.to_owned()
 }
 
 /// Removes an `<mx-reply>…</mx-reply>` block from HTML.
@@ -316,6 +320,16 @@ mod tests {
             session_id(SessionStrategy::RoomSender, "!r:x", "@u:x"),
             "!r:x:@u:x"
         );
+    }
+
+    #[test]
+    fn only_the_specs_fallback_shape_is_stripped() {
+        assert_eq!(strip_reply_fallback("> <@a:x> old\n> more\n\nnew"), "new");
+        assert_eq!(strip_reply_fallback("> * <@a:x> waves\n\nhi"), "hi");
+        let own = "> quoted by user on purpose\nnot a fallback";
+        assert_eq!(strip_reply_fallback(own), own);
+        let no_blank = "> <@a:x> looks like one\nbut no blank line";
+        assert_eq!(strip_reply_fallback(no_blank), no_blank);
     }
 
     #[test]

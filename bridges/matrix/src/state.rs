@@ -98,6 +98,9 @@ impl StateStore {
         }
         #[cfg(not(unix))]
         let _ = private;
+        // The directory may have been removed while the bridge ran: made
+        // again, rather than losing the sync position for good.
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err("create", &self.dir, e))?;
         let mut f = opts.open(&tmp).map_err(|e| io_err("write", &tmp, e))?;
         f.write_all(&bytes)
             .and_then(|_| f.sync_all())
@@ -158,6 +161,21 @@ mod tests {
         store.save_cursor(&c).unwrap();
         assert_eq!(store.load_cursor("@a:x").unwrap(), Some(c));
         assert_eq!(store.load_cursor("@b:x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_state_directory_removed_while_running_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let store = StateStore::open(&path).unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        let c = SyncCursor {
+            user_id: "@a:x".into(),
+            next_batch: Some("s2".into()),
+            ..Default::default()
+        };
+        store.save_cursor(&c).unwrap();
+        assert_eq!(store.load_cursor("@a:x").unwrap(), Some(c));
     }
 
     #[cfg(unix)]

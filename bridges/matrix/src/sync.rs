@@ -71,6 +71,12 @@ fn on_matrix_error(shared: &Shared, e: MatrixError) -> BridgeError {
                 _ => e.to_bridge_error(&shared.name),
             }
         }
+        // It served before: a proxy in front of it (restarting, reloading)
+        // answered, not a wrong URL. Tried again like an outage.
+        MatrixError::NotAHomeserver(m) if *shared.ready.borrow() => BridgeError::transient(
+            &shared.name,
+            format!("{m} (it served before: a proxy in front of the homeserver? trying again)"),
+        ),
         _ => e.to_bridge_error(&shared.name),
     };
     if err.permanent {
@@ -336,17 +342,26 @@ async fn publish_event(
     let env = to_envelope(room_id, &msg, &shared.cfg);
     // Edits are not new questions, and neither is history (a first sync
     // that replays the room's past, say).
-    let is_question = msg.replaces.is_none() && !is_history(msg.origin_server_ts);
-    let responder = is_question
-        .then(|| {
-            let rooms = shared.rooms.read();
-            rooms
-                .responders
-                .get(room_id)
-                .or(rooms.any_responder.as_ref())
-                .cloned()
-        })
-        .flatten();
+    let history = is_history(msg.origin_server_ts);
+    let is_question = msg.replaces.is_none() && !history;
+    let responder_of = || {
+        let rooms = shared.rooms.read();
+        rooms
+            .responders
+            .get(room_id)
+            .or(rooms.any_responder.as_ref())
+            .cloned()
+    };
+    let responder = is_question.then(responder_of).flatten();
+    if history && msg.replaces.is_none() && responder_of().is_some() {
+        tracing::info!(
+            bridge = %shared.name,
+            room = %room_id,
+            event_id = %ev.event_id,
+            "matrix: published, not answered: older than {} minutes",
+            QUESTION_MAX_AGE.as_secs() / 60
+        );
+    }
     let question = responder.as_ref().map(|_| env.clone());
     bus.publish(env).await.map_err(|e| {
         Failure::Bridge(BridgeError::transient(

@@ -804,3 +804,115 @@ async fn a_configured_room_the_bot_is_not_in_makes_it_degraded() {
     }
     bridge.stop().await.unwrap();
 }
+
+/// A proxy in front of `upstream` (one request a connection) that answers
+/// a bare 404, as a reverse proxy does while what it fronts restarts, while
+/// `failing` is set.
+async fn flaky_proxy(upstream: String, failing: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (failing, upstream) = (failing.clone(), upstream.clone());
+            tokio::spawn(async move {
+                // The request: headers, then as much body as they announce.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                let head_end = loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    if let Some(i) = req.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&req[..head_end]).to_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while req.len() < head_end + length {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                }
+                if failing.load(Ordering::SeqCst) {
+                    let page = "404 page not found";
+                    let _ = conn
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 404 Not Found\r\ncontent-type: text/plain\r\n\
+                                 content-length: {}\r\nconnection: close\r\n\r\n{page}",
+                                page.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    return;
+                }
+                // Forwarded with `connection: close`, so the answer ends at EOF.
+                let first_line_end = req.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+                let mut forwarded = req[..first_line_end].to_vec();
+                forwarded.extend_from_slice(b"connection: close\r\n");
+                for line in String::from_utf8_lossy(&req[first_line_end..head_end]).split("\r\n") {
+                    if !line.is_empty() && !line.to_lowercase().starts_with("connection:") {
+                        forwarded.extend_from_slice(line.as_bytes());
+                        forwarded.extend_from_slice(b"\r\n");
+                    }
+                }
+                forwarded.extend_from_slice(b"\r\n");
+                forwarded.extend_from_slice(&req[head_end..]);
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if up.write_all(&forwarded).await.is_err() {
+                    return;
+                }
+                let mut answer = Vec::new();
+                let _ = up.read_to_end(&mut answer).await;
+                let _ = conn.write_all(&answer).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A bare 404 from a proxy in front of the homeserver, once the bridge has
+/// synced, is an outage to ride out (a restarting reverse proxy), not the
+/// wrong `homeserver_url` it means at start: messages flow again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_404_after_the_first_sync_is_ridden_out() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = flaky_proxy(hs.url(), failing.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    cfg.homeserver_url = proxy;
+    cfg.sync_timeout = Duration::from_secs(1);
+    let bus = Bus::memory();
+    let mut received = collect(&bus, "matrix.message.received").await;
+    let mut bridge = started("mx", cfg, &bus).await;
+    alice.send_text(&room, "before").await;
+    assert_eq!(next(&mut received).await.payload.unwrap()["text"], "before");
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    alice.send_text(&room, "after").await;
+    assert_eq!(next(&mut received).await.payload.unwrap()["text"], "after");
+    bridge.stop().await.unwrap();
+}
