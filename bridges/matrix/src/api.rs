@@ -23,6 +23,8 @@ pub(crate) struct SyncRooms {
     pub join: BTreeMap<String, JoinedRoom>,
     /// Pending invites by room id.
     pub invite: BTreeMap<String, InvitedRoom>,
+    /// Rooms the bot left, or was kicked or banned from, by id.
+    pub leave: BTreeMap<String, JoinedRoom>,
 }
 
 /// A joined room in a sync answer.

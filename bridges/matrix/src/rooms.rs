@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
 
-use crate::api::{InvitedRoom, RoomEvent};
+use crate::api::{InvitedRoom, JoinedRoom, RoomEvent};
 use crate::error::MatrixError;
 use crate::glob::any_match;
 use crate::session::Session;
@@ -157,4 +157,45 @@ pub(crate) async fn handle_invites(
         }
     }
     Ok(added)
+}
+
+/// The bot is out of `room_id` (its sync lists it under `leave`): when it is
+/// a configured room, the bridge is degraded naming it, and says why, until
+/// it is back in (invited again, with `auto_join`).
+pub(crate) fn left(shared: &Shared, session: &Session, room_id: &str, room: &JoinedRoom) {
+    let configured = {
+        let rooms = shared.rooms.read();
+        shared
+            .cfg
+            .room_ids
+            .iter()
+            .find(|r| {
+                r.as_str() == room_id
+                    || rooms
+                        .aliases
+                        .get(r.as_str())
+                        .is_some_and(|(id, _)| id == room_id)
+            })
+            .cloned()
+    };
+    let Some(configured) = configured else {
+        return;
+    };
+    let own_membership = room
+        .timeline
+        .events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "m.room.member" && e["state_key"] == session.user_id.as_str());
+    let why = match own_membership {
+        Some(e) if e["content"]["membership"] == "ban" => "the bot was banned from it",
+        Some(e) if e["sender"] != session.user_id.as_str() => "the bot was kicked from it",
+        _ => "the bot left it",
+    };
+    tracing::warn!(bridge = %shared.name, room = %configured, room_id = %room_id, "matrix: {why}");
+    let mut rooms = shared.rooms.write();
+    rooms.joined(room_id);
+    rooms
+        .missing
+        .push((configured, Some(room_id.to_owned()), why));
 }

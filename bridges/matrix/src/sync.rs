@@ -203,6 +203,9 @@ async fn process_batch(
         shared,
         armed: true,
     };
+    for (room_id, room) in &resp.rooms.leave {
+        rooms::left(shared, session, room_id, room);
+    }
     for (room_id, room) in &resp.rooms.join {
         shared.rooms.write().joined(room_id);
         if full_state {

@@ -916,3 +916,45 @@ async fn a_proxy_404_after_the_first_sync_is_ridden_out() {
     assert_eq!(next(&mut received).await.payload.unwrap()["text"], "after");
     bridge.stop().await.unwrap();
 }
+
+/// The bot kicked from a configured room while running: the bridge is
+/// degraded naming the room and why, and healthy again once it is back in
+/// (invited again, with auto_join).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kick_from_a_configured_room_makes_it_degraded_until_it_is_back() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    cfg.auto_join = true;
+    cfg.sync_timeout = Duration::from_secs(1);
+    let bus = Bus::memory();
+    let mut bridge = started("mx", cfg, &bus).await;
+    assert_eq!(
+        bridge.health().state,
+        HealthState::Healthy,
+        "{:?}",
+        bridge.health()
+    );
+
+    alice.kick(&room, &bot_user.user_id).await;
+    let t0 = Instant::now();
+    while bridge.health().state != HealthState::Degraded {
+        assert!(t0.elapsed() < WAIT, "{:?}", bridge.health());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = bridge.health().reason.unwrap();
+    assert!(
+        reason.contains(&room) && reason.contains("kicked"),
+        "{reason}"
+    );
+
+    alice.invite(&room, &bot_user.user_id).await;
+    let t0 = Instant::now();
+    while bridge.health().state != HealthState::Healthy {
+        assert!(t0.elapsed() < WAIT, "{:?}", bridge.health());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bridge.stop().await.unwrap();
+}

@@ -111,6 +111,16 @@ impl TestClient {
         .await;
     }
 
+    /// Kicks `user_id` from a room.
+    pub async fn kick(&self, room: &str, user_id: &str) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/_matrix/client/v3/rooms/{}/kick", enc(room)),
+            Some(json!({"user_id": user_id, "reason": "test"})),
+        )
+        .await;
+    }
+
     /// Joins a room.
     pub async fn join(&self, room: &str) {
         self.call(
