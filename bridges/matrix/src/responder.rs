@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::Responder;
+use crate::error::MatrixError;
 use crate::inbound::Inbound;
 use crate::outbound::{edit_content, message_content};
 use crate::session::Session;
@@ -18,6 +19,8 @@ use crate::shared::Shared;
 
 /// How long one typing notice lasts; it is renewed before it runs out.
 const TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a finished answer is tried again while the homeserver is away.
+const FINAL_RETRY_WINDOW: Duration = Duration::from_secs(300);
 /// Longest error notice.
 const MAX_NOTICE: usize = 300;
 /// Longest answer text shown, in bytes. A Matrix event holds at most 64 KiB,
@@ -96,7 +99,7 @@ impl Answer<'_> {
         format!("oaio.resp.{}{suffix}", self.question.event_id)
     }
 
-    async fn post(&mut self, text: &str) -> Result<(), BusError> {
+    async fn post(&mut self, text: &str) -> Result<(), MatrixError> {
         let text = &*fit(text);
         let content = message_content(
             self.shared.cfg.outbound_msgtype.as_str(),
@@ -110,15 +113,14 @@ impl Answer<'_> {
             .session
             .client
             .send(self.room_id, "m.room.message", &self.txn(""), &content)
-            .await
-            .map_err(|e| e.to_bus_error())?;
+            .await?;
         self.posted = Some(id);
         self.shown = text.to_owned();
         self.last_edit = Instant::now();
         Ok(())
     }
 
-    async fn edit(&mut self, text: &str) -> Result<(), BusError> {
+    async fn edit(&mut self, text: &str) -> Result<(), MatrixError> {
         let Some(original) = self.posted.clone() else {
             return self.post(text).await;
         };
@@ -126,25 +128,45 @@ impl Answer<'_> {
         if text == self.shown {
             return Ok(());
         }
-        self.edits += 1;
+        // Numbered once it is sent: an edit tried again keeps its
+        // transaction id, so the homeserver posts it at most once.
+        let next = self.edits + 1;
         let content = edit_content(self.shared.cfg.outbound_msgtype.as_str(), &original, text);
         self.session
             .client
             .send(
                 self.room_id,
                 "m.room.message",
-                &self.txn(&format!(".{}", self.edits)),
+                &self.txn(&format!(".{next}")),
                 &content,
             )
-            .await
-            .map_err(|e| e.to_bus_error())?;
+            .await?;
+        self.edits = next;
         self.shown = text.to_owned();
         self.last_edit = Instant::now();
         Ok(())
     }
 
-    async fn notice(&self, target: &str, err: &BusError) {
-        let mut text = format!("⚠️ {target} failed: {}", err.message());
+    /// The whole answer shown, tried again through a homeserver outage for
+    /// up to [`FINAL_RETRY_WINDOW`] (the answer is ready; only the room is
+    /// away).
+    async fn show_final(&mut self, text: &str) -> Result<(), MatrixError> {
+        let until = Instant::now() + FINAL_RETRY_WINDOW;
+        let mut wait = Duration::from_secs(1);
+        loop {
+            match self.edit(text).await {
+                Err(e) if e.is_retryable() && Instant::now() + wait < until => {
+                    tracing::debug!(bridge = %self.shared.name, error = %e, "matrix: the answer is not shown yet; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(30));
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn notice(&self, what: &str, why: &str) {
+        let mut text = format!("⚠️ {what}: {why}");
         if text.chars().count() > MAX_NOTICE {
             text = text.chars().take(MAX_NOTICE - 1).collect::<String>() + "…";
         }
@@ -200,13 +222,45 @@ async fn respond(
         edits: 0,
         last_edit: Instant::now(),
     };
-    if let Err(e) = converse(&mut answer, r, question).await {
-        tracing::warn!(bridge = %shared.name, room_id = %room_id, target = %r.target, error = %e, "matrix: responder failed");
-        answer.notice(&r.target, &e).await;
+    match converse(&mut answer, r, question).await {
+        Ok(()) => {}
+        Err(Failed::Target(e)) => {
+            tracing::warn!(bridge = %shared.name, room_id = %room_id, target = %r.target, error = %e, "matrix: responder failed");
+            answer
+                .notice(&format!("{} failed", r.target), e.message())
+                .await;
+        }
+        // The target answered; the room could not be given it.
+        Err(Failed::Homeserver(e)) => {
+            tracing::warn!(bridge = %shared.name, room_id = %room_id, target = %r.target, error = %e, "matrix: the responder's answer could not be posted");
+            answer
+                .notice("the answer could not be posted", &e.to_string())
+                .await;
+        }
     }
 }
 
-async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Result<(), BusError> {
+/// Why a responder did not show its answer.
+enum Failed {
+    /// The target failed (its error frame, a timeout, no handler).
+    Target(BusError),
+    /// The homeserver would not take the answer.
+    Homeserver(MatrixError),
+}
+
+impl From<BusError> for Failed {
+    fn from(e: BusError) -> Self {
+        Failed::Target(e)
+    }
+}
+
+impl From<MatrixError> for Failed {
+    fn from(e: MatrixError) -> Self {
+        Failed::Homeserver(e)
+    }
+}
+
+async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Result<(), Failed> {
     let bus = a.shared.bus()?;
     let mut opts = CallOptions::new()
         .session(question.session_id.clone())
@@ -234,7 +288,7 @@ async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Resu
                 let Some(frame) = frame else { break };
                 let frame = frame?;
                 if let Some(err) = frame.error() {
-                    return Err(err);
+                    return Err(Failed::Target(err));
                 }
                 if frame.is_terminal() {
                     if text.trim().is_empty() {
@@ -244,16 +298,25 @@ async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Resu
                 }
                 if let Some(delta) = frame.payload_or_null().get("delta").and_then(Value::as_str) {
                     text.push_str(delta);
+                    // A homeserver away mid-answer does not stop it: what
+                    // could not be shown is shown with a later edit.
                     if a.posted.is_none() && !text.trim().is_empty() {
-                        a.post(&text).await?;
+                        if let Err(e) = a.post(&text).await {
+                            if !e.is_retryable() {
+                                return Err(Failed::Homeserver(e));
+                            }
+                        }
                     } else {
                         dirty = text != a.shown;
                     }
                 }
             }
             _ = tokio::time::sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => {
-                a.edit(&text).await?;
-                dirty = false;
+                match a.edit(&text).await {
+                    Ok(()) => dirty = false,
+                    Err(e) if e.is_retryable() => a.last_edit = Instant::now(),
+                    Err(e) => return Err(Failed::Homeserver(e)),
+                }
             }
         }
     }
@@ -263,7 +326,7 @@ async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Resu
         }
         return Ok(());
     }
-    a.edit(&text).await
+    Ok(a.show_final(&text).await?)
 }
 
 #[cfg(test)]

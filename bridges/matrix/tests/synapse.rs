@@ -958,3 +958,60 @@ async fn a_kick_from_a_configured_room_makes_it_degraded_until_it_is_back() {
     }
     bridge.stop().await.unwrap();
 }
+
+/// The homeserver away while a responder's answer streams: the answer is
+/// finished and shown whole once it is back, and no notice blames the
+/// target (which answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_outage_mid_answer_is_ridden_out() {
+    logs::capture();
+    let mut hs = Synapse::start().await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let bus = Bus::memory();
+    bus.handle_stream("test.slow", |_req, w| async move {
+        for i in 0..30 {
+            w.delta_text(format!("w{i} ")).await?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        w.finish(json!(null)).await
+    })
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let mut r = Responder::new(room.clone(), "test.slow");
+    r.edit_interval = Duration::from_millis(200);
+    cfg.responders = vec![r];
+    let mut bridge = started("matrix", cfg, &bus).await;
+
+    alice.send_text(&room, "tell me a long story").await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    hs.kill();
+    // Down past the end of the answer (3 s from the question), and longer
+    // than one send's own retries (about 8 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    hs.restart().await;
+    let whole: String = (0..30).map(|i| format!("w{i} ")).collect();
+    let whole = whole.trim_end().to_owned();
+    let shown = |msgs: &[Value]| {
+        msgs.iter().any(|m| {
+            let body = m["content"]["m.new_content"]["body"]
+                .as_str()
+                .or(m["content"]["body"].as_str());
+            body.map(str::trim_end) == Some(whole.as_str())
+        })
+    };
+    let msgs = alice
+        .wait_messages_from(&room, &bot_user.user_id, Duration::from_secs(60), |m| {
+            shown(m)
+        })
+        .await;
+    assert!(shown(&msgs), "{msgs:#?}");
+    assert!(
+        !msgs.iter().any(|m| m["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("failed"))),
+        "{msgs:#?}"
+    );
+    bridge.stop().await.unwrap();
+}
