@@ -301,10 +301,10 @@ async fn converse(a: &mut Answer<'_>, r: &Responder, question: Envelope) -> Resu
                     // A homeserver away mid-answer does not stop it: what
                     // could not be shown is shown with a later edit.
                     if a.posted.is_none() && !text.trim().is_empty() {
-                        if let Err(e) = a.post(&text).await {
-                            if !e.is_retryable() {
-                                return Err(Failed::Homeserver(e));
-                            }
+                        if let Err(e) = a.post(&text).await
+                            && !e.is_retryable()
+                        {
+                            return Err(Failed::Homeserver(e));
                         }
                     } else {
                         dirty = text != a.shown;
