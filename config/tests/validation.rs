@@ -421,6 +421,16 @@ fn matrix_invites_and_responders_are_checked_as_the_bridge_does() {
     );
     let invites_only = yaml("allowed_inviters: ['@alice:hs'], auto_join: true");
     assert!(load_with_env(&invites_only, Format::Yaml, &no_env).is_ok());
+    // A pattern that matches no user id (no `@`) is named, not a silent no.
+    assert_eq!(
+        matrix(
+            "room_ids: ['!r:hs'], auto_join: true, allowed_inviters: [alice, '@*:hs'], sender_allowlist: ['*:hs', bob]"
+        ),
+        [
+            "bridges[0].config.allowed_inviters[0]: \"alice\" matches no Matrix user id: they start with `@` (like \"@alice:example.org\", or \"@*:example.org\" for a whole server)",
+            "bridges[0].config.sender_allowlist[1]: \"bob\" matches no Matrix user id: they start with `@` (like \"@alice:example.org\", or \"@*:example.org\" for a whole server)",
+        ]
+    );
     // One bad field of a responder does not hide the others' room errors.
     assert_eq!(
         matrix(

@@ -76,9 +76,13 @@ impl StateStore {
     fn read<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>, MatrixError> {
         let path = self.dir.join(name);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| MatrixError::State(format!("{} is damaged: {e}", path.display()))),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                MatrixError::State(format!(
+                    "{} is damaged ({e}): remove it to start again from now (what \
+                         was posted since it was saved is then skipped)",
+                    path.display()
+                ))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &path, e)),
         }

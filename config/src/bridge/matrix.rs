@@ -326,8 +326,8 @@ fn read_settings(v: &Value, p: &Path, r: &mut Report) -> Option<MatrixSettings> 
     let outbound_msgtype = o.or("outbound_msgtype", OutboundMsgtype::Text, choice);
     let state_dir = o.opt("state_dir", file_path);
     let auto_join = o.or("auto_join", false, boolean);
-    let allowed_inviters = o.or("allowed_inviters", Vec::new(), list(glob));
-    let sender_allowlist = o.or("sender_allowlist", Vec::new(), list(glob));
+    let allowed_inviters = o.or("allowed_inviters", Vec::new(), list(user_glob));
+    let sender_allowlist = o.or("sender_allowlist", Vec::new(), list(user_glob));
     let ignore_notices = o.or("ignore_notices", true, boolean);
     let responder = o.or("responder", Vec::new(), list(read_responder));
     let supervision_defaults = SupervisionConfig::for_matrix(reconnect_delay);
@@ -494,4 +494,23 @@ fn read_responder(v: &Value, p: &Path, r: &mut Report) -> Option<ResponderConfig
         max_edits,
         typing,
     })
+}
+
+/// A pattern of Matrix user ids (`@alice:example.org`, `@*:example.org`): one
+/// that cannot match any (`alice`, without the `@`) is an error, not a list
+/// that silently lets nobody in.
+fn user_glob(v: &Value, p: &Path, r: &mut Report) -> Option<Glob> {
+    let g = glob(v, p, r)?;
+    let s = g.as_str();
+    if !(s.starts_with('@') || s.starts_with('*') || s.starts_with('?')) {
+        r.error(
+            p,
+            format!(
+                "{s:?} matches no Matrix user id: they start with `@` (like \
+                 \"@alice:example.org\", or \"@*:example.org\" for a whole server)"
+            ),
+        );
+        return None;
+    }
+    Some(g)
 }
