@@ -1001,8 +1001,11 @@ async fn a_homeserver_outage_mid_answer_is_ridden_out() {
             body.map(str::trim_end) == Some(whole.as_str())
         })
     };
+    // A request the restarting homeserver took but had not answered waits
+    // for its 30 s timeout, and the answer is tried again with backoff (for
+    // up to 5 minutes): on a busy machine that can take more than a minute.
     let msgs = alice
-        .wait_messages_from(&room, &bot_user.user_id, Duration::from_secs(60), |m| {
+        .wait_messages_from(&room, &bot_user.user_id, Duration::from_secs(150), |m| {
             shown(m)
         })
         .await;
