@@ -218,6 +218,14 @@ pub(crate) async fn send(shared: &Shared, env: &Envelope) -> Result<(String, Str
         .resolve_room(&session, &out.room)
         .await
         .map_err(|e| e.to_bus_error())?;
+    // This bridge cannot encrypt: plain text in an encrypted room would be
+    // readable by the server and by anyone the room's history reaches.
+    if shared.rooms.read().warned_encrypted.contains(&room) {
+        return Err(BusError::invalid(format!(
+            "room {room} is end-to-end encrypted, and this bridge cannot encrypt: the \
+             message was not sent"
+        )));
+    }
     let event_id = session
         .client
         .send(&room, "m.room.message", &out.txn_id, &out.content)

@@ -31,7 +31,7 @@ use crate::shared::Shared;
 use crate::state::SyncCursor;
 
 /// Timeline event types synced: messages, and memberships to see our own join.
-const TIMELINE_TYPES: [&str; 2] = ["m.room.message", "m.room.member"];
+const TIMELINE_TYPES: [&str; 3] = ["m.room.message", "m.room.member", "m.room.encryption"];
 /// Back-fill pages of one gap at most (of 100 events each).
 const MAX_BACKFILL_PAGES: usize = 100;
 
@@ -165,7 +165,7 @@ async fn run_inner(shared: &Arc<Shared>, ctx: &WorkContext) -> Result<(), Failur
                 () = shared.service_started.wait() => {}
             }
         }
-        process_batch(shared, &session, since.as_deref(), resp, full_state).await?;
+        process_batch(shared, &session, since.as_deref(), resp).await?;
         full_state = false;
         ctx.health.set(shared.rooms.read().health());
         shared.ready.send_replace(true);
@@ -191,7 +191,6 @@ async fn process_batch(
     session: &Arc<Session>,
     since: Option<&str>,
     resp: SyncResponse,
-    full_state: bool,
 ) -> Result<(), Failure> {
     let added = rooms::handle_invites(shared, session, &resp.rooms.invite).await?;
     let skip_history =
@@ -208,9 +207,10 @@ async fn process_batch(
     }
     for (room_id, room) in &resp.rooms.join {
         shared.rooms.write().joined(room_id);
-        if full_state {
-            rooms::check_state_for_encryption(shared, room_id, &room.state.events);
-        }
+        // On the first sync the whole state; later, encryption turned on
+        // while running comes as a state change or in the timeline.
+        rooms::check_state_for_encryption(shared, room_id, &room.state.events);
+        rooms::check_state_for_encryption(shared, room_id, &room.timeline.events);
         if skip_history || !shared.rooms.read().listened.contains(room_id) {
             continue;
         }

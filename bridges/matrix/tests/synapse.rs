@@ -1018,3 +1018,44 @@ async fn a_homeserver_outage_mid_answer_is_ridden_out() {
     );
     bridge.stop().await.unwrap();
 }
+
+/// A room that turns on end-to-end encryption while the bridge runs is
+/// noticed, and the bridge (which cannot encrypt) refuses to post plain
+/// text into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_encrypted_while_running_gets_no_plain_text() {
+    logs::capture();
+    let hs = Synapse::start().await;
+    let (alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    cfg.sync_timeout = Duration::from_secs(1);
+    let bus = Bus::memory();
+    let mut bridge = started("mx", cfg, &bus).await;
+    let sent = bus
+        .invoke("mx.send", json!({"text": "before", "room_id": room}))
+        .await;
+    assert!(sent.is_ok(), "{sent:?}");
+
+    alice.enable_encryption(&room).await;
+    let t0 = Instant::now();
+    let err = loop {
+        match bus
+            .invoke("mx.send", json!({"text": "secret", "room_id": room}))
+            .await
+        {
+            Err(e) => break e,
+            Ok(_) => {
+                assert!(t0.elapsed() < WAIT, "still posting plain text");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(
+        err.code(),
+        openagentio_core::ErrorCode::InvalidRequest,
+        "{err}"
+    );
+    assert!(err.message().contains("end-to-end encrypted"), "{err}");
+    bridge.stop().await.unwrap();
+}

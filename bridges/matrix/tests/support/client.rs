@@ -111,6 +111,20 @@ impl TestClient {
         .await;
     }
 
+    /// Turns end-to-end encryption on in a room (its state; nothing is
+    /// encrypted by this client).
+    pub async fn enable_encryption(&self, room: &str) {
+        self.call(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.encryption/",
+                enc(room)
+            ),
+            Some(json!({"algorithm": "m.megolm.v1.aes-sha2"})),
+        )
+        .await;
+    }
+
     /// Kicks `user_id` from a room.
     pub async fn kick(&self, room: &str, user_id: &str) {
         self.call(
