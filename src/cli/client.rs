@@ -96,14 +96,7 @@ fn nats_options(args: &BusArgs) -> Result<NatsOptions, Exit> {
         .option_names(FLAG_NAMES);
     if let Some(creds) = &args.nats_creds {
         // Both would leave one unused without a word.
-        let has_userinfo = |url: &str| {
-            url.split_once("://").is_some_and(|(_, rest)| {
-                rest.split(['/', '?'])
-                    .next()
-                    .is_some_and(|host| host.contains('@'))
-            })
-        };
-        if args.bus.split(',').any(has_userinfo) {
+        if openagentio_nats::has_url_credentials(&args.bus) {
             return Err(Exit::usage(
                 "--nats-creds and credentials in the --bus URL: give one of them",
             ));

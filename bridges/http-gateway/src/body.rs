@@ -35,13 +35,12 @@ fn depth(v: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(v, 1)];
     while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|c| (c, d + 1))),
             _ => continue,
-        };
+        }
         deepest = deepest.max(d);
-        stack.extend(children.map(|c| (c, d + 1)));
     }
     deepest
 }
@@ -174,12 +173,13 @@ pub(crate) async fn read_json(
         .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
     match openagentio_core::codec::from_json_str::<Value>(text) {
         Ok(Value::Null) => Ok(None),
-        Ok(v) if depth(&v) > MAX_BODY_DEPTH => Err(ApiError::bad_request(format!(
-            "body is nested {} levels deep; at most {MAX_BODY_DEPTH} cross the bus (an \
-             envelope holds the payload, and a stream's final frame wraps it once more)",
-            depth(&v)
-        ))),
-        Ok(v) => Ok(Some(v)),
+        Ok(v) => match depth(&v) {
+            d if d > MAX_BODY_DEPTH => Err(ApiError::bad_request(format!(
+                "body is nested {d} levels deep; at most {MAX_BODY_DEPTH} cross the bus (an \
+                 envelope holds the payload, and a stream's final frame wraps it once more)"
+            ))),
+            _ => Ok(Some(v)),
+        },
         Err(e) => Err(ApiError::bad_request(format!(
             "body is not valid JSON: {e}"
         ))),

@@ -11,4 +11,4 @@ mod url_credentials;
 
 pub use options::{NatsAuth, NatsOptions, NatsTls, OptionNames};
 pub use transport::{ConnectError, NatsTransport};
-pub use url_credentials::redact_urls;
+pub use url_credentials::{has_url_credentials, redact_urls};

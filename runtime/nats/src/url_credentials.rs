@@ -53,6 +53,18 @@ pub fn redact_urls(urls: &str) -> String {
         .join(",")
 }
 
+/// Whether any of `urls` (comma-separated) carries credentials.
+///
+/// ```
+/// use openagentio_nats::has_url_credentials;
+/// assert!(has_url_credentials("nats://h:4222, nats://t0ken@g"));
+/// assert!(!has_url_credentials("nats://h:4222/path@x"));
+/// ```
+pub fn has_url_credentials(urls: &str) -> bool {
+    urls.split(',')
+        .any(|url| split_userinfo(url.trim()).is_some())
+}
+
 /// `url` as (scheme and `://`, userinfo, host and the rest) when it has a
 /// userinfo part.
 fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
