@@ -644,27 +644,17 @@ fn the_mcp_server_serves_requests_addressed_to_its_service_name() {
         .collect();
     let i = args.iter().position(|a| a == "--http").expect("--http") + 1;
     args[i] = port.to_string();
-    let _server = Child(
+    let log = tempfile::NamedTempFile::new().expect("a file for the server's log");
+    let mut server = Child(
         Command::new(env!("CARGO_BIN_EXE_openagentio"))
             .arg("mcp-demo")
             .args(&args)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log.reopen().expect("the log file"))
             .spawn()
             .expect("run openagentio mcp-demo"),
     );
-    let start = Instant::now();
-    let mut conn = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(c) => break c,
-            Err(e) if start.elapsed() > Duration::from_secs(10) => {
-                panic!("the MCP demo server did not listen on {port}: {e}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let server_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"compose-test","version":"1"}}}"#;
     let host = format!(
         "{}:{}",
@@ -678,15 +668,46 @@ fn the_mcp_server_serves_requests_addressed_to_its_service_name() {
         url.path(),
         body.len()
     );
-    conn.write_all(request.as_bytes()).unwrap();
-    let mut head = [0u8; 64];
-    let n = conn.read(&mut head).expect("an answer");
-    let status = String::from_utf8_lossy(&head[..n]);
+    let ask = || -> std::io::Result<String> {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        conn.write_all(request.as_bytes())?;
+        let mut head = [0u8; 64];
+        let n = conn.read(&mut head)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    // Until the server listens, and past a transport failure (a reset, an
+    // early close) while it starts: what is checked is the answer it gives.
+    let start = Instant::now();
+    let status = loop {
+        match ask() {
+            Ok(status) => break status,
+            Err(e) => {
+                if let Ok(Some(exit)) = server.0.try_wait() {
+                    panic!(
+                        "the MCP demo server ({args:?}) ended ({exit}): {}",
+                        server_log()
+                    );
+                }
+                if start.elapsed() > Duration::from_secs(20) {
+                    panic!(
+                        "the MCP demo server gave no answer on port {port}: {e}; its log: {}",
+                        server_log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
     assert!(
         status.starts_with("HTTP/1.1 200"),
         "the MCP server refuses a request for {host} (as openagentio sends it from its \
-         container): {}",
-        status.lines().next().unwrap_or_default()
+         container): {}; its log: {}",
+        status.lines().next().unwrap_or_default(),
+        server_log()
     );
 }
 
