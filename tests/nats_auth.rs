@@ -111,9 +111,21 @@ async fn credentials_in_the_url_are_used_and_never_shown() {
             .unwrap(),
     )
     .await;
-    // Credentials given otherwise win over the URL's.
+    // Credentials in both places: one would go unused, so neither is sent.
     let given = NatsAuth::Token("t0ken".into());
-    serves(connect(&at("wrong", &tokens), given).await.unwrap()).await;
+    let err = connect(&at("alice:hunter2", &tokens), given)
+        .await
+        .err()
+        .expect("two credentials are refused");
+    assert!(matches!(err, ConnectError::TwoCredentials { .. }), "{err}");
+    assert!(
+        !err.to_string().contains("hunter2"),
+        "the secret leaked: {err}"
+    );
+    assert_eq!(
+        openagentio_core::BusError::from(err).code(),
+        ErrorCode::InvalidRequest
+    );
 
     for url in [at("alice:hunter2", &users), at("hunter2", &tokens)] {
         let err = connect(&url, NatsAuth::None).await.err().expect("refused");

@@ -42,7 +42,7 @@
 //!   crates (minutes of compile time on a 2-core machine) for features this
 //!   bridge does not use (no E2EE, no sqlite, no media).
 //!
-//! What we lose: E2EE (out of scope, encrypted rooms get a warning), and the
+//! What we lose: E2EE (out of scope, encrypted rooms get a warning and make the bridge degraded), and the
 //! SDK's typed events (we read the few fields we need from JSON).
 
 pub mod config;

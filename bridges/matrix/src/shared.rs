@@ -26,7 +26,8 @@ pub(crate) struct Rooms {
     pub any_responder: Option<Responder>,
     /// Resolved aliases, with when they were resolved.
     pub aliases: HashMap<String, (String, tokio::time::Instant)>,
-    /// Encrypted rooms already warned about.
+    /// Encrypted rooms already warned about (the bridge is degraded while
+    /// it listens to one).
     pub warned_encrypted: HashSet<String>,
     /// Configured rooms the bot is not in, as configured, with their id
     /// when known and why: the bridge then serves in part (degraded).
@@ -36,18 +37,28 @@ pub(crate) struct Rooms {
 impl Rooms {
     /// The bridge's health as far as its rooms go.
     pub fn health(&self) -> openagentio_core::BridgeHealth {
-        if self.missing.is_empty() {
-            return openagentio_core::BridgeHealth::healthy();
+        let mut problems = Vec::new();
+        if !self.missing.is_empty() {
+            let list: Vec<String> = self
+                .missing
+                .iter()
+                .map(|(room, _, why)| format!("{room} ({why})"))
+                .collect();
+            problems.push(format!("not in configured rooms: {}", list.join(", ")));
         }
-        let list: Vec<String> = self
-            .missing
-            .iter()
-            .map(|(room, _, why)| format!("{room} ({why})"))
-            .collect();
-        openagentio_core::BridgeHealth::degraded(format!(
-            "not in configured rooms: {}",
-            list.join(", ")
-        ))
+        if !self.warned_encrypted.is_empty() {
+            let mut list: Vec<&str> = self.warned_encrypted.iter().map(String::as_str).collect();
+            list.sort_unstable();
+            problems.push(format!(
+                "end-to-end encrypted rooms, which this bridge can neither read nor post to: {}",
+                list.join(", ")
+            ));
+        }
+        if problems.is_empty() {
+            openagentio_core::BridgeHealth::healthy()
+        } else {
+            openagentio_core::BridgeHealth::degraded(problems.join("; "))
+        }
     }
 
     /// The bot is in `room_id` now (joined, or its sync shows it there).

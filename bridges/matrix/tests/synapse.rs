@@ -69,7 +69,15 @@ async fn alice_and_bot_in_a_room(hs: &Synapse) -> (TestClient, TestUser, TestCli
     (alice, bot_user, bot, room)
 }
 
+/// A started bridge, healthy.
 async fn started(name: &str, cfg: MatrixConfig, bus: &Bus) -> MatrixBridge {
+    let b = ready(name, cfg, bus).await;
+    assert_eq!(b.health().state, HealthState::Healthy);
+    b
+}
+
+/// A started bridge, through its first sync.
+async fn ready(name: &str, cfg: MatrixConfig, bus: &Bus) -> MatrixBridge {
     let mut b = MatrixBridge::new(name, cfg);
     b.start(bus).await.expect("bridge starts");
     assert!(
@@ -77,7 +85,6 @@ async fn started(name: &str, cfg: MatrixConfig, bus: &Bus) -> MatrixBridge {
         "bridge not ready: {:?}",
         b.health()
     );
-    assert_eq!(b.health().state, HealthState::Healthy);
     b
 }
 
@@ -227,12 +234,22 @@ async fn bus_events_post_messages_once() {
         state.path(),
     );
     let bus = Bus::memory();
-    let mut bridge = started("mx", cfg, &bus).await;
+    let mut bridge = ready("mx", cfg, &bus).await;
     assert!(
         logs::captured()
             .lines()
             .any(|l| l.contains("end-to-end encrypted") && l.contains(&secret_room)),
         "no warning about the encrypted room"
+    );
+    let health = bridge.health();
+    assert_eq!(health.state, HealthState::Degraded, "{health:?}");
+    assert!(
+        health
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&secret_room),
+        "{health:?}"
     );
 
     // A bus event (room from the payload) posts a message; published twice, it posts once.
@@ -1057,5 +1074,16 @@ async fn a_room_encrypted_while_running_gets_no_plain_text() {
         "{err}"
     );
     assert!(err.message().contains("end-to-end encrypted"), "{err}");
+    // And the bridge says so in its health: it serves that room in no way.
+    let t0 = Instant::now();
+    while bridge.health().state != HealthState::Degraded {
+        assert!(t0.elapsed() < WAIT, "still healthy: {:?}", bridge.health());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reason = bridge.health().reason.unwrap_or_default();
+    assert!(
+        reason.contains("end-to-end encrypted") && reason.contains(&room),
+        "{reason}"
+    );
     bridge.stop().await.unwrap();
 }

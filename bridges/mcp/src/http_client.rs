@@ -11,7 +11,10 @@
 //! - reopening a stream fails to connect.
 //!
 //! A session the server forgot (HTTP 404 on a POST) is not a lost connection:
-//! rmcp re-initialises it in place and retries the request.
+//! rmcp re-initialises it in place and retries the request. Nor is an answer
+//! too large to read (an SSE event over rmcp's limit, 16 MiB) on a request's
+//! own stream: that request gets a JSON-RPC error saying so, and the calls
+//! beside it go on.
 //!
 //! The client itself: no connection reuse (rmcp's choice, to avoid delayed-ACK
 //! stalls), `TCP_NODELAY`, no redirects, no proxy from the environment.
@@ -22,7 +25,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{ClientJsonRpcMessage, RequestId};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
 };
@@ -63,13 +66,43 @@ impl WatchedClient {
             .boxed()
     }
 
+    /// A request's own answer stream: an event too large to read answers
+    /// that request (`id`) with an error instead of losing the connection.
+    fn watch_answer(
+        &self,
+        stream: BoxStream<'static, Result<Sse, SseError>>,
+        id: RequestId,
+    ) -> BoxStream<'static, Result<Sse, SseError>> {
+        let events = self.events.clone();
+        stream
+            .map(move |item| match item {
+                Err(e) if is_too_large(&e) => Ok(Sse {
+                    event: None,
+                    data: Some(too_large_answer(&id, &e)),
+                    id: None,
+                    retry: None,
+                }),
+                Err(e) => {
+                    events.lose(format!("the server's event stream broke: {e}"));
+                    Err(e)
+                }
+                ok => ok,
+            })
+            .boxed()
+    }
+
     fn watch_post(
         &self,
+        id: Option<RequestId>,
         r: Result<StreamableHttpPostResponse, Error>,
     ) -> Result<StreamableHttpPostResponse, Error> {
         match r {
             Ok(StreamableHttpPostResponse::Sse(stream, session)) => {
-                Ok(StreamableHttpPostResponse::Sse(self.watch(stream), session))
+                let stream = match id {
+                    Some(id) => self.watch_answer(stream, id),
+                    None => self.watch(stream),
+                };
+                Ok(StreamableHttpPostResponse::Sse(stream, session))
             }
             Err(e) => {
                 // Nobody there is not an answer that is not MCP.
@@ -118,6 +151,37 @@ fn causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// Whether an SSE stream failed on an event over rmcp's size limit (its
+/// error type is private: its message is what there is to go by).
+fn is_too_large(e: &SseError) -> bool {
+    e.to_string().contains("exceeded the maximum size")
+}
+
+/// A JSON-RPC error answering request `id` whose answer was too large.
+fn too_large_answer(id: &RequestId, e: &SseError) -> String {
+    let id = match id {
+        RequestId::Number(n) => serde_json::Value::from(*n),
+        RequestId::String(s) => serde_json::Value::from(s.as_ref()),
+    };
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {
+            "code": -32603,
+            "message": format!("the server's answer is too large to read ({e})"),
+        },
+    })
+    .to_string()
+}
+
+/// The id of `message` when it is a request (which awaits an answer).
+fn request_id(message: &ClientJsonRpcMessage) -> Option<RequestId> {
+    match message {
+        ClientJsonRpcMessage::Request(r) => Some(r.id.clone()),
+        _ => None,
+    }
+}
+
 /// Whether a failed request means the server cannot be reached.
 fn unreachable(e: &Error) -> bool {
     matches!(e, StreamableHttpError::Client(r) if r.is_connect())
@@ -134,11 +198,12 @@ impl StreamableHttpClient for WatchedClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, Error> {
+        let id = request_id(&message);
         let r = self
             .inner
             .post_message(uri, message, session_id, auth_header, custom_headers)
             .await;
-        self.watch_post(r)
+        self.watch_post(id, r)
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -150,6 +215,7 @@ impl StreamableHttpClient for WatchedClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, Error> {
+        let id = request_id(&message);
         let r = self
             .inner
             .post_message_with_max_sse_event_size(
@@ -161,7 +227,7 @@ impl StreamableHttpClient for WatchedClient {
                 max_sse_event_size,
             )
             .await;
-        self.watch_post(r)
+        self.watch_post(id, r)
     }
 
     async fn delete_session(

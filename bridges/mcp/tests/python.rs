@@ -197,6 +197,48 @@ async fn a_strict_schema_is_enforced_before_the_call() {
     bridge.stop().await.unwrap();
 }
 
+/// Over Streamable HTTP, an answer too large to read arrives on its own
+/// request's stream: that call fails at once saying why, and the calls beside
+/// it on the same server are answered (the connection is not dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_answer_too_large_fails_only_its_own_call() {
+    let port = free_port();
+    let mut cmd = Command::new(python());
+    cmd.args([python_server(), "--http".into(), port.to_string()]);
+    let server = ServerProcess::start(cmd, port);
+    let mut cfg = McpConfig::new(McpTransport::streamable_http(server.url()));
+    cfg.timeout = Duration::from_secs(60);
+    let (bus, mut bridge) = start("pyhttp", cfg).await;
+    let slow = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            bus.invoke("pyhttp.slow", json!({"seconds": 3, "steps": 3}))
+                .await
+        })
+    };
+    let started = Instant::now();
+    let e = bus
+        .invoke("pyhttp.big", json!({"megabytes": 17}))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.code(), ErrorCode::TransportFailure, "{e}");
+    assert!(e.message().contains("too large"), "{e}");
+    let slow = slow.await.unwrap().expect("the call beside it is answered");
+    assert_eq!(slow.payload.unwrap()["text"], "slept 3.0");
+    let r = bus
+        .invoke("pyhttp.echo", json!({"text": "after"}))
+        .await
+        .unwrap();
+    assert_eq!(r.payload.unwrap()["text"], "after");
+    assert_eq!(bridge.restarts(), 0, "the connection was dropped");
+    bridge.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_http_server_gets_a_new_session() {
     let port = free_port();

@@ -119,7 +119,10 @@ impl Default for OptionNames {
 /// ```
 #[derive(Clone, Debug)]
 pub struct NatsOptions {
-    /// Server URL(s), comma-separated (`nats://host:4222`).
+    /// Server URL(s), comma-separated (`nats://host:4222`). Credentials in
+    /// a URL (`nats://user:password@host`, `nats://TOKEN@host`) are used
+    /// when [`NatsOptions::auth`] gives none; given in both places, connecting
+    /// fails with [`ConnectError::TwoCredentials`](crate::ConnectError::TwoCredentials).
     pub url: String,
     /// Connection name shown by the server.
     pub name: Option<String>,

@@ -130,6 +130,16 @@ pub enum ConnectError {
         /// The option that names it.
         key_setting: &'static str,
     },
+    /// Credentials were given both in the URL and in the options: one of
+    /// them would go unused without a word.
+    #[error(
+        "NATS credentials in the URL {url} and in the options: give one of them \
+         (the URL's user, password or token, or the options' authentication)"
+    )]
+    TwoCredentials {
+        /// The URLs, credentials redacted.
+        url: String,
+    },
     /// The server refused the credentials.
     #[error("NATS authorization failed at {url}")]
     Auth {
@@ -185,7 +195,8 @@ impl From<ConnectError> for BusError {
             | ConnectError::TlsFile { .. }
             | ConnectError::TlsContent { .. }
             | ConnectError::TlsInvalid { .. }
-            | ConnectError::TlsKeyMismatch { .. } => BusError::invalid(e.to_string()),
+            | ConnectError::TlsKeyMismatch { .. }
+            | ConnectError::TwoCredentials { .. } => BusError::invalid(e.to_string()),
             other => BusError::unavailable(other.to_string()),
         }
     }
@@ -220,7 +231,13 @@ impl NatsTransport {
         let (url, url_auth) = take_url_credentials(&opts.url);
         let auth = match (&opts.auth, url_auth) {
             (NatsAuth::None, Some(from_url)) => from_url,
-            (given, _) => given.clone(),
+            (NatsAuth::None, None) => NatsAuth::None,
+            (_, Some(_)) => {
+                return Err(ConnectError::TwoCredentials {
+                    url: redact_urls(&opts.url),
+                });
+            }
+            (given, None) => given.clone(),
         };
         match &auth {
             NatsAuth::None => {}
