@@ -721,16 +721,21 @@ http: {{ listen: "127.0.0.1:{port}" }}
     }
 }
 
-/// A second SIGTERM (or Ctrl-C) during the drain stops at once, exit 1.
+/// A second SIGTERM (or Ctrl-C) during the drain stops at once, exit 1, and
+/// the calls in flight end with an error frame rather than a cut connection:
+/// a stream over NATS and one through the gateway's SSE.
 #[test]
 fn a_second_signal_stops_without_waiting_for_the_drain() {
+    use std::io::{Read, Write};
+
     let nats = NatsServer::start();
     let url = nats.url();
+    let port = free_port();
     let mut cfg = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
     let yaml = format!(
         r#"version: "openagentio.bridge/v1"
 bus: {{ transport: nats, nats: {{ url: "{url}" }} }}
-http: {{ enabled: false }}
+http: {{ listen: "127.0.0.1:{port}" }}
 shutdown: {{ drain_timeout: 60s }}
 bridges:
   - {{ name: echo, type: echo, config: {{ word_delay: 200ms }} }}
@@ -738,7 +743,7 @@ bridges:
     );
     std::io::Write::write_all(&mut cfg, yaml.as_bytes()).unwrap();
     let (mut service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
-    // A stream of 20 s in flight: the drain would wait for it.
+    // Streams of 20 s in flight: the drain would wait for them.
     let words = vec!["word"; 100].join(" ");
     let mut stream = Command::new(BIN)
         .args([
@@ -752,12 +757,29 @@ bridges:
             "60s",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = BufReader::new(stream.stdout.take().unwrap());
     let mut first = [0u8; 4];
     std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    let body = format!("{{\"text\": \"{words}\"}}");
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        sse,
+        "POST /v1/agents/echo/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("agent.response.delta") {
+        let n = sse.read(&mut buf).unwrap();
+        assert!(n > 0, "the SSE stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
     signal("TERM", service.0.id());
     std::thread::sleep(Duration::from_millis(300));
     let again = Instant::now();
@@ -773,8 +795,28 @@ bridges:
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(1), "{status:?}");
-    let _ = stream.kill();
-    let _ = stream.wait();
+    // The SSE client read an error frame before the end of the response.
+    let _ = sse.read_to_end(&mut seen);
+    let seen = String::from_utf8_lossy(&seen);
+    let tail = &seen[seen.rfind("event:").unwrap_or(0)..];
+    assert!(
+        tail.starts_with("event: agent.response.error") && tail.contains("AGENT_UNAVAILABLE"),
+        "the SSE stream did not end with an error frame: {tail}"
+    );
+    // The NATS caller was told at once too, not at its deadline.
+    let waited = Instant::now();
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let done = stream.wait().unwrap();
+    assert!(
+        waited.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        waited.elapsed()
+    );
+    let mut err = String::new();
+    let _ = stream.stderr.take().unwrap().read_to_string(&mut err);
+    assert!(!done.success(), "{done:?}");
+    assert!(err.contains("AGENT_UNAVAILABLE"), "{err}");
 }
 
 /// `subscribe` says when events may have been lost (its connection to NATS

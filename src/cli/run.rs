@@ -177,15 +177,14 @@ pub async fn run(args: RunArgs) -> Exit {
     }
     stop.recv().await;
     say.info("shutting down (a second Ctrl-C or SIGTERM stops at once)");
-    // A second signal is an operator who will not wait for the drain.
-    let report = tokio::select! {
-        report = service.shutdown() => report,
-        () = stop.recv() => {
-            return say.failed(
-                "stopped by a second signal: the calls in flight were not drained".into(),
-            );
-        }
-    };
+    // A second signal is an operator who will not wait for the drain: the
+    // calls in flight end with an error frame, not a cut connection.
+    let report = service.shutdown_or_cut(stop.recv()).await;
+    if report.cut {
+        return say.failed(
+            "stopped by a second signal: the calls in flight were ended, not drained".into(),
+        );
+    }
     if !report.drained {
         say.warn(
             "some calls were still running at the drain deadline and were ended with an error",

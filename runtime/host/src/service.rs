@@ -55,6 +55,8 @@ pub struct Service {
 pub struct ShutdownReport {
     /// Whether every call in flight finished by itself before the drain deadline.
     pub drained: bool,
+    /// Whether the drain was cut short ([`Service::shutdown_or_cut`]).
+    pub cut: bool,
 }
 
 impl Service {
@@ -235,6 +237,15 @@ impl Service {
     /// requests), lets calls in flight finish until the drain deadline, stops
     /// the bridges in reverse order and closes the bus.
     pub async fn shutdown(self) -> ShutdownReport {
+        self.shutdown_or_cut(std::future::pending()).await
+    }
+
+    /// [`Service::shutdown`], cut short when `cut` completes (an operator's
+    /// second signal): the drain ends there, and the calls still in flight
+    /// end with an `AGENT_UNAVAILABLE` error frame, so that their callers
+    /// (the gateway's HTTP clients among them) get an answer rather than a
+    /// cut connection. Bridges then get a second at most to stop.
+    pub async fn shutdown_or_cut(self, cut: impl Future<Output = ()>) -> ShutdownReport {
         tracing::info!(
             drain_timeout_ms = self.drain_timeout.as_millis() as u64,
             "shutting down"
@@ -260,8 +271,19 @@ impl Service {
                 None => true,
             }
         };
-        let (mut drained, gateway_done) =
-            tokio::join!(self.bus.drain(self.drain_timeout), gateway_done);
+        let drain = async { tokio::join!(self.bus.drain(self.drain_timeout), gateway_done) };
+        let (mut drained, gateway_done, was_cut) = tokio::select! {
+            (drained, gateway_done) = drain => (drained, gateway_done, false),
+            () = cut => {
+                tracing::warn!("drain cut short: ending the calls in flight");
+                (false, gateway.is_none(), true)
+            }
+        };
+        if was_cut {
+            // Ends what this bus serves with an error frame, and what it
+            // waits for (the gateway's calls) with an error.
+            self.bus.close().await;
+        }
         if !gateway_done && let Some(mut task) = gateway {
             // Closing the bus ends those calls, so their clients get an
             // error answer rather than a cut connection.
@@ -275,10 +297,23 @@ impl Service {
                 task.abort();
             }
         }
-        stop_in_reverse(&mut *self.bridges.write().await).await;
+        let stop_bridges = async { stop_in_reverse(&mut *self.bridges.write().await).await };
+        if was_cut {
+            if tokio::time::timeout(Duration::from_secs(1), stop_bridges)
+                .await
+                .is_err()
+            {
+                tracing::warn!("bridges still stopping after the cut; leaving them");
+            }
+        } else {
+            stop_bridges.await;
+        }
         self.bus.close().await;
         tracing::info!(drained, "stopped");
-        ShutdownReport { drained }
+        ShutdownReport {
+            drained,
+            cut: was_cut,
+        }
     }
 }
 
