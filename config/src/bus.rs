@@ -94,6 +94,7 @@ impl BusConfig {
 /// The transport that carries the bus.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::any_case)]
 pub enum Transport {
     /// In-process: one service, nothing to install.
     Memory,

@@ -32,7 +32,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     if s.starts_with('-') {
         return Err(DurationError("expected a positive duration".into()));
     }
-    if let Ok(secs) = s.parse::<f64>() {
+    if let Some(secs) = plain_number(s) {
         return seconds(secs);
     }
     let mut total = 0.0;
@@ -44,7 +44,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         let num_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(bad)?;
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        let number = plain_number(&rest[..num_len]).ok_or_else(bad)?;
         let after = rest[num_len..].trim_start();
         let unit_len = after
             .find(|c: char| !c.is_ascii_alphabetic())
@@ -55,6 +55,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         rest = after[unit_len..].trim_start();
     }
     seconds(total)
+}
+
+/// `digits` or `digits.digits`, the only numbers a duration is written
+/// with (as the schema says): no sign, exponent, `inf` or bare dot.
+fn plain_number(s: &str) -> Option<f64> {
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    let plain = match s.split_once('.') {
+        Some((whole, fraction)) => digits(whole) && digits(fraction),
+        None => digits(s),
+    };
+    if plain { s.parse().ok() } else { None }
 }
 
 fn seconds(secs: f64) -> Result<Duration, DurationError> {
@@ -117,7 +128,10 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "s", "10x", "ten", "10 sec", "1..2s", "-5s", "-1", "NaN"] {
+        for s in [
+            "", "s", "10x", "ten", "10 sec", "1..2s", "-5s", "-1", "NaN", "inf", "1e2", "+5", ".5",
+            "5.", ".5s", "5.s", "1e2s",
+        ] {
             assert!(parse_duration(s).is_err(), "{s:?} should fail");
         }
     }

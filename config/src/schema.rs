@@ -34,7 +34,101 @@ pub fn json_schema() -> Value {
         .into_root_schema_for::<Config>();
     let mut schema = schema.to_value();
     allow_placeholders(&mut schema);
+    allow_null_when_optional(&mut schema);
     tidy(schema)
+}
+
+/// Lets every optional property also be `null`, which the loader reads as
+/// absent (`bus:` with nothing under it is the default bus).
+fn allow_null_when_optional(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let required: Vec<String> = m
+                .get("required")
+                .and_then(Value::as_array)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|k| k.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(Value::Object(props)) = m.get_mut("properties") {
+                for (name, prop) in props.iter_mut() {
+                    if required.contains(name) {
+                        continue;
+                    }
+                    let Value::Object(own) = prop else { continue };
+                    let null = serde_json::json!({ "type": "null" });
+                    if let Some(Value::Array(alternatives)) = own.get_mut("anyOf") {
+                        alternatives.push(null);
+                        continue;
+                    }
+                    // Description and default stay on the property, for editors.
+                    let mut outer = Map::new();
+                    for key in ["description", "default"] {
+                        if let Some(x) = own.remove(key) {
+                            outer.insert(key.into(), x);
+                        }
+                    }
+                    let typed = Value::Object(std::mem::take(own));
+                    outer.insert("anyOf".into(), Value::Array(vec![typed, null]));
+                    *own = outer;
+                }
+            }
+            m.values_mut().for_each(allow_null_when_optional);
+        }
+        Value::Array(items) => items.iter_mut().for_each(allow_null_when_optional),
+        _ => {}
+    }
+}
+
+/// The schema transform of an enum the loader reads with
+/// [`choice`](crate::values::choice): its names in any case, with
+/// whitespace around them. Each name stays a `const` (for editors'
+/// completion) beside a pattern that takes it in any case.
+pub(crate) fn any_case(schema: &mut Schema) {
+    let any_case_of = |name: &str| {
+        let letters: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect();
+        serde_json::json!({
+            "anyOf": [
+                { "const": name },
+                { "type": "string", "pattern": format!(r"^\s*{letters}\s*$") }
+            ]
+        })
+    };
+    if let Some(Value::Array(variants)) = schema.get_mut("oneOf") {
+        for variant in variants {
+            let Value::Object(own) = variant else {
+                continue;
+            };
+            let Some(Value::String(name)) = own.remove("const") else {
+                continue;
+            };
+            own.remove("type");
+            if let Value::Object(alternatives) = any_case_of(&name) {
+                own.extend(alternatives);
+            }
+        }
+    } else if let Some(Value::Array(names)) = schema.remove("enum") {
+        schema.remove("type");
+        let variants: Vec<Value> = names
+            .iter()
+            .filter_map(Value::as_str)
+            .map(any_case_of)
+            .collect();
+        schema.insert("oneOf".into(), Value::Array(variants));
+    }
 }
 
 /// Lets every boolean and whole-number property also be a string that the

@@ -41,6 +41,7 @@ impl Default for TelemetryConfig {
 /// The format of log lines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::any_case)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,

@@ -174,3 +174,75 @@ fn every_default_is_valid_under_its_own_schema() {
         bad.join("\n")
     );
 }
+
+/// The schema and the loader agree on what a demanding user may write at
+/// the edges: an empty section or key (`bus:` is the default bus), names
+/// of choices in any case, and how a duration's number is written.
+#[test]
+fn schema_and_loader_agree_at_the_edges() {
+    let validator = jsonschema::validator_for(&openagentio_config::json_schema()).unwrap();
+    let env = |_: &str| None;
+    let v = "openagentio.bridge/v1";
+    let doc = |extra: serde_json::Value| {
+        let mut d = serde_json::json!({"version": v});
+        d.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        d
+    };
+    let accepted = [
+        serde_json::json!({"bus": null, "http": null, "bridges": null, "telemetry": null}),
+        serde_json::json!({"bus": {"transport": "nats", "nats": null}}),
+        serde_json::json!({"http": {"tokens": null, "listen": null}}),
+        serde_json::json!({"shutdown": {"drain_timeout": null}}),
+        serde_json::json!({"bridges": [{"name": "e", "type": "echo", "config": null, "mappings": null}]}),
+        serde_json::json!({"bus": {"transport": "NATS"}}),
+        serde_json::json!({"bus": {"transport": " Memory "}}),
+        serde_json::json!({"telemetry": {"log_format": "JSON"}}),
+        serde_json::json!({"bridges": [{"name": "m", "type": "mcp_tool",
+            "config": {"command": "x", "transport": "STDIO"}}]}),
+        serde_json::json!({"bridges": [{"name": "x", "type": "matrix_event", "config": {
+            "homeserver_url": "http://hs", "user_id": "@a:hs", "access_token": "t",
+            "room_ids": ["!r:hs"], "outbound_msgtype": "M.Notice",
+            "initial_sync_behavior": "REPLAY"}}]}),
+        serde_json::json!({"shutdown": {"drain_timeout": "1.5m"}}),
+        serde_json::json!({"shutdown": {"drain_timeout": " 10 s "}}),
+        serde_json::json!({"shutdown": {"drain_timeout": "2.5"}}),
+        serde_json::json!({"shutdown": {"drain_timeout": 1e2}}),
+    ];
+    for extra in accepted {
+        let d = doc(extra);
+        let errors: Vec<String> = validator.iter_errors(&d).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "the schema refused {d}: {errors:?}");
+        if let Err(e) = openagentio_config::from_value(d.clone(), &env) {
+            panic!("the loader refused {d}: {e}");
+        }
+    }
+    let refused = [
+        serde_json::json!({"bus": {"transport": "nats!"}}),
+        serde_json::json!({"bus": {"transport": "na ts"}}),
+        serde_json::json!({"bridges": [{"name": "m", "type": "mcp_tool",
+            "config": {"command": "x", "transport": "stdioo"}}]}),
+        serde_json::json!({"bridges": [{"name": "x", "type": "matrix_event", "config": {
+            "homeserver_url": "http://hs", "user_id": "@a:hs", "access_token": "t",
+            "room_ids": ["!r:hs"], "outbound_msgtype": "mxtext"}}]}),
+        serde_json::json!({"bridges": [{"name": null, "type": "echo"}]}),
+        serde_json::json!({"version": null}),
+    ]
+    .into_iter()
+    .chain(
+        [
+            "1e2", "1e2s", "+5", ".5", "5.", ".5s", "inf", "10S", "1_000",
+        ]
+        .into_iter()
+        .map(|t| serde_json::json!({"shutdown": {"drain_timeout": t}})),
+    );
+    for extra in refused {
+        let d = doc(extra);
+        assert!(!validator.is_valid(&d), "the schema accepted {d}");
+        assert!(
+            openagentio_config::from_value(d.clone(), &env).is_err(),
+            "the loader accepted {d}"
+        );
+    }
+}

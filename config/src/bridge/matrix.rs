@@ -122,6 +122,7 @@ fn yes() -> bool {
 /// What the first sync does with the rooms' history.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::any_case)]
 pub enum InitialSyncBehavior {
     /// Start from now.
     #[default]
@@ -139,6 +140,7 @@ impl Choice for InitialSyncBehavior {
 
 /// The msgtype of messages the bridge sends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(transform = crate::schema::any_case)]
 pub enum OutboundMsgtype {
     /// `m.text`.
     #[default]
@@ -229,6 +231,7 @@ impl Default for MatrixMappings {
 /// How a Matrix message's `session_id` is derived.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::any_case)]
 pub enum SessionStrategy {
     /// One session per room.
     #[default]

@@ -109,6 +109,7 @@ fn default_timeout() -> Duration {
 /// The transport of an MCP upstream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(transform = crate::schema::any_case)]
 pub enum McpTransport {
     /// A child process speaking JSON-RPC on stdin/stdout.
     #[default]
