@@ -11,6 +11,7 @@ use openagentio_core::{
 use serde_json::json;
 
 use crate::config::MatrixConfig;
+use crate::error::MatrixError;
 use crate::outbound;
 use crate::shared::Shared;
 use crate::state::StateStore;
@@ -169,8 +170,9 @@ impl Bridge for MatrixBridge {
         self.config
             .validate()
             .map_err(|e| BridgeError::permanent(&self.name, e.to_string()))?;
-        let store =
-            StateStore::open(&self.config.state_dir).map_err(|e| e.to_bridge_error(&self.name))?;
+        let store = open_state(&self.config.state_dir)
+            .await
+            .map_err(|e| e.to_bridge_error(&self.name))?;
         let shared = Arc::new(Shared::new(
             self.name.clone(),
             self.config.clone(),
@@ -259,5 +261,19 @@ impl Bridge for MatrixBridge {
         self.running
             .as_ref()
             .map_or(0, |r| r.work.health().restarts())
+    }
+}
+
+/// Opens and locks the state directory, waiting a moment for a lock that
+/// this bridge's previous run may hold while its last tasks end.
+async fn open_state(dir: &std::path::Path) -> Result<StateStore, MatrixError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        match StateStore::open(dir) {
+            Err(MatrixError::StateInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
     }
 }

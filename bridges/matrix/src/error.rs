@@ -55,6 +55,20 @@ pub enum MatrixError {
     /// The state directory cannot be read or written.
     #[error("state directory: {0}")]
     State(String),
+    /// Another bridge (in this process or another) holds the state
+    /// directory: both would publish every message.
+    #[error(
+        "state directory {dir} is in use by another running Matrix bridge{}: two bridges \
+         on one state directory would each publish every message; stop the other, or \
+         give each its own `state_dir`",
+        holder.map(|pid| format!(" (process {pid})")).unwrap_or_default()
+    )]
+    StateInUse {
+        /// The directory.
+        dir: String,
+        /// The process that holds it, when it says.
+        holder: Option<u32>,
+    },
     /// A request the bridge cannot serve (bad payload, unknown room).
     #[error("{0}")]
     Invalid(String),
@@ -78,6 +92,7 @@ impl MatrixError {
                 | MatrixError::Config(_)
                 | MatrixError::NotAHomeserver(_)
                 | MatrixError::State(_)
+                | MatrixError::StateInUse { .. }
         )
     }
 
@@ -107,6 +122,7 @@ impl MatrixError {
             MatrixError::NotAHomeserver(_) => BusError::unavailable(msg),
             MatrixError::Network(_) => BusError::unavailable(msg),
             MatrixError::Protocol(_) | MatrixError::State(_) => BusError::transport(msg),
+            MatrixError::StateInUse { .. } => BusError::unavailable(msg),
         }
     }
 

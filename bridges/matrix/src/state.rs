@@ -1,5 +1,8 @@
 //! The bridge's small state directory: the sync cursor and, for password
 //! logins, the session. Files are replaced atomically (write, fsync, rename).
+//! A bridge holds a lock on the directory while it runs: two bridges on one
+//! directory (a second service started by mistake) would each publish every
+//! message and overwrite each other's cursor.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
@@ -14,6 +17,8 @@ pub(crate) const RECENT_EVENTS: usize = 1024;
 
 const SYNC_FILE: &str = "sync.json";
 const SESSION_FILE: &str = "session.json";
+/// Locked while a bridge uses the directory; holds that process's id.
+const LOCK_FILE: &str = ".lock";
 
 /// Where sync resumes, and what was already published.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -54,10 +59,11 @@ pub(crate) struct StoredSession {
     pub access_token: String,
 }
 
-/// The state directory.
+/// The state directory, locked for this bridge while any clone lives.
 #[derive(Clone, Debug)]
 pub(crate) struct StateStore {
     dir: PathBuf,
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> MatrixError {
@@ -65,11 +71,36 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> MatrixError {
 }
 
 impl StateStore {
-    /// Opens (creating) the directory.
+    /// Opens (creating) the directory and locks it. Another bridge holding
+    /// the lock is [`MatrixError::StateInUse`].
     pub fn open(dir: &Path) -> Result<Self, MatrixError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let mut lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err("open", &path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                return Err(MatrixError::StateInUse {
+                    dir: dir.display().to_string(),
+                    holder: holder.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err("lock", &path, e)),
+        }
+        // Who holds it, for the message another process would give.
+        let _ = lock
+            .set_len(0)
+            .and_then(|()| lock.write_all(std::process::id().to_string().as_bytes()));
         Ok(StateStore {
             dir: dir.to_owned(),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -180,6 +211,23 @@ mod tests {
         };
         store.save_cursor(&c).unwrap();
         assert_eq!(store.load_cursor("@a:x").unwrap(), Some(c));
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_until_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        let again = first.clone();
+        drop(first);
+        // Held while any clone lives.
+        let err = StateStore::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, MatrixError::StateInUse { holder: Some(pid), .. } if pid == std::process::id()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(again);
+        StateStore::open(dir.path()).unwrap();
     }
 
     #[cfg(unix)]

@@ -1087,3 +1087,26 @@ async fn a_room_encrypted_while_running_gets_no_plain_text() {
     );
     bridge.stop().await.unwrap();
 }
+
+/// Two bridges on one state directory (a second service started by
+/// mistake) would each publish every message: the second is refused at
+/// start, naming the directory, until the first has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_in_use_refuses_a_second_bridge() {
+    let hs = Synapse::start().await;
+    let (_alice, bot_user, _, room) = alice_and_bot_in_a_room(&hs).await;
+    let state = tempfile::tempdir().unwrap();
+    let cfg = token_config(&hs, &bot_user, vec![room.clone()], state.path());
+    let bus = Bus::memory();
+    let mut first = started("mx", cfg.clone(), &bus).await;
+    let mut second = MatrixBridge::new("mx2", cfg.clone());
+    let err = second.start(&bus).await.unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("in use") && shown.contains(&state.path().display().to_string()),
+        "{shown}"
+    );
+    first.stop().await.unwrap();
+    let mut again = started("mx2", cfg, &bus).await;
+    again.stop().await.unwrap();
+}
