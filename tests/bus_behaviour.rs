@@ -55,6 +55,7 @@ openagentio_testkit::on_both_transports!(
     closing_a_bus_tells_the_handlers_of_its_open_calls_to_stop,
     closing_a_serving_bus_ends_its_calls_with_an_error,
     the_smallest_frame_buffer_loses_nothing,
+    a_stuck_event_handler_times_out_and_the_next_event_is_served,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -871,6 +872,52 @@ async fn exhausted_failures_become_dead_letters(kind: TransportKind) {
             .as_str()
             .unwrap()
             .contains("cannot process")
+    );
+}
+
+/// An event handler given a timeout that gets stuck on one event: that
+/// event fails with `AGENT_TIMEOUT` (dead-lettered after its retries), and
+/// the events behind it are served in order.
+async fn a_stuck_event_handler_times_out_and_the_next_event_is_served(kind: TransportKind) {
+    let p = doomed_pair(kind, false).await;
+    let (tx, mut served) = mpsc::unbounded_channel();
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let tries = attempts.clone();
+    p.server
+        .subscribe_with(
+            "jobs.run",
+            SubscribeOptions::new().timeout(Duration::from_millis(200)),
+            move |env| {
+                let tx = tx.clone();
+                let tries = tries.clone();
+                async move {
+                    let n = env.payload_or_null()["n"].as_u64().unwrap();
+                    if n == 1 {
+                        tries.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                    tx.send(n).unwrap();
+                    Ok(())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    let mut dead = dead_letters(&p.client).await;
+    p.settle().await;
+    for n in 1..=3 {
+        p.client.emit("jobs.run", json!({"n": n})).await.unwrap();
+    }
+    assert_eq!(recv(&mut served).await, 2);
+    assert_eq!(recv(&mut served).await, 3);
+    let letter = recv(&mut dead).await;
+    assert_eq!(letter.payload, Some(json!({"n": 1})));
+    let why = letter.metadata["acp.dlq.last_error"].as_str().unwrap();
+    assert!(why.contains("timeout"), "{why}");
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "each attempt had its time"
     );
 }
 

@@ -535,8 +535,20 @@ impl Bus {
         F: Fn(Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
+        let timeout = opts.timeout;
         let endpoint: Endpoint = Arc::new(move |call: Call| {
-            Box::pin(handler(call.request.into_envelope())) as BoxFuture<'static, _>
+            let handled = handler(call.request.into_envelope());
+            match timeout {
+                None => Box::pin(handled) as BoxFuture<'static, _>,
+                // Innermost: a retry gives each attempt the whole time.
+                Some(d) => Box::pin(async move {
+                    tokio::time::timeout(d, handled).await.unwrap_or_else(|_| {
+                        Err(BusError::timeout(format!(
+                            "the event handler took longer than its timeout of {d:?}"
+                        )))
+                    })
+                }),
+            }
         });
         let route = self.route(CallKind::Event, event_type, endpoint, None);
         let (tx, rx) = mpsc::channel(self.inner.settings.event_buffer);

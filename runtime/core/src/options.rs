@@ -133,6 +133,8 @@ pub struct SubscribeOptions {
     pub tenant: Option<String>,
     /// Events handled at once; 1 (the default) keeps their order.
     pub concurrency: Option<usize>,
+    /// How long the handler may take over one event (none by default).
+    pub timeout: Option<Duration>,
 }
 
 impl SubscribeOptions {
@@ -153,6 +155,40 @@ impl SubscribeOptions {
     /// Sets how many events are handled at once.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = Some(n.max(1));
+        self
+    }
+    /// Gives the handler at most `d` for each event: past it, the handler's
+    /// future is dropped and the event fails with `AGENT_TIMEOUT` (logged;
+    /// retried and dead-lettered like any failure where the retry and
+    /// dead-letter middlewares are installed), so one stuck event does not
+    /// hold up those behind it.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use openagentio_core::{Bus, Envelope, SubscribeOptions};
+    /// let bus = Bus::memory();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let opts = SubscribeOptions::new().timeout(Duration::from_millis(50));
+    /// bus.subscribe_with("job", opts, move |e: Envelope| {
+    ///     let tx = tx.clone();
+    ///     async move {
+    ///         if e.payload_or_null()["stuck"] == true {
+    ///             std::future::pending::<()>().await;
+    ///         }
+    ///         tx.send(e.payload_or_null()["n"].clone()).unwrap();
+    ///         Ok(())
+    ///     }
+    /// })
+    /// .await
+    /// .unwrap();
+    /// bus.publish(Envelope::new("job").with_payload(serde_json::json!({"stuck": true}))).await.unwrap();
+    /// bus.publish(Envelope::new("job").with_payload(serde_json::json!({"n": 2}))).await.unwrap();
+    /// assert_eq!(rx.recv().await.unwrap(), 2);
+    /// # });
+    /// ```
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
         self
     }
 }
