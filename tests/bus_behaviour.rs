@@ -1656,4 +1656,18 @@ async fn closing_a_serving_bus_ends_its_calls_with_an_error(kind: TransportKind)
     };
     assert_eq!(e.code(), ErrorCode::AgentUnavailable, "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The closed bus refuses what it is asked, and says a retry cannot help.
+    let refused = [
+        p.server.invoke("held", json!(null)).await.unwrap_err(),
+        p.server.emit("x", json!(null)).await.unwrap_err(),
+        p.server
+            .handle_invoke("again", |_r| async { Ok(json!(null)) })
+            .await
+            .err()
+            .expect("no registration on a closed bus"),
+    ];
+    for e in refused {
+        assert_eq!(e.code(), ErrorCode::TransportFailure, "{e}");
+        assert!(!e.retryable(), "{e}");
+    }
 }

@@ -379,7 +379,7 @@ impl Bus {
 
     fn ensure_open(&self) -> Result<(), BusError> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(BusError::transport("bus is closed"));
+            return Err(BusError::closed_bus());
         }
         Ok(())
     }

@@ -304,7 +304,7 @@ impl Bus {
         let env = Arc::make_mut(&mut request);
         let inner = &self.inner;
         if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-            return Err(BusError::transport("bus is closed"));
+            return Err(BusError::closed_bus());
         }
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
         let ctx = current();

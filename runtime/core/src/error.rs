@@ -108,6 +108,11 @@ impl BusError {
         }
     }
 
+    /// The error of a call on a closed bus: `TRANSPORT_FAILURE`, not
+    /// retryable (the bus stays closed).
+    pub(crate) fn closed_bus() -> Self {
+        Self::transport("bus is closed").with_retryable(false)
+    }
     /// `AGENT_TIMEOUT`.
     pub fn timeout(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::AgentTimeout, message)

@@ -236,6 +236,10 @@ impl From<TransportError> for crate::BusError {
             TransportError::Subject(m) => crate::BusError::invalid(m),
             // Sending it again will not help: the sender must send less.
             e @ TransportError::TooLarge(_) => crate::BusError::invalid(e.to_string()),
+            // Closed for good: no retry will find it open.
+            e @ TransportError::Closed => {
+                crate::BusError::transport(e.to_string()).with_retryable(false)
+            }
             other => crate::BusError::transport(other.to_string()),
         }
     }
