@@ -830,3 +830,44 @@ async fn a_drain_serves_a_request_already_on_its_way() {
         bus.close().await;
     }
 }
+
+/// A call made while the server is away is answered once it is back before
+/// the call's deadline, even when the caller's connection comes back before
+/// the handler's (which then meets nobody for a moment: it is sent again,
+/// and served once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_made_during_an_outage_is_answered_when_the_server_is_back() {
+    let mut nats = NatsServer::start();
+    let worker = nats_bus(&nats.url(), Bus::builder().agent_id("worker")).await;
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = served.clone();
+    worker
+        .handle_invoke("outage.echo", move |req| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(req.into_payload()) }
+        })
+        .await
+        .unwrap();
+    let caller = nats_bus(&nats.url(), Bus::builder().agent_id("caller")).await;
+    let rounds = 5;
+    for round in 0..rounds {
+        kill_and_settle(&mut nats).await;
+        let call = {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                let opts = CallOptions::new().timeout(Duration::from_secs(8));
+                caller.invoke_with("outage.echo", json!(round), opts).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        nats.restart();
+        let reply = call.await.unwrap();
+        let reply = reply.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(reply.payload, Some(json!(round)));
+    }
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        rounds as usize,
+        "a call served twice, or not at all"
+    );
+}

@@ -257,6 +257,9 @@ impl Bus {
             id: env.event_id.clone(),
             subject: subject.clone(),
             at: sent_at,
+            // Kept to be sent again after a reconnect (see `Stream`); not on
+            // a transport that hands the envelope itself to the handler.
+            resend: inner.transport.may_reconnect().then(|| request.clone()),
         };
         let msg = Message::shared_envelope(subject, request).with_reply(slot.subject.clone());
         let published = match inner.transport.publish_now(msg) {

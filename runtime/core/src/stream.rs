@@ -52,7 +52,16 @@ pub(crate) struct SentRequest {
     pub subject: Text,
     /// When it was sent.
     pub at: std::time::Instant,
+    /// The request, to send again when it met nobody just after a
+    /// reconnect (see [`Transport::may_reconnect`](crate::transport::Transport::may_reconnect)).
+    pub resend: Option<Arc<Envelope>>,
 }
+
+/// How long after meeting nobody, following a reconnect, a request is sent
+/// again: the handlers' connections come back on their own backoff.
+const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(5);
+/// The pause between those sends.
+const RESEND_PAUSE: Duration = Duration::from_millis(100);
 
 /// The frames of one `stream_invoke`, reordered by `seq`, without duplicates,
 /// ending after the terminal frame. Local failures (timeout, no handler,
@@ -79,6 +88,8 @@ pub struct Stream {
     /// The window's share of the bus's budget, given back when the stream
     /// ends.
     window_reservation: Option<crate::window_budget::WindowReservation>,
+    /// Until when a request that met nobody after a reconnect is sent again.
+    resend_until: Option<Instant>,
     /// The transport's counters when the call began: a frame missing after
     /// a reconnect, or after the transport dropped messages, is lost for good
     /// (core NATS drops what is sent to a subscription while it is being
@@ -111,6 +122,7 @@ impl Stream {
             window: None,
             told_read: 0,
             window_reservation: None,
+            resend_until: None,
         }
     }
 
@@ -208,6 +220,11 @@ impl Stream {
                 )))));
             };
             if msg.status == Some(STATUS_NO_RESPONDERS) {
+                match self.resend_after_reconnect().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => return Some(Err(self.fail(e))),
+                }
                 self.end();
                 // A tenant's subject: say which, as the target may be
                 // served for others.
@@ -404,6 +421,33 @@ impl Stream {
         } else {
             None
         }
+    }
+
+    /// Sends the request again when it met nobody after the connection was
+    /// made again during the call: the handlers' own connections may not
+    /// have subscribed again yet (a call made while the server was away is
+    /// answered if it is back before the deadline). Every [`RESEND_PAUSE`],
+    /// for up to [`RESUBSCRIBE_GRACE`] and within the deadline. Returns
+    /// whether it was sent.
+    async fn resend_after_reconnect(&mut self) -> Result<bool, BusError> {
+        let Some(env) = self.request.resend.clone() else {
+            return Ok(false);
+        };
+        if !matches!(self.transport_loss(), Some(TransportLoss::Reconnected)) {
+            return Ok(false);
+        }
+        let now = Instant::now();
+        let grace = *self.resend_until.get_or_insert(now + RESUBSCRIBE_GRACE);
+        let until = self.deadline.map_or(grace, |d| d.min(grace));
+        let at = now + RESEND_PAUSE;
+        if at >= until {
+            return Ok(false);
+        }
+        tokio::time::sleep_until(at).await;
+        let msg = Message::shared_envelope(self.request.subject.clone(), env)
+            .with_reply(self.slot.subject.clone());
+        self.bus().transport.publish(msg).await?;
+        Ok(true)
     }
 
     /// The error of a call whose request the server refused (`why`).

@@ -152,6 +152,14 @@ pub trait Transport: Send + Sync + 'static {
         None
     }
 
+    /// Whether the transport can lose its connection and make it again
+    /// (NATS), after which other processes' handlers subscribe again, each
+    /// on its own connection: a request that meets nobody in that moment is
+    /// sent again for a short while. The default: no.
+    fn may_reconnect(&self) -> bool {
+        false
+    }
+
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
 

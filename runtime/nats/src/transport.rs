@@ -619,6 +619,10 @@ impl Transport for NatsTransport {
         Some(self.subscription_capacity)
     }
 
+    fn may_reconnect(&self) -> bool {
+        true
+    }
+
     fn is_connected(&self) -> bool {
         !self.stats.closed.load(Ordering::Acquire)
             && self.client.connection_state() == State::Connected
