@@ -56,6 +56,7 @@ openagentio_testkit::on_both_transports!(
     closing_a_serving_bus_ends_its_calls_with_an_error,
     the_smallest_frame_buffer_loses_nothing,
     a_stuck_event_handler_times_out_and_the_next_event_is_served,
+    what_no_reader_takes_is_refused_at_the_sender,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1670,4 +1671,89 @@ async fn closing_a_serving_bus_ends_its_calls_with_an_error(kind: TransportKind)
         assert_eq!(e.code(), ErrorCode::TransportFailure, "{e}");
         assert!(!e.retryable(), "{e}");
     }
+}
+
+/// An envelope no reader would take is refused where it is sent, the same
+/// way on both transports, instead of being thrown away where it arrives:
+/// JSON nested deeper than 128 levels is `CODEC_FAILURE`, a `spec_version`
+/// other than acp/1.x `INVALID_REQUEST`; an empty `event_id` gets one.
+async fn what_no_reader_takes_is_refused_at_the_sender(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let (tx, mut events) = mpsc::unbounded_channel();
+    p.server
+        .subscribe("deep.>", move |env| {
+            let tx = tx.clone();
+            async move {
+                tx.send(env).unwrap();
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    p.server
+        .handle_invoke("deep.answer", |req| async move {
+            let levels = req.payload()["levels"].as_u64().unwrap_or(0) as usize;
+            let text = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+            Ok(serde_json::from_str::<Value>(&text).unwrap_or(Value::Null))
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let nested = |levels: usize| -> Value {
+        let text = format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        serde_json::from_str(&text).unwrap()
+    };
+    // 126 levels in the payload (127 with the envelope) go; 127 do not.
+    p.client
+        .emit("deep.ok", nested(126))
+        .await
+        .expect("126 levels go");
+    assert_eq!(recv(&mut events).await.payload, Some(nested(126)));
+    let err = p.client.emit("deep.no", nested(127)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+    let err = p
+        .client
+        .invoke("deep.answer", nested(127))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+    // A handler's answer too deep to carry fails the call, not silently.
+    let err = p
+        .client
+        .invoke("deep.answer", json!({"levels": 127}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::CodecFailure, "{err}");
+    let ok = p
+        .client
+        .invoke("deep.answer", json!({"levels": 126}))
+        .await
+        .unwrap();
+    assert_eq!(ok.payload, Some(nested(126)));
+
+    let mut odd = Envelope::new("deep.version").with_payload(json!(1));
+    odd.spec_version = "acp/2.0".into();
+    let err = p.client.publish(odd).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidRequest, "{err}");
+    let mut no_id = Envelope::new("deep.id").with_payload(json!(2));
+    no_id.event_id = "".into();
+    p.client.publish(no_id).await.unwrap();
+    let got = recv(&mut events).await;
+    assert_eq!(got.payload, Some(json!(2)));
+    assert!(!got.event_id.is_empty());
+    let mut request = Envelope::new("agent.message.received").with_payload(json!({"levels": 1}));
+    request.event_id = "".into();
+    let answer = p
+        .client
+        .stream_request("deep.answer", request, CallOptions::new())
+        .await
+        .unwrap()
+        .final_payload()
+        .await
+        .unwrap();
+    assert_eq!(answer, json!([]));
+    assert!(
+        events.try_recv().is_err(),
+        "an event arrived that was refused"
+    );
 }

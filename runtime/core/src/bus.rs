@@ -438,6 +438,7 @@ impl Bus {
         self.ensure_open()?;
         check_name("event type", &env.event_type, false)
             .map_err(|e| BusError::invalid(e.to_string()))?;
+        crate::envelope::fit_to_send(&mut env)?;
         if env.from.is_empty() {
             env.from = self.inner.settings.agent_id.clone();
         }

@@ -310,6 +310,7 @@ impl Bus {
             return Err(BusError::closed_bus());
         }
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
+        crate::envelope::fit_to_send(env)?;
         let ctx = current();
         if env.from.is_empty() {
             env.from.clone_from(&inner.settings.agent_id);

@@ -40,6 +40,11 @@ impl From<serde_json::Error> for DecodeError {
 /// assert_eq!(codec::encode(&env).unwrap(), serde_json::to_vec(&env).unwrap());
 /// ```
 pub fn encode(env: &Envelope) -> Result<Bytes, serde_json::Error> {
+    if crate::envelope::too_deep(env) {
+        return Err(serde::ser::Error::custom(
+            "the envelope nests JSON deeper than 128 levels, which no reader takes",
+        ));
+    }
     // One allocation for a typical envelope instead of a string of regrowths.
     let mut buf = Vec::with_capacity(1024);
     json_write::write_envelope(&mut buf, env);

@@ -406,6 +406,42 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 }
 
+/// Readies a caller's envelope to be sent as every reader will take it: an
+/// empty `event_id` gets a new one; a `spec_version` other than `acp/1.x`
+/// (which no reader of this version takes) is `INVALID_REQUEST`.
+pub(crate) fn fit_to_send(env: &mut Envelope) -> Result<(), crate::BusError> {
+    if env.event_id.is_empty() {
+        env.event_id = crate::ids::new_event_id();
+    }
+    if !env.spec_version.starts_with("acp/1.") {
+        return Err(crate::BusError::invalid(format!(
+            "unsupported spec_version {:?}: this runtime sends acp/1.x",
+            env.spec_version.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the envelope nests containers deeper than JSON readers take
+/// (serde_json refuses the 128th level, the envelope itself counting as
+/// one): sent anyway, it would be thrown away where it arrives.
+pub(crate) fn too_deep(env: &Envelope) -> bool {
+    fn deeper(v: &Value, depth: usize) -> bool {
+        match v {
+            Value::Array(items) => {
+                depth > crate::json_read::MAX_DEPTH || items.iter().any(|i| deeper(i, depth + 1))
+            }
+            Value::Object(map) => {
+                depth > crate::json_read::MAX_DEPTH || map.values().any(|i| deeper(i, depth + 1))
+            }
+            _ => false,
+        }
+    }
+    env.payload.as_ref().is_some_and(|p| deeper(p, 2))
+        || env.metadata.values().any(|v| deeper(v, 3))
+        || env.extra.values().any(|v| deeper(v, 2))
+}
+
 /// The fields an envelope must have, as a reader collects them; both readers
 /// (serde's and the codec's own) check them here, so they agree on what an
 /// envelope is.

@@ -20,7 +20,7 @@ use crate::text::Text;
 
 /// How deep containers may nest, the envelope itself counting as one:
 /// serde_json refuses the 128th level, and so does this reader.
-const MAX_DEPTH: usize = 127;
+pub(crate) const MAX_DEPTH: usize = 127;
 
 /// Reads `text` as an envelope, or `None` when serde_json should decide.
 pub(crate) fn read_envelope(text: &str) -> Option<Envelope> {

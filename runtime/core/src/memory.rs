@@ -137,6 +137,15 @@ impl MemoryTransport {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
+        // Refused as the NATS transport refuses it to encode it: what no
+        // reader takes does not go out, on either transport.
+        if let Body::Envelope(env) = &msg.body
+            && crate::envelope::too_deep(env)
+        {
+            return Err(TransportError::Encode(
+                "the envelope nests JSON deeper than 128 levels, which no reader takes".into(),
+            ));
+        }
         // The snapshot stays loaded while its sinks take the message (a
         // handler served inline may publish in turn: it loads its own).
         let table = self.inner.table.load();
