@@ -57,6 +57,7 @@ openagentio_testkit::on_both_transports!(
     the_smallest_frame_buffer_loses_nothing,
     a_stuck_event_handler_times_out_and_the_next_event_is_served,
     what_no_reader_takes_is_refused_at_the_sender,
+    an_idle_timeout_on_invoke_counts_a_stream_handlers_deltas,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1756,4 +1757,38 @@ async fn what_no_reader_takes_is_refused_at_the_sender(kind: TransportKind) {
         events.try_recv().is_err(),
         "an event arrived that was refused"
     );
+}
+
+/// `invoke` with an idle timeout of a stream handler that keeps sending:
+/// its deltas are signs of life (the answer alone comes back), and silence
+/// longer than the idle timeout still ends the call.
+async fn an_idle_timeout_on_invoke_counts_a_stream_handlers_deltas(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    p.server
+        .handle_stream("ticker", |req, w| async move {
+            let pause = Duration::from_millis(req.payload()["pause_ms"].as_u64().unwrap_or(0));
+            for i in 0..8 {
+                tokio::time::sleep(pause).await;
+                w.delta_text(i.to_string()).await?;
+            }
+            w.finish(json!("done")).await
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let opts = || CallOptions::new().idle_timeout(Duration::from_millis(400));
+    let answer = p
+        .client
+        .invoke_with("ticker", json!({"pause_ms": 100}), opts())
+        .await
+        .expect("deltas every 100 ms keep a 400 ms idle timeout from firing");
+    assert!(answer.is_terminal());
+    assert_eq!(answer.payload, Some(json!({"result": "done"})));
+    let err = p
+        .client
+        .invoke_with("ticker", json!({"pause_ms": 800}), opts())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
+    assert!(err.message().contains("idle"), "{err}");
 }

@@ -113,7 +113,9 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Envelope, BusError> {
-        let request = self.prepare_payload(target, payload, opts, false);
+        // An idle timeout needs the frames between, as signs of life.
+        let streaming = opts.idle_timeout.is_some();
+        let request = self.prepare_payload(target, payload, opts, streaming);
         let mut stream = self.send_prepared(target, request).await?;
         while let Some(frame) = stream.next().await {
             let frame = frame?;
@@ -131,7 +133,7 @@ impl Bus {
 
     /// [`Bus::invoke_with`] in two steps: sends the request and returns the
     /// call, whose terminal frame is the answer (a stream handler sends no
-    /// frames before it). The caller can wait for it, or end the call with
+    /// frames before it, unless the options set an idle timeout). The caller can wait for it, or end the call with
     /// [`Stream::cancel`], which tells the handler to stop.
     ///
     /// ```
@@ -150,7 +152,8 @@ impl Bus {
         payload: Value,
         opts: CallOptions,
     ) -> Result<Stream, BusError> {
-        let request = self.prepare_payload(target, payload, opts, false);
+        let streaming = opts.idle_timeout.is_some();
+        let request = self.prepare_payload(target, payload, opts, streaming);
         self.send_prepared(target, request).await
     }
 

@@ -46,7 +46,10 @@ impl CallOptions {
         self.timeout = Some(d);
         self
     }
-    /// Sets the idle timeout of a stream.
+    /// Sets the idle timeout: the longest wait for the next frame. On
+    /// `invoke` (which otherwise asks a stream handler for its answer alone)
+    /// the request then asks for every frame, so a stream handler's deltas
+    /// count as signs of life and only the answer is returned.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = Some(d);
         self
