@@ -352,6 +352,21 @@ async fn stream_reorders_and_drops_duplicates(kind: TransportKind) {
     // Frames after the terminal one are not seen.
     let _c = raw_target(&p, "chatty", vec![(0, false), (1, true), (2, false)]).await;
     assert_eq!(collect_seqs(&p, "chatty").await.unwrap(), [0, 1]);
+    // A terminal frame with a hole before it that never fills: the stream
+    // ends soon after, naming the missing frames, not at its deadline.
+    let _d = raw_target(&p, "holed", vec![(0, false), (2, true)]).await;
+    let started = Instant::now();
+    let err = collect_seqs(&p, "holed").await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TransportFailure, "{err}");
+    assert!(
+        err.message().contains("frames 1 to 1 never arrived"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 async fn stream_gap_too_wide_is_backpressure(kind: TransportKind) {

@@ -62,6 +62,10 @@ pub(crate) struct SentRequest {
 const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(5);
 /// The pause between those sends.
 const RESEND_PAUSE: Duration = Duration::from_millis(100);
+/// How long frames missing before a terminal frame that has arrived are
+/// waited for: one sender's frames come in order (a handler writing from
+/// several tasks may cross them by moments), so past this they are lost.
+const GAP_BEFORE_END_GRACE: Duration = Duration::from_secs(1);
 
 /// The frames of one `stream_invoke`, reordered by `seq`, without duplicates,
 /// ending after the terminal frame. Local failures (timeout, no handler,
@@ -90,6 +94,9 @@ pub struct Stream {
     window_reservation: Option<crate::window_budget::WindowReservation>,
     /// Until when a request that met nobody after a reconnect is sent again.
     resend_until: Option<Instant>,
+    /// Until when frames missing before a terminal frame already held are
+    /// waited for.
+    gap_before_end: Option<Instant>,
     /// The transport's counters when the call began: a frame missing after
     /// a reconnect, or after the transport dropped messages, is lost for good
     /// (core NATS drops what is sent to a subscription while it is being
@@ -123,6 +130,7 @@ impl Stream {
             told_read: 0,
             window_reservation: None,
             resend_until: None,
+            gap_before_end: None,
         }
     }
 
@@ -282,6 +290,10 @@ impl Stream {
                     self.target, env.seq, self.limits.max_gap, self.expected
                 )))));
             }
+            if env.is_terminal() {
+                self.gap_before_end =
+                    Some(crate::call::later_by(Instant::now(), GAP_BEFORE_END_GRACE));
+            }
             self.pending.insert(env.seq, env);
             if self.pending.len() > self.limits.max_pending {
                 return Some(Err(self.fail(BusError::backpressure(format!(
@@ -364,13 +376,24 @@ impl Stream {
 
     fn wait_limit(&self) -> Option<Instant> {
         let idle = self.idle.map(|d| crate::call::later_by(Instant::now(), d));
-        match (self.deadline, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.deadline, idle, self.gap_before_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn fail_timeout(&mut self) -> BusError {
+        if let Some(end) = self.pending.last_key_value().map(|(seq, _)| *seq)
+            && self.gap_before_end.is_some_and(|t| Instant::now() >= t)
+        {
+            let err = BusError::transport(format!(
+                "{}: frames {} to {} never arrived, though the terminal frame (seq {end}) did",
+                self.target,
+                self.expected,
+                end - 1
+            ));
+            return self.fail(err);
+        }
         let overall = self.deadline.is_some_and(|d| Instant::now() >= d);
         let what = if overall {
             "no terminal frame before the deadline"
@@ -400,7 +423,18 @@ impl Stream {
                 None => "",
             }
         };
-        self.fail(BusError::timeout(format!("{}: {what}{why}", self.target)))
+        // Frames held back behind a missing one: say which is missing.
+        let held = match self.pending.len() {
+            0 => String::new(),
+            n => format!(
+                " (frame seq {} never arrived; {n} later frame(s) held)",
+                self.expected
+            ),
+        };
+        self.fail(BusError::timeout(format!(
+            "{}: {what}{why}{held}",
+            self.target
+        )))
     }
 
     /// Marks the stream ended; its window goes back to the bus's budget and
