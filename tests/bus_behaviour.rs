@@ -1263,6 +1263,31 @@ async fn drain_finishes_in_flight_calls_and_stops_intake(kind: TransportKind) {
     assert_eq!(last.error().unwrap().code(), ErrorCode::AgentUnavailable);
     let err = p.client.invoke("quick", json!({})).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NoHandler);
+    // Intake stays stopped: a handler registered after the drain (a bridge
+    // reconnecting during shutdown, say) is refused, and nothing serves.
+    let refused = p
+        .server
+        .handle_invoke("quick", |_req| async { Ok(json!("late")) })
+        .await
+        .err()
+        .expect("registered after the drain");
+    assert_eq!(refused.code(), ErrorCode::AgentUnavailable, "{refused}");
+    assert!(
+        p.server
+            .subscribe("late.event", |_e| async { Ok(()) })
+            .await
+            .is_err()
+    );
+    let err = p.client.invoke("quick", json!({})).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NoHandler);
+    // Its calls still work.
+    p.client
+        .handle_invoke("elsewhere", |_req| async { Ok(json!("here")) })
+        .await
+        .unwrap();
+    p.settle().await;
+    let here = p.server.invoke("elsewhere", json!({})).await.unwrap();
+    assert_eq!(here.payload, Some(json!("here")));
 }
 
 /// Hands every message it gets to a channel.

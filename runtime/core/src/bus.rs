@@ -199,6 +199,7 @@ impl BusBuilder {
                 counters,
                 closed: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                intake_stopped: AtomicBool::new(false),
                 // Three quarters: room for answers, notices and events.
                 window_budget: transport
                     .subscription_buffer()
@@ -245,6 +246,8 @@ pub(crate) struct BusInner {
     pub closed: AtomicBool,
     /// Set when a drain starts cancelling the requests still being served.
     pub draining: AtomicBool,
+    /// Set when a drain starts: intake stopped, and registrations refused.
+    pub intake_stopped: AtomicBool,
     /// Frames the streams in flight may still be offered as flow-control
     /// windows, when the transport drops what a subscription cannot hold
     /// (see [`Transport::subscription_buffer`]): every stream's frames share
@@ -384,6 +387,19 @@ impl Bus {
         Ok(())
     }
 
+    /// [`Bus::ensure_open`], and not drained: a drain stopped intake for
+    /// good, and a handler registered after it would take requests again.
+    pub(crate) fn ensure_taking(&self) -> Result<(), BusError> {
+        self.ensure_open()?;
+        if self.inner.intake_stopped.load(Ordering::Acquire) {
+            return Err(BusError::unavailable(
+                "the bus is draining: it takes no new handlers or subscriptions",
+            )
+            .with_retryable(false));
+        }
+        Ok(())
+    }
+
     fn tenant_or_default<'a>(&'a self, tenant: Option<&'a str>) -> Result<&'a str, BusError> {
         let t = tenant.unwrap_or(&self.inner.settings.tenant);
         check_tenant(t).map_err(|e| BusError::invalid(e.to_string()))?;
@@ -499,7 +515,7 @@ impl Bus {
         F: Fn(Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        self.ensure_open()?;
+        self.ensure_taking()?;
         check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
         check_queue(opts.queue.as_deref())?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
@@ -518,7 +534,7 @@ impl Bus {
         F: Fn(Envelope) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BusError>> + Send + 'static,
     {
-        self.ensure_open()?;
+        self.ensure_taking()?;
         check_name("event type", event_type, true).map_err(|e| BusError::invalid(e.to_string()))?;
         let subject = self.inner.subjects.dlq(event_type);
         self.subscribe_on(subject, event_type, SubscribeOptions::default(), handler)
@@ -671,7 +687,7 @@ impl Bus {
         opts: HandleOptions,
         endpoint: Endpoint,
     ) -> Result<Registration, BusError> {
-        self.ensure_open()?;
+        self.ensure_taking()?;
         check_name("target", target, false).map_err(|e| BusError::invalid(e.to_string()))?;
         check_queue(opts.queue.as_deref())?;
         let tenant = self.tenant_or_default(opts.tenant.as_deref())?;
@@ -749,6 +765,7 @@ impl Bus {
     /// `AGENT_UNAVAILABLE` error frame. Calls made by this bus keep working.
     /// Returns true when every request finished by itself.
     pub async fn drain(&self, timeout: Duration) -> bool {
+        self.inner.intake_stopped.store(true, Ordering::Release);
         self.unsubscribe_all().await;
         let deadline = crate::call::later_by(tokio::time::Instant::now(), timeout);
         let grace = (timeout / 4).min(Duration::from_secs(1));

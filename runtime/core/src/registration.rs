@@ -134,6 +134,21 @@ impl Bus {
         reg: Registration,
         attempt: Attempt,
     ) -> Result<Registration, BusError> {
+        let reg = self.confirm_in_force(reg, attempt).await?;
+        // A drain that began meanwhile removed what it found; this one came
+        // too late for it, and must not take requests either.
+        if let Err(e) = self.ensure_taking() {
+            let _ = reg.unsubscribe().await;
+            return Err(e);
+        }
+        Ok(reg)
+    }
+
+    async fn confirm_in_force(
+        &self,
+        reg: Registration,
+        attempt: Attempt,
+    ) -> Result<Registration, BusError> {
         let transport = &self.inner.transport;
         if !transport.is_connected() {
             return Ok(registered_offline(reg));
