@@ -862,6 +862,62 @@ fn subscribe_says_when_events_may_have_been_lost() {
     assert!(err.contains("events may have been lost"), "{err}");
 }
 
+/// The gateway's event feed is not fed across a gap either: once the
+/// service's connection to NATS was cut and made again, the next event ends
+/// the feed with an error saying events may have been lost (and `subscribe`
+/// through the gateway reports it), instead of going on as if none were.
+#[test]
+fn a_gateway_feed_ends_when_events_may_have_been_lost() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let port = free_port();
+    let cfg = write_config(&url, port);
+    let (_service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    let gateway = format!("http://127.0.0.1:{port}");
+    let mut sub = Command::new(BIN)
+        .args(["subscribe", "note.>", "--bus", &gateway])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let publish =
+        |url: &str, text: &str| client(&["publish", "note.x", "--text", text, "--bus", url]);
+    let started = Instant::now();
+    loop {
+        assert!(publish(&url, "first").status.success());
+        std::thread::sleep(Duration::from_millis(200));
+        if started.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    assert!(lines.next().unwrap().unwrap().contains("first"));
+    nats.restart();
+    let started = Instant::now();
+    let status = loop {
+        let _ = publish(&url, "after");
+        if let Some(status) = sub.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the feed went on after the gap"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut sub.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(
+        err.contains("AGENT_UNAVAILABLE") && err.contains("may have been lost"),
+        "{err}"
+    );
+    // Nothing after the gap was printed as if the feed were whole.
+    for line in lines.map_while(Result::ok) {
+        assert!(line.contains("first"), "fed across the gap: {line}");
+    }
+}
+
 #[test]
 fn a_gateway_url_password_is_masked_in_messages() {
     // Nothing listens there: the error names the gateway, password masked.

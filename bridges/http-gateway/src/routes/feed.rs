@@ -12,12 +12,17 @@
 //! [`FEED_BUFFER`] events, or [`FEED_BYTES`] of them, wait for it, the feed
 //! ends with an `agent.response.error` event (`BACKPRESSURE_DROP`) saying how
 //! many were lost (counted in `openagentio_http_feed_events_dropped_total`),
-//! and the client can subscribe again. The feed also ends when the
-//! service drains; leaving ends the subscription.
+//! and the client can subscribe again. Nor is it fed across a gap the
+//! transport made: when the service's connection to the bus was cut and
+//! made again (NATS drops what is sent meanwhile), or the transport dropped
+//! messages of a subscription that fell behind, the next event that arrives
+//! ends the feed with an `agent.response.error` event (`AGENT_UNAVAILABLE`)
+//! saying events may have been lost. The feed also ends when the service
+//! drains; leaving ends the subscription.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -96,9 +101,27 @@ pub(crate) async fn feed(
     let lost_in_handler = lost.clone();
     let queued_bytes = Arc::new(AtomicU64::new(0));
     let queued_in_handler = queued_bytes.clone();
+    let gap = Arc::new(AtomicBool::new(false));
+    let gap_in_handler = gap.clone();
+    let transport = state.bus().transport().clone();
+    let at_start = transport.stats();
     let registration = state
         .bus()
         .subscribe_with(&event_type, opts, move |env| {
+            // An event after a gap the transport made ends the feed (below)
+            // instead of being fed as if none was missing.
+            if !gap_in_handler.load(Ordering::Relaxed) {
+                let now = transport.stats();
+                if now.reconnects != at_start.reconnects || now.dropped != at_start.dropped {
+                    gap_in_handler.store(true, Ordering::Relaxed);
+                    // Wakes the feed, which ends after what is queued (a
+                    // full queue wakes it anyway).
+                    let _ = tx.try_send(None);
+                }
+            }
+            if gap_in_handler.load(Ordering::Relaxed) {
+                return std::future::ready(Ok::<(), BusError>(()));
+            }
             // Never wait for the client here: a full buffer ends its feed
             // (the stream below reports it); it does not hold up the bus.
             // After the first loss nothing more is queued, so what the
@@ -109,7 +132,7 @@ pub(crate) async fn feed(
             if overflowed || too_big {
                 lost_in_handler.fetch_add(1, Ordering::Relaxed);
             } else {
-                match tx.try_send((env, size)) {
+                match tx.try_send(Some((env, size))) {
                     Ok(()) => {
                         queued_in_handler.fetch_add(size, Ordering::Relaxed);
                     }
@@ -125,6 +148,7 @@ pub(crate) async fn feed(
     let feed = Feed {
         rx,
         lost,
+        gap,
         queued_bytes,
         registration: Some(registration),
         done: false,
@@ -140,10 +164,12 @@ pub(crate) async fn feed(
 
 /// One client's subscription on its way out as SSE events.
 struct Feed {
-    /// Events with their sizes (see [`json_size`]).
-    rx: mpsc::Receiver<(Envelope, u64)>,
+    /// Events with their sizes (see [`json_size`]); `None` after a gap.
+    rx: mpsc::Receiver<Option<(Envelope, u64)>>,
     /// Events dropped because the buffer was full.
     lost: Arc<AtomicU64>,
+    /// Set when the transport may have lost events (see the module docs).
+    gap: Arc<AtomicBool>,
     /// Bytes of the events waiting in `rx`.
     queued_bytes: Arc<AtomicU64>,
     registration: Option<Registration>,
@@ -158,12 +184,13 @@ impl Feed {
         }
         // After an overflow: stop the subscription, send what is queued (in
         // order), then the error.
-        let next = match self.lost.load(Ordering::Relaxed) {
-            0 => self.rx.recv().await,
-            _ => {
-                self.unsubscribe();
-                self.rx.try_recv().ok()
-            }
+        let ending = self.lost.load(Ordering::Relaxed) > 0 || self.gap.load(Ordering::Relaxed);
+        // `None` in the queue marks a gap: what came before it goes out.
+        let next = if ending {
+            self.unsubscribe();
+            self.rx.try_recv().ok().flatten()
+        } else {
+            self.rx.recv().await.flatten()
         };
         let env = match next {
             Some((env, size)) => {
@@ -173,16 +200,23 @@ impl Feed {
             None => {
                 self.done = true;
                 let lost = self.lost.load(Ordering::Relaxed);
-                if lost == 0 {
+                let err = if lost > 0 {
+                    self.state.metrics().feed_dropped(lost);
+                    BusError::backpressure(format!(
+                        "this client fell too far behind ({FEED_BUFFER} events or {} MiB); {lost} \
+                     or more were dropped and the feed ends here (subscribe again to go on)",
+                        FEED_BYTES >> 20
+                    ))
+                } else if self.gap.load(Ordering::Relaxed) {
+                    BusError::unavailable(
+                        "the service's connection to the bus was cut and made again, or its \
+                         subscription fell behind, while this feed ran: events may have been \
+                         lost, and the feed ends here (subscribe again to go on)",
+                    )
+                } else {
                     // The subscription ended (the service is draining).
                     return None;
-                }
-                self.state.metrics().feed_dropped(lost);
-                let err = BusError::backpressure(format!(
-                    "this client fell too far behind ({FEED_BUFFER} events or {} MiB); {lost} \
-                     or more were dropped and the feed ends here (subscribe again to go on)",
-                    FEED_BYTES >> 20
-                ));
+                };
                 let env = error_frame(&err, None, "", 0, self.state.bus().agent_id());
                 return Some(frame_event(&env, self.state.config().sse_retry));
             }
