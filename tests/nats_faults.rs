@@ -871,3 +871,29 @@ async fn a_call_made_during_an_outage_is_answered_when_the_server_is_back() {
         "a call served twice, or not at all"
     );
 }
+
+/// Gathering the catalog (what `GET /v1/agents` and `openagentio targets`
+/// do) while the server is away fails at once, not after the client's own
+/// flush limit: the gateway then lists its service's targets without
+/// keeping its client waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathering_the_catalog_during_an_outage_fails_at_once() {
+    let mut nats = NatsServer::start();
+    let bus = nats_bus(&nats.url(), Bus::builder().agent_id("lister")).await;
+    kill_and_settle(&mut nats).await;
+    let started = Instant::now();
+    let err = openagentio_core::catalog::gather(
+        &bus,
+        None,
+        Duration::from_secs(2),
+        openagentio_core::catalog::MORE_ANSWERS_GRACE,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.code(), ErrorCode::AgentUnavailable, "{err}");
+}

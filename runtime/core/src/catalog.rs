@@ -37,7 +37,9 @@ impl Sink for Inbox {
 /// The targets of every service on `bus` serving `tenant` (the bus's default
 /// when `None`) that answers within `timeout`, sorted by name. After the
 /// first answer, others are read for `grace`. `NO_HANDLER` when no service
-/// serves the catalog there; `AGENT_TIMEOUT` when none answered in time.
+/// serves the catalog there; `AGENT_TIMEOUT` when none answered in time;
+/// `AGENT_UNAVAILABLE` at once when the transport is not connected. The
+/// whole gathering is bounded by `timeout` (and `grace`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), openagentio_core::BusError> {
@@ -58,12 +60,31 @@ pub async fn gather(
         crate::subject::check_tenant(t).map_err(|e| BusError::invalid(e.to_string()))?;
     }
     let transport = bus.transport().clone();
+    // Nobody could answer; and the steps below would wait for the
+    // connection (a NATS flush for its own limit), not for `timeout`.
+    if !transport.is_connected() {
+        return Err(BusError::unavailable(
+            "the bus transport is not connected: no catalog can be gathered",
+        ));
+    }
+    let until = crate::call::later_by(Instant::now(), timeout);
     let inbox = format!("{}.catalog", transport.new_inbox_prefix());
     let (tx, mut answers) = mpsc::unbounded_channel();
-    let sub = transport
-        .subscribe(&inbox, None, Arc::new(Inbox(tx)))
-        .await?;
-    transport.flush().await?;
+    let subscribing = async {
+        let sub = transport
+            .subscribe(&inbox, None, Arc::new(Inbox(tx)))
+            .await?;
+        transport.flush().await?;
+        Ok::<_, crate::transport::TransportError>(sub)
+    };
+    let sub = match tokio::time::timeout_at(until, subscribing).await {
+        Ok(sub) => sub?,
+        Err(_) => {
+            return Err(BusError::timeout(format!(
+                "the catalog's reply subscription was not made within {timeout:?}"
+            )));
+        }
+    };
 
     let tenant = tenant.unwrap_or(bus.settings().tenant.as_str());
     let mut req = Envelope::new(crate::event_type::MESSAGE_RECEIVED)
@@ -78,11 +99,15 @@ pub async fn gather(
     req.reply_to = inbox.as_str().into();
     let subject = bus.subjects().invoke(CATALOG_TARGET, tenant);
     // The transport's reply subject too: NATS says at once when nobody serves it.
-    let sent = transport
-        .publish(Message::envelope(subject, req).with_reply(inbox.as_str()))
-        .await;
+    let publishing = transport.publish(Message::envelope(subject, req).with_reply(inbox.as_str()));
+    let sent = tokio::time::timeout_at(until, publishing)
+        .await
+        .unwrap_or(Err(crate::transport::TransportError::NotConnected(
+            "the catalog request was not taken in time".into(),
+        )));
+    let left = until.saturating_duration_since(Instant::now());
     let result = match sent {
-        Ok(()) => collect(&mut answers, timeout, grace).await,
+        Ok(()) => collect(&mut answers, left, grace).await,
         Err(e) => Err(e.into()),
     };
     let _ = sub.unsubscribe().await;
