@@ -918,6 +918,69 @@ fn a_gateway_feed_ends_when_events_may_have_been_lost() {
     }
 }
 
+/// SIGTERM while the NATS server is away: the service still stops within
+/// its drain timeout (nothing waits for a server that is not there), and the
+/// gateway's streams end with `AGENT_UNAVAILABLE`, the service stopping.
+#[test]
+fn a_drain_during_an_outage_keeps_its_time_and_says_why() {
+    use std::io::{Read, Write};
+
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let port = free_port();
+    let cfg = config_file(&format!(
+        "bus: {{ transport: nats, nats: {{ url: \"{url}\" }} }}\n\
+         http: {{ listen: \"127.0.0.1:{port}\" }}\nshutdown: {{ drain_timeout: 2s }}\n\
+         bridges:\n  - {{ name: echo, type: echo, config: {{ word_delay: 200ms }} }}\n"
+    ));
+    let (mut service, _) = run_service(BIN, cfg.path(), &[], Path::new("."));
+    let words = vec!["word"; 100].join(" ");
+    let body = format!("{{\"text\": \"{words}\"}}");
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        sse,
+        "POST /v1/agents/echo/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nX-Timeout-Ms: 30000\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("agent.response.delta") {
+        let n = sse.read(&mut buf).unwrap();
+        assert!(n > 0, "the SSE stream ended early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    nats.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let signalled = Instant::now();
+    signal("TERM", service.0.id());
+    let status = loop {
+        if let Some(s) = service.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "the service did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took < Duration::from_millis(2600),
+        "a 2 s drain took {took:?}"
+    );
+    let _ = sse.read_to_end(&mut seen);
+    let seen = String::from_utf8_lossy(&seen);
+    let tail = &seen[seen.rfind("event:").unwrap_or(0)..];
+    assert!(
+        tail.starts_with("event: agent.response.error") && tail.contains("AGENT_UNAVAILABLE"),
+        "the SSE stream did not end saying the service stops: {tail}"
+    );
+}
+
 #[test]
 fn a_gateway_url_password_is_masked_in_messages() {
     // Nothing listens there: the error names the gateway, password masked.

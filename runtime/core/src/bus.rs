@@ -819,7 +819,10 @@ impl Bus {
             for id in &open {
                 let _ = transport.publish(self.inner.cancel_message(id)).await;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), transport.flush()).await;
+            // Not waited for without a connection: they cannot go out.
+            if transport.is_connected() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), transport.flush()).await;
+            }
         }
         self.inner.replies.close().await;
         self.inner.cancels.close().await;

@@ -217,15 +217,21 @@ impl Stream {
                         self.target
                     )))));
                 }
-                let why = if self.bus().closed.load(std::sync::atomic::Ordering::Acquire) {
-                    "the bus was closed"
+                let err = if self.bus().closed.load(std::sync::atomic::Ordering::Acquire) {
+                    // Closed on purpose (a service stopping): the call will
+                    // not be answered here, whatever the handler does.
+                    BusError::unavailable(format!(
+                        "{}: the bus making the call was closed (its service is stopping) \
+                         before the terminal frame",
+                        self.target
+                    ))
                 } else {
-                    "reply channel closed"
+                    BusError::transport(format!(
+                        "{}: reply channel closed before the terminal frame",
+                        self.target
+                    ))
                 };
-                return Some(Err(self.fail(BusError::transport(format!(
-                    "{}: {why} before the terminal frame",
-                    self.target
-                )))));
+                return Some(Err(self.fail(err)));
             };
             if msg.status == Some(STATUS_NO_RESPONDERS) {
                 match self.resend_after_reconnect().await {
