@@ -110,3 +110,77 @@ async fn many_streams_share_the_reply_buffer_and_lose_nothing() {
     s.final_payload().await.unwrap();
     assert_eq!(windows.lock().unwrap()[0], largest);
 }
+
+/// More slow streams than the reply subscription can hold (the smallest
+/// window times their number overflows it): the transport drops frames,
+/// and every stream still ends soon after, complete or with a typed error
+/// naming the loss, none waiting for its deadline (a stream whose whole
+/// window was dropped used to, its handler waiting for a notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_past_the_reply_buffer_end_in_time_when_frames_are_dropped() {
+    const SMALL: usize = 1024;
+    const MANY: usize = 50;
+    let nats = NatsServer::start();
+    let transport = NatsTransport::connect(
+        NatsOptions::new(nats.url())
+            .name("caller")
+            .subscription_capacity(SMALL),
+    )
+    .await
+    .unwrap();
+    let caller = Bus::builder()
+        .agent_id("caller")
+        .transport(transport)
+        .build();
+    let server = nats_bus(&nats.url(), Bus::builder().agent_id("server")).await;
+    server
+        .handle_stream("burst", |_req, w| async move {
+            for _ in 0..300 {
+                w.delta_text("abcdefgh").await?;
+            }
+            w.finish(json!("done")).await
+        })
+        .await
+        .unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..MANY {
+        let opts = CallOptions::default().timeout(Duration::from_secs(60));
+        streams.push(
+            caller
+                .stream_invoke_with("burst", json!(null), opts)
+                .await
+                .unwrap(),
+        );
+    }
+    // Unread for a while: the handlers send what they may, more than fits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    let reads = streams.into_iter().map(|mut s| async move {
+        while let Some(frame) = s.next().await {
+            match frame {
+                Ok(f) if f.is_terminal() => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        panic!("ended without a terminal frame");
+    });
+    let outcomes = futures::future::join_all(reads).await;
+    let took = started.elapsed();
+    assert!(
+        caller.transport().stats().dropped > 0,
+        "nothing was dropped: the test does not test"
+    );
+    for outcome in &outcomes {
+        if let Err(e) = outcome {
+            assert_eq!(
+                e.code(),
+                openagentio_core::ErrorCode::BackpressureDrop,
+                "{e}"
+            );
+        }
+    }
+    let complete = outcomes.iter().filter(|o| o.is_ok()).count();
+    eprintln!("{complete} of {MANY} complete, the rest lost frames; {took:?}");
+    assert!(took < Duration::from_secs(20), "the streams took {took:?}");
+}

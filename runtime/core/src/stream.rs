@@ -62,6 +62,25 @@ pub(crate) struct SentRequest {
 const RESUBSCRIBE_GRACE: Duration = Duration::from_secs(5);
 /// The pause between those sends.
 const RESEND_PAUSE: Duration = Duration::from_millis(100);
+/// How often a stream that waits looks whether the transport dropped
+/// messages (see `Stream::look_for_drops`).
+const DROP_LOOK: Duration = Duration::from_secs(1);
+/// How long a stream waits for a frame after it noticed that the transport
+/// dropped messages, before it takes the rest of its frames as lost (its
+/// terminal frame among them, maybe, which nothing would bring back). Long
+/// enough for a handler that pauses (a model thinking) to come back: the
+/// drops may have been another subscription's.
+const DROP_SILENCE: Duration = Duration::from_secs(10);
+
+/// How a wait for the next message ended.
+enum Waited {
+    /// A message, or `None` when the reply slot closed.
+    Message(Option<Message>),
+    /// The deadline or the idle limit passed.
+    Timeout,
+    /// Silent for [`DROP_SILENCE`] after the transport dropped messages.
+    SilentAfterDrops,
+}
 /// How long frames missing before a terminal frame that has arrived are
 /// waited for: one sender's frames come in order (a handler writing from
 /// several tasks may cross them by moments), so past this they are lost.
@@ -97,6 +116,10 @@ pub struct Stream {
     /// Until when frames missing before a terminal frame already held are
     /// waited for.
     gap_before_end: Option<Instant>,
+    /// The transport's dropped-message count last looked at.
+    drops_seen: u64,
+    /// When a waiting stream next looks for drops.
+    next_look: Option<Instant>,
     /// The transport's counters when the call began: a frame missing after
     /// a reconnect, or after the transport dropped messages, is lost for good
     /// (core NATS drops what is sent to a subscription while it is being
@@ -131,6 +154,8 @@ impl Stream {
             window_reservation: None,
             resend_until: None,
             gap_before_end: None,
+            drops_seen: transport_at_start.dropped,
+            next_look: None,
         }
     }
 
@@ -202,8 +227,17 @@ impl Stream {
             let received = match self.slot.queue.try_recv() {
                 Poll::Ready(m) => m,
                 Poll::Pending => match self.wait().await {
-                    Some(m) => m,
-                    None => return Some(Err(self.fail_timeout())),
+                    Waited::Message(m) => m,
+                    Waited::Timeout => return Some(Err(self.fail_timeout())),
+                    Waited::SilentAfterDrops => {
+                        let err = BusError::backpressure(format!(
+                            "{}: the transport dropped messages (a subscription of this \
+                             process fell behind), and no frame has come for {DROP_SILENCE:?} \
+                             since: the rest of the stream is taken as lost",
+                            self.target
+                        ));
+                        return Some(Err(self.fail(err)));
+                    }
                 },
             };
             let Some(msg) = received else {
@@ -356,28 +390,78 @@ impl Stream {
         env
     }
 
-    /// Waits for the next message of the reply slot; `None` when the
-    /// deadline or the idle limit passes first.
-    async fn wait(&mut self) -> Option<Option<Message>> {
-        match self.wait_limit() {
-            Some(until) => {
-                let timer = match &mut self.timer {
-                    Some(t) => {
-                        if t.deadline() != until {
-                            t.as_mut().reset(until);
-                        }
-                        t
+    /// Waits for the next message of the reply slot, until the deadline or
+    /// the idle limit, or until it is silent for [`DROP_SILENCE`] after the
+    /// transport dropped messages.
+    async fn wait(&mut self) -> Waited {
+        let limit = self.wait_limit();
+        let mut drops_noticed: Option<Instant> = None;
+        loop {
+            // A stream with a window looks now and then whether the
+            // transport dropped messages: a whole window lost would leave its
+            // handler waiting for a notice that never comes, and this stream
+            // waiting for frames that never come, until the deadline.
+            // Armed once a second, not at every wait: a busy stream does
+            // not move its timer for each frame.
+            let look = match self.window {
+                Some(_) => Some(
+                    *self
+                        .next_look
+                        .get_or_insert_with(|| crate::call::later_by(Instant::now(), DROP_LOOK)),
+                ),
+                None => None,
+            };
+            let until = [limit, look].into_iter().flatten().min();
+            let Some(until) = until else {
+                return Waited::Message(self.slot.recv().await);
+            };
+            let timer = match &mut self.timer {
+                Some(t) => {
+                    if t.deadline() != until {
+                        t.as_mut().reset(until);
                     }
-                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
-                };
-                tokio::select! {
-                    biased;
-                    m = self.slot.recv() => Some(m),
-                    _ = timer.as_mut() => None,
+                    t
+                }
+                None => self.timer.insert(Box::pin(tokio::time::sleep_until(until))),
+            };
+            tokio::select! {
+                biased;
+                m = self.slot.recv() => return Waited::Message(m),
+                _ = timer.as_mut() => {}
+            }
+            let now = Instant::now();
+            if limit.is_some_and(|l| now >= l) {
+                return Waited::Timeout;
+            }
+            if self.next_look.is_some_and(|at| now >= at) {
+                self.next_look = None;
+                if self.look_for_drops() {
+                    drops_noticed = Some(now);
                 }
             }
-            None => Some(self.slot.recv().await),
+            if drops_noticed.is_some_and(|at| now.saturating_duration_since(at) >= DROP_SILENCE) {
+                return Waited::SilentAfterDrops;
+            }
         }
+    }
+
+    /// After the transport dropped messages, tells the handler it may send
+    /// a window beyond what it was allowed: if frames were lost, the next
+    /// one shows the gap and the stream ends at once with a typed error
+    /// (see [`Stream::next`]) instead of both sides waiting.
+    /// Returns whether there were new drops.
+    fn look_for_drops(&mut self) -> bool {
+        let Some(window) = self.window else {
+            return false;
+        };
+        let dropped = self.bus().transport.stats().dropped;
+        if dropped == self.drops_seen {
+            return false;
+        }
+        self.drops_seen = dropped;
+        let claimed = self.told_read.max(self.expected) + window;
+        self.bus().send_window(&self.request.id, claimed);
+        true
     }
 
     fn wait_limit(&self) -> Option<Instant> {
