@@ -71,6 +71,10 @@ const DROP_LOOK: Duration = Duration::from_secs(1);
 /// enough for a handler that pauses (a model thinking) to come back: the
 /// drops may have been another subscription's.
 const DROP_SILENCE: Duration = Duration::from_secs(10);
+/// How long frames missing before a terminal frame that has arrived are
+/// waited for: one sender's frames come in order (a handler writing from
+/// several tasks may cross them by moments), so past this they are lost.
+const GAP_BEFORE_END_GRACE: Duration = Duration::from_secs(1);
 
 /// How a wait for the next message ended.
 enum Waited {
@@ -81,10 +85,6 @@ enum Waited {
     /// Silent for [`DROP_SILENCE`] after the transport dropped messages.
     SilentAfterDrops,
 }
-/// How long frames missing before a terminal frame that has arrived are
-/// waited for: one sender's frames come in order (a handler writing from
-/// several tasks may cross them by moments), so past this they are lost.
-const GAP_BEFORE_END_GRACE: Duration = Duration::from_secs(1);
 
 /// The frames of one `stream_invoke`, reordered by `seq`, without duplicates,
 /// ending after the terminal frame. Local failures (timeout, no handler,
