@@ -528,7 +528,7 @@ impl Transport for NatsTransport {
         }
         .map_err(to_transport_error)?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let client = self.client.clone();
+        let transport = self.clone();
         let task = tokio::spawn(async move {
             let deliver = |m: async_nats::Message| {
                 sink.deliver(Message {
@@ -547,17 +547,30 @@ impl Transport for NatsTransport {
                     _ = &mut stopped => break,
                 }
             }
-            // Unsubscribed by draining: the server confirms the UNSUB, and
-            // what it sent before (a request already on its way to us, such
-            // as one this very process sent) is handed on and served, not lost.
-            // Without a server to confirm, what the client holds is all there is.
-            let connected = client.connection_state() == async_nats::connection::State::Connected;
-            let confirmed = connected && sub.drain().await.is_ok();
-            if !confirmed {
-                let _ = sub.unsubscribe().await;
+            // Unsubscribed. What the server routed here before now (a
+            // request this very process sent just before a drain, say) is
+            // still handed on, not lost: a message to ourselves goes through
+            // the server while this subscription goes on forwarding, and
+            // whatever was routed here before it arrives ahead of it. Only
+            // then is the subscription ended. (async-nats's own `drain`
+            // forgets the subscription without waiting for the server, and
+            // loses what is still on its way.) Without a server, what the
+            // client holds is all there is.
+            if transport.client.connection_state() == State::Connected {
+                let echo = tokio::time::timeout(Duration::from_secs(2), transport.round_trip());
+                tokio::pin!(echo);
+                loop {
+                    tokio::select! {
+                        m = sub.next() => match m {
+                            Some(m) => deliver(m),
+                            None => return,
+                        },
+                        _ = &mut echo => break,
+                    }
+                }
             }
-            let until =
-                tokio::time::Instant::now() + Duration::from_secs(if confirmed { 2 } else { 1 });
+            let _ = sub.unsubscribe().await;
+            let until = tokio::time::Instant::now() + Duration::from_secs(1);
             while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
                 deliver(m);
             }
