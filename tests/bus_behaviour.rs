@@ -58,6 +58,7 @@ openagentio_testkit::on_both_transports!(
     a_stuck_event_handler_times_out_and_the_next_event_is_served,
     what_no_reader_takes_is_refused_at_the_sender,
     an_idle_timeout_on_invoke_counts_a_stream_handlers_deltas,
+    a_request_cancelled_before_it_arrives_is_not_served,
 );
 
 async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
@@ -1831,4 +1832,51 @@ async fn an_idle_timeout_on_invoke_counts_a_stream_handlers_deltas(kind: Transpo
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::AgentTimeout, "{err}");
     assert!(err.message().contains("idle"), "{err}");
+}
+
+/// A request whose cancel notice came first is not served: its handler never
+/// runs (over NATS the two travel on different subscriptions, and a server
+/// that froze for a while delivers a request its caller gave up on together
+/// with the notice). It is counted, and answered with an error frame.
+async fn a_request_cancelled_before_it_arrives_is_not_served(kind: TransportKind) {
+    let p = BusPair::plain(kind).await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let count = ran.clone();
+    p.server
+        .handle_invoke("stale.work", move |req| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(req.into_payload()) }
+        })
+        .await
+        .unwrap();
+    p.settle().await;
+    let request =
+        Envelope::new(openagentio_core::event_type::MESSAGE_RECEIVED).with_payload(json!("late"));
+    // The notice the caller's bus sends when it gives up, ahead of its request.
+    let mut notice = Envelope::new(openagentio_core::CANCEL_EVENT);
+    notice.correlation_id = request.event_id.clone();
+    let cancel_subject = p.client.subjects().cancel();
+    p.client
+        .transport()
+        .publish(Message::envelope(cancel_subject, notice))
+        .await
+        .unwrap();
+    p.settle().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = p
+        .client
+        .stream_request("stale.work", request, CallOptions::new())
+        .await
+        .unwrap()
+        .final_payload()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::AgentUnavailable, "{err}");
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the handler ran");
+    assert_eq!(p.server.stats().stale_requests, 1);
+    // Other requests to the target are served.
+    let reply = p.client.invoke("stale.work", json!("fresh")).await.unwrap();
+    assert_eq!(reply.payload, Some(json!("fresh")));
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
 }

@@ -262,10 +262,24 @@ async fn serve_request(bus: Arc<BusInner>, route: Arc<Route>, env: Arc<Envelope>
         .or_else(|| serve_limit.map(|d| crate::call::later_by(tokio::time::Instant::now(), d)));
     let grace = bus.settings.cancel_grace;
     let writer = StreamWriter::new(bus, &env, token.clone(), deadline);
-    let _guard = writer
-        .bus()
-        .cancels
-        .register(&env, token.clone(), writer.clone());
+    let cancels = &writer.bus().cancels;
+    let _guard = cancels.register(&env, token.clone(), writer.clone());
+    if cancels.cancelled_before_arrival(&env) {
+        // Its caller gave up on it already: the handler would work for
+        // nobody. The error frame keeps the rule that every request gets a
+        // terminal frame (its caller no longer reads it).
+        Counters::bump(&writer.bus().counters.stale_requests);
+        tracing::debug!(target = %route.name, request = %env.event_id, "request not served: its caller cancelled it before it arrived");
+        token.cancel();
+        let err = BusError::unavailable(format!(
+            "{}: the caller cancelled the request before it arrived",
+            route.name
+        ));
+        if let Err(e) = writer.error(&err).await {
+            tracing::debug!(target = %route.name, error = %e, "could not answer a stale request");
+        }
+        return;
+    }
     let ctx = Arc::new(CallContext::with_deadline(&env, deadline));
     // The handler's request is normally the envelope's only owner: it can
     // take the payload without a copy.

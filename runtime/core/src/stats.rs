@@ -19,6 +19,10 @@ pub struct BusStats {
     /// Handlers dropped because they did not end within the cancellation
     /// grace after they were cancelled (each is also logged).
     pub abandoned_handlers: u64,
+    /// Requests not served because their caller had cancelled them before
+    /// they arrived (over NATS, its cancel notice came first, as after a
+    /// server that froze for a while).
+    pub stale_requests: u64,
 }
 
 #[derive(Default)]
@@ -29,6 +33,7 @@ pub(crate) struct Counters {
     pub overflowed_calls: AtomicU64,
     pub dropped_events: AtomicU64,
     pub abandoned_handlers: AtomicU64,
+    pub stale_requests: AtomicU64,
 }
 
 impl Counters {
@@ -44,6 +49,7 @@ impl Counters {
             overflowed_calls: self.overflowed_calls.load(Ordering::Relaxed),
             dropped_events: self.dropped_events.load(Ordering::Relaxed),
             abandoned_handlers: self.abandoned_handlers.load(Ordering::Relaxed),
+            stale_requests: self.stale_requests.load(Ordering::Relaxed),
         }
     }
 }

@@ -250,6 +250,11 @@ impl Metrics {
                 stats.abandoned_handlers,
             ),
             (
+                "openagentio_stale_requests_total",
+                "Requests not served because their caller cancelled them before they arrived.",
+                stats.stale_requests,
+            ),
+            (
                 "openagentio_transport_dropped_total",
                 "Messages the transport dropped (slow consumers).",
                 transport.dropped,
