@@ -21,7 +21,10 @@
 //!   `TRANSPORT_FAILURE` within the bus's timeout and leaves nothing serving,
 //!   as does a registration whose caller stops waiting; so does one that a
 //!   connected but frozen server (SIGSTOP) never confirms;
-//! - closing a bus while the server is down returns at once;
+//! - closing a bus while the server is down returns at once, and while it
+//!   is frozen within about two seconds;
+//! - a drain hands on the requests already on their way to it, even with
+//!   other traffic on the connection;
 //! - when a member of a two-server cluster dies, buses that were told only
 //!   of it fail over to the other (learnt from the cluster) and serve on;
 //! - a configured list of servers (a comma-separated string or a list) whose
@@ -911,4 +914,31 @@ async fn gathering_the_catalog_during_an_outage_fails_at_once() {
         started.elapsed()
     );
     assert_eq!(err.code(), ErrorCode::AgentUnavailable, "{err}");
+}
+
+/// Closing a bus whose server froze (SIGSTOP: connected, but nothing
+/// answers) does not wait long for it: each subscription gives the server
+/// a short while to hand on what it routed here, and they end together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_a_frozen_server_does_not_wait_long() {
+    let nats = NatsServer::start();
+    let bus = nats_bus(&nats.url(), Bus::builder().agent_id("frozen.close")).await;
+    for target in ["frozen.a", "frozen.b", "frozen.c"] {
+        bus.handle_invoke(target, |req| async move { Ok(req.into_payload()) })
+            .await
+            .unwrap();
+    }
+    bus.subscribe("frozen.events", |_e| async { Ok(()) })
+        .await
+        .unwrap();
+    bus.invoke("frozen.a", json!(1)).await.unwrap();
+    nats.pause();
+    let started = Instant::now();
+    bus.close().await;
+    let took = started.elapsed();
+    nats.resume();
+    eprintln!("closing took {took:?}");
+    // Two rounds of one second at most: the registrations, then the reply
+    // inbox and the cancel subscription.
+    assert!(took < Duration::from_millis(3500), "closing took {took:?}");
 }

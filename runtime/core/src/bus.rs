@@ -824,8 +824,8 @@ impl Bus {
                 let _ = tokio::time::timeout(Duration::from_secs(1), transport.flush()).await;
             }
         }
-        self.inner.replies.close().await;
-        self.inner.cancels.close().await;
+        // Together: each may wait a while for a server that does not answer.
+        futures::join!(self.inner.replies.close(), self.inner.cancels.close());
         if self.inner.transport.release() {
             self.inner.transport.close().await;
         }

@@ -388,6 +388,11 @@ fn check_control_line(names: &[&str]) -> Result<(), TransportError> {
 /// How long a [`Transport::flush`] waits for the server's answer.
 const FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
+/// How long an unsubscribe waits for its round trip through the server (see
+/// [`Transport::subscribe`]'s task): many times a healthy one, short enough
+/// that closing with a server that froze is quick.
+const UNSUBSCRIBE_ROUND_TRIP: Duration = Duration::from_secs(1);
+
 /// `message` with what to do about the TLS refusals a user can fix in the
 /// settings (rustls names them, but not the setting that helps).
 fn with_tls_hint(message: String, names: &OptionNames) -> String {
@@ -557,7 +562,9 @@ impl Transport for NatsTransport {
             // loses what is still on its way.) Without a server, what the
             // client holds is all there is.
             if transport.client.connection_state() == State::Connected {
-                let echo = tokio::time::timeout(Duration::from_secs(2), transport.round_trip());
+                // Bounded: a server that froze answers nothing, and a bus
+                // closing must not wait for it.
+                let echo = tokio::time::timeout(UNSUBSCRIBE_ROUND_TRIP, transport.round_trip());
                 tokio::pin!(echo);
                 loop {
                     tokio::select! {
