@@ -201,3 +201,69 @@ async fn slow_streams_end_in_time(nats: &NatsServer, many: usize) -> u64 {
     caller.close().await;
     dropped
 }
+
+/// Messages another subscription of the caller's connection dropped do not
+/// end a stream: a slow handler that stays silent past the 10 s a stream
+/// waits after a drop of its own still answers. (Drops are counted per
+/// subscription; counted for the whole connection, this stream ended with
+/// `BACKPRESSURE_DROP`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_subscriptions_drops_do_not_end_a_silent_stream() {
+    use openagentio_core::transport::{Message, Sink};
+
+    /// Holds up its subscription at the first message, so what comes
+    /// behind it overflows the client's buffer.
+    struct Stuck(std::sync::atomic::AtomicBool);
+    impl Sink for Stuck {
+        fn deliver(&self, _msg: Message) {
+            if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
+
+    let nats = NatsServer::start();
+    let transport = NatsTransport::connect(
+        NatsOptions::new(nats.url())
+            .name("caller")
+            .subscription_capacity(64),
+    )
+    .await
+    .unwrap();
+    let caller = Bus::builder()
+        .agent_id("caller")
+        .transport(transport.clone())
+        .build();
+    let server = nats_bus(&nats.url(), Bus::builder().agent_id("server")).await;
+    server
+        .handle_stream("slow.answer", |_req, w| async move {
+            tokio::time::sleep(Duration::from_millis(11_500)).await;
+            w.finish(json!("late but whole")).await
+        })
+        .await
+        .unwrap();
+    let stuck = Arc::new(Stuck(false.into()));
+    let flood_subject = caller.subjects().event("flood.events", "");
+    let _flooded = openagentio_core::Transport::subscribe(&transport, &flood_subject, None, stuck)
+        .await
+        .unwrap();
+    caller.transport().flush().await.unwrap();
+    let opts = CallOptions::default().timeout(Duration::from_secs(30));
+    let stream = caller
+        .stream_invoke_with("slow.answer", json!(null), opts)
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        server
+            .publish(openagentio_core::Envelope::new("flood.events").with_payload(json!(i)))
+            .await
+            .unwrap();
+    }
+    server.transport().flush().await.unwrap();
+    let answer = stream.final_payload().await;
+    assert!(
+        caller.transport().stats().dropped > 0,
+        "the flooded subscription dropped nothing: the test does not test"
+    );
+    assert_eq!(answer.unwrap(), json!({"result": "late but whole"}));
+}

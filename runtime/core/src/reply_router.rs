@@ -284,6 +284,16 @@ impl ReplyRouter {
         ids
     }
 
+    /// Messages the inbox subscription lost: its own count where the
+    /// transport keeps one, else `transport_total` (the transport's, which
+    /// counts every subscription's).
+    pub fn dropped_or(&self, transport_total: u64) -> u64 {
+        self.subscription
+            .get()
+            .and_then(|s| s.dropped())
+            .unwrap_or(transport_total)
+    }
+
     /// Whether the inbox is subscribed: [`ReplyRouter::open_subscribed`]
     /// needs it (see [`ReplyRouter::subscribe`]).
     pub fn is_subscribed(&self) -> bool {

@@ -125,6 +125,9 @@ pub struct Stream {
     /// (core NATS drops what is sent to a subscription while it is being
     /// made again, or while it is full), not late.
     transport_at_start: crate::transport::TransportStats,
+    /// Messages the reply subscription had lost when the call began (see
+    /// [`Stream::reply_drops`]).
+    drops_at_start: u64,
 }
 
 impl Stream {
@@ -137,8 +140,10 @@ impl Stream {
         limits: StreamLimits,
     ) -> Self {
         let transport_at_start = slot.bus.transport.stats();
+        let drops_at_start = slot.bus.replies.dropped_or(transport_at_start.dropped);
         Stream {
             transport_at_start,
+            drops_at_start,
             slot,
             request,
             target,
@@ -154,7 +159,7 @@ impl Stream {
             window_reservation: None,
             resend_until: None,
             gap_before_end: None,
-            drops_seen: transport_at_start.dropped,
+            drops_seen: drops_at_start,
             next_look: None,
         }
     }
@@ -454,7 +459,7 @@ impl Stream {
         let Some(window) = self.window else {
             return false;
         };
-        let dropped = self.bus().transport.stats().dropped;
+        let dropped = self.reply_drops(self.bus().transport.stats());
         if dropped == self.drops_seen {
             return false;
         }
@@ -535,12 +540,19 @@ impl Stream {
         self.slot.release();
     }
 
+    /// Messages the reply subscription has lost: those of the frames of every
+    /// call this bus makes. Where the transport cannot tell, every
+    /// subscription's (`now`'s total).
+    fn reply_drops(&self, now: crate::transport::TransportStats) -> u64 {
+        self.bus().replies.dropped_or(now.dropped)
+    }
+
     /// What the transport did since the call began that loses frames for good.
     fn transport_loss(&self) -> Option<TransportLoss> {
         let now = self.bus().transport.stats();
         if now.reconnects != self.transport_at_start.reconnects {
             Some(TransportLoss::Reconnected)
-        } else if now.dropped != self.transport_at_start.dropped {
+        } else if self.reply_drops(now) != self.drops_at_start {
             Some(TransportLoss::Dropped)
         } else {
             None

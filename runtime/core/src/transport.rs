@@ -85,6 +85,13 @@ pub trait Sink: Send + Sync + 'static {
 pub trait Subscription: Send + Sync {
     /// Stops deliveries. Idempotent.
     async fn unsubscribe(&self) -> Result<(), TransportError>;
+
+    /// Messages this subscription lost because it could not keep up, where
+    /// the transport tells them apart from other subscriptions' (`None`:
+    /// only its total, [`TransportStats::dropped`], is known).
+    fn dropped(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Counters a transport keeps about itself.

@@ -1,6 +1,6 @@
 //! The NATS Core transport.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +52,9 @@ struct Counters {
     /// Counts refusals: woken with each new one (for
     /// [`Transport::refusal_notices`] and subscription confirmations).
     refused: tokio::sync::watch::Sender<u64>,
+    /// The dropped-message count of each subscription of ours, by the
+    /// client's subscription id (slow-consumer events name it).
+    drops_by_sid: parking_lot::Mutex<HashMap<u64, Arc<AtomicU64>>>,
 }
 
 /// Permission refusals remembered at most.
@@ -442,6 +445,9 @@ fn on_event(stats: &Counters, event: Event) {
         Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         Event::SlowConsumer(sid) => {
             stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(own) = stats.drops_by_sid.lock().get(&sid) {
+                own.fetch_add(1, Ordering::Relaxed);
+            }
             tracing::warn!(
                 sid,
                 "NATS subscription is a slow consumer: messages were dropped"
@@ -533,8 +539,12 @@ impl Transport for NatsTransport {
         }
         .map_err(to_transport_error)?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let own_drops = SubscriptionDrops::track(&self.stats, &sub);
+        let dropped = own_drops.as_ref().map(|d| d.count.clone());
         let transport = self.clone();
         let task = tokio::spawn(async move {
+            // Untracked when the task ends, however it ends.
+            let _own_drops = own_drops;
             let deliver = |m: async_nats::Message| {
                 sink.deliver(Message {
                     subject: m.subject.as_str().into(),
@@ -585,6 +595,7 @@ impl Transport for NatsTransport {
         Ok(Box::new(NatsSubscription {
             stop: parking_lot::Mutex::new(Some(stop)),
             task: parking_lot::Mutex::new(Some(task)),
+            dropped,
         }))
     }
 
@@ -702,10 +713,57 @@ impl Transport for NatsTransport {
 struct NatsSubscription {
     stop: parking_lot::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What it lost, when its client id could be read (see [`subscriber_sid`]).
+    dropped: Option<Arc<AtomicU64>>,
+}
+
+/// A subscription's own dropped-message count, kept in
+/// [`Counters::drops_by_sid`] while it lives.
+struct SubscriptionDrops {
+    stats: Arc<Counters>,
+    sid: u64,
+    count: Arc<AtomicU64>,
+}
+
+impl SubscriptionDrops {
+    /// Tracks `sub`'s drops; `None` when its id cannot be read (then only the
+    /// connection's total is known).
+    fn track(stats: &Arc<Counters>, sub: &async_nats::Subscriber) -> Option<Self> {
+        let sid = subscriber_sid(sub)?;
+        let count = Arc::new(AtomicU64::new(0));
+        stats.drops_by_sid.lock().insert(sid, count.clone());
+        Some(SubscriptionDrops {
+            stats: stats.clone(),
+            sid,
+            count,
+        })
+    }
+}
+
+impl Drop for SubscriptionDrops {
+    fn drop(&mut self) {
+        self.stats.drops_by_sid.lock().remove(&self.sid);
+    }
+}
+
+/// The client's id of `sub`, which slow-consumer events name. async-nats
+/// keeps it private; its `Debug` form shows it (`Subscriber { sid: 7, .. }`).
+/// Checked by the `nats_windows` tests, which fail if it cannot be read.
+fn subscriber_sid(sub: &async_nats::Subscriber) -> Option<u64> {
+    let text = format!("{sub:?}");
+    let rest = text.split_once("sid: ")?.1;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 #[async_trait]
 impl Subscription for NatsSubscription {
+    fn dropped(&self) -> Option<u64> {
+        self.dropped.as_ref().map(|d| d.load(Ordering::Relaxed))
+    }
+
     async fn unsubscribe(&self) -> Result<(), TransportError> {
         if let Some(stop) = self.stop.lock().take() {
             let _ = stop.send(());
