@@ -82,7 +82,8 @@ enum Waited {
     Message(Option<Message>),
     /// The deadline or the idle limit passed.
     Timeout,
-    /// Silent for [`DROP_SILENCE`] after the transport dropped messages.
+    /// Silent for [`DROP_SILENCE`] after the reply subscription dropped
+    /// messages.
     SilentAfterDrops,
 }
 
@@ -118,6 +119,9 @@ pub struct Stream {
     gap_before_end: Option<Instant>,
     /// The transport's dropped-message count last looked at.
     drops_seen: u64,
+    /// The reply subscription's own, last looked at (see
+    /// [`Stream::look_for_drops`]).
+    own_drops_seen: u64,
     /// When a waiting stream next looks for drops.
     next_look: Option<Instant>,
     /// The transport's counters when the call began: a frame missing after
@@ -125,9 +129,6 @@ pub struct Stream {
     /// (core NATS drops what is sent to a subscription while it is being
     /// made again, or while it is full), not late.
     transport_at_start: crate::transport::TransportStats,
-    /// Messages the reply subscription had lost when the call began (see
-    /// [`Stream::reply_drops`]).
-    drops_at_start: u64,
 }
 
 impl Stream {
@@ -140,10 +141,10 @@ impl Stream {
         limits: StreamLimits,
     ) -> Self {
         let transport_at_start = slot.bus.transport.stats();
-        let drops_at_start = slot.bus.replies.dropped_or(transport_at_start.dropped);
+        let own_drops_seen = slot.bus.replies.dropped_or(transport_at_start.dropped);
         Stream {
             transport_at_start,
-            drops_at_start,
+            own_drops_seen,
             slot,
             request,
             target,
@@ -159,7 +160,7 @@ impl Stream {
             window_reservation: None,
             resend_until: None,
             gap_before_end: None,
-            drops_seen: drops_at_start,
+            drops_seen: transport_at_start.dropped,
             next_look: None,
         }
     }
@@ -236,9 +237,9 @@ impl Stream {
                     Waited::Timeout => return Some(Err(self.fail_timeout())),
                     Waited::SilentAfterDrops => {
                         let err = BusError::backpressure(format!(
-                            "{}: the transport dropped messages (a subscription of this \
-                             process fell behind), and no frame has come for {DROP_SILENCE:?} \
-                             since: the rest of the stream is taken as lost",
+                            "{}: the transport dropped replies to this process's calls (its \
+                             reply subscription fell behind), and no frame has come for \
+                             {DROP_SILENCE:?} since: the rest of the stream is taken as lost",
                             self.target
                         ));
                         return Some(Err(self.fail(err)));
@@ -453,20 +454,26 @@ impl Stream {
     /// After the transport dropped messages, tells the handler it may send
     /// a window beyond what it was allowed: if frames were lost, the next
     /// one shows the gap and the stream ends at once with a typed error
-    /// (see [`Stream::next`]) instead of both sides waiting.
-    /// Returns whether there were new drops.
+    /// (see [`Stream::next`]) instead of both sides waiting. Any
+    /// subscription's drops do (the notice costs nothing when none of this
+    /// stream's frames were lost, and the client may not report every drop
+    /// with its subscription). Returns whether the reply subscription itself
+    /// lost messages: only then does the silence rule apply (a flooded
+    /// event subscriber must not end a stream that is just slow).
     fn look_for_drops(&mut self) -> bool {
         let Some(window) = self.window else {
             return false;
         };
-        let dropped = self.reply_drops(self.bus().transport.stats());
-        if dropped == self.drops_seen {
-            return false;
+        let now = self.bus().transport.stats();
+        let own = self.reply_drops(now);
+        let own_new = own != self.own_drops_seen;
+        self.own_drops_seen = own;
+        if now.dropped != self.drops_seen {
+            self.drops_seen = now.dropped;
+            let claimed = self.told_read.max(self.expected) + window;
+            self.bus().send_window(&self.request.id, claimed);
         }
-        self.drops_seen = dropped;
-        let claimed = self.told_read.max(self.expected) + window;
-        self.bus().send_window(&self.request.id, claimed);
-        true
+        own_new
     }
 
     fn wait_limit(&self) -> Option<Instant> {
@@ -541,8 +548,8 @@ impl Stream {
     }
 
     /// Messages the reply subscription has lost: those of the frames of every
-    /// call this bus makes. Where the transport cannot tell, every
-    /// subscription's (`now`'s total).
+    /// call this bus makes. Where the transport cannot tell them apart,
+    /// every subscription's (`now`'s total).
     fn reply_drops(&self, now: crate::transport::TransportStats) -> u64 {
         self.bus().replies.dropped_or(now.dropped)
     }
@@ -552,7 +559,7 @@ impl Stream {
         let now = self.bus().transport.stats();
         if now.reconnects != self.transport_at_start.reconnects {
             Some(TransportLoss::Reconnected)
-        } else if self.reply_drops(now) != self.drops_at_start {
+        } else if now.dropped != self.transport_at_start.dropped {
             Some(TransportLoss::Dropped)
         } else {
             None
