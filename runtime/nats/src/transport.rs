@@ -553,14 +553,8 @@ impl Transport for NatsTransport {
                     status: m.status.map(|s| s.as_u16()),
                 })
             };
-            loop {
-                tokio::select! {
-                    m = sub.next() => match m {
-                        Some(m) => deliver(m),
-                        None => return,
-                    },
-                    _ = &mut stopped => break,
-                }
+            if !forward_until(&mut sub, &deliver, &mut stopped).await {
+                return;
             }
             // Unsubscribed. What the server routed here before now (a
             // request this very process sent just before a drain, say) is
@@ -575,15 +569,8 @@ impl Transport for NatsTransport {
                 // Bounded: a server that froze answers nothing, and a bus
                 // closing must not wait for it.
                 let echo = tokio::time::timeout(UNSUBSCRIBE_ROUND_TRIP, transport.round_trip());
-                tokio::pin!(echo);
-                loop {
-                    tokio::select! {
-                        m = sub.next() => match m {
-                            Some(m) => deliver(m),
-                            None => return,
-                        },
-                        _ = &mut echo => break,
-                    }
+                if !forward_until(&mut sub, &deliver, std::pin::pin!(echo)).await {
+                    return;
                 }
             }
             let _ = sub.unsubscribe().await;
@@ -706,6 +693,24 @@ impl Transport for NatsTransport {
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.flush()).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), self.client.drain()).await;
+    }
+}
+
+/// Hands `sub`'s messages to `deliver` until `done` completes (true) or the
+/// subscription ends (false).
+async fn forward_until<F: std::future::Future + Unpin>(
+    sub: &mut async_nats::Subscriber,
+    deliver: &impl Fn(async_nats::Message),
+    mut done: F,
+) -> bool {
+    loop {
+        tokio::select! {
+            m = sub.next() => match m {
+                Some(m) => deliver(m),
+                None => return false,
+            },
+            _ = &mut done => return true,
+        }
     }
 }
 
